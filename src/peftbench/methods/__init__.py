@@ -1,0 +1,113 @@
+"""Registry of PEFT methods.
+
+One method = one module holding a typed config dataclass and an ``apply(model, config)`` function,
+registered by one ``register(MethodSpec(...))`` line. The trainer only ever talks to a ``MethodSpec``;
+it never branches on a method's name.
+
+``apply`` receives a freshly loaded Hugging Face ``PreTrainedModel`` and returns the module to train
+(the same model changed in place, or a peft wrapper around it). On return, exactly the method's own
+parameters have ``requires_grad=True``; everything else is frozen. Those parameters are what a run
+saves (``trainable.safetensors``) and what it reports as trainable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from torch import nn
+
+from peftbench.errors import PeftbenchError
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the rest of peftbench knows about one PEFT method."""
+
+    name: str
+    """Registry key used in configs (``method.name``): lowercase letters, digits and ``_``."""
+    config_cls: type
+    """Dataclass of the method's hyperparameters (every field documented where declared)."""
+    apply: Callable[[nn.Module, Any], nn.Module]
+    """Adds the method to a loaded model and freezes everything that is not the method's."""
+    summary: str
+    """Where the method acts, in a few words (shown by ``peftbench methods``)."""
+    paper: str
+    """The source paper."""
+    default_learning_rate: float
+    """Learning rate used when ``train.learning_rate`` is not set."""
+    lr_scheduler: str = "linear"
+    """Default schedule: the study uses linear decay for PEFT methods, constant for full fine-tuning."""
+    warmup_ratio: float = 0.03
+    """Default warm-up fraction of the optimizer steps (the study: 3% for PEFT, 0 for full)."""
+    supports: Callable[[Any], str | None] = lambda model_config: None
+    """Given a transformers ``PretrainedConfig``, ``None`` if supported, else a one-line reason."""
+    count_note: str = ""
+    """How the trainable count is to be read (e.g. whether a reparameterisation MLP is counted)."""
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    """Adds a method to the registry; rejects malformed and duplicate names."""
+    if not _NAME.match(spec.name):
+        raise ValueError(f"invalid method name {spec.name!r}: use lowercase letters, digits and '_'")
+    if spec.name in _REGISTRY:
+        raise ValueError(f"method {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
+    """Looks a method up by name, with a one-line error listing the known ones."""
+    if name not in _REGISTRY:
+        raise PeftbenchError(f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def all_methods() -> list[MethodSpec]:
+    """All registered methods, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def build_method_config(name: str, values: dict[str, Any] | None = None) -> Any:
+    """Builds a method's config dataclass from a plain dict, rejecting unknown keys in one line."""
+    spec = get_method(name)
+    values = dict(values or {})
+    known = {f.name for f in fields(spec.config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PeftbenchError(
+            f"method {name!r} has no option(s) {', '.join(unknown)}; its options are: {', '.join(sorted(known))}"
+        )
+    try:
+        return spec.config_cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise PeftbenchError(f"bad option for method {name!r}: {exc}") from None
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters that train (``requires_grad``), by name; tied parameters appear once."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def freeze_all(model: nn.Module) -> None:
+    """Sets ``requires_grad=False`` on every parameter of ``model``."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+# Each import below registers one method (a single `register(...)` line at the bottom of the module).
+from peftbench.methods import (  # noqa: E402
+    adapters,  # noqa: F401
+    bitfit,  # noqa: F401
+    full,  # noqa: F401
+    ia3,  # noqa: F401
+    lora,  # noqa: F401
+    prefix,  # noqa: F401
+    prompt,  # noqa: F401
+)

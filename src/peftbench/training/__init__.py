@@ -1,0 +1,1 @@
+"""peftbench.training"""
