@@ -1,0 +1,140 @@
+"""The ``peftbench`` command line. Subcommands live in one dict, ``COMMANDS``, that a test keeps in sync."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from peftbench.errors import PeftbenchError
+
+
+def _quiet_libraries() -> None:
+    """Silences library chatter that is not for our users (deprecation notes, tokenizer fork warnings)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from peftbench.config import load_config
+    from peftbench.experiments.run import run_experiment
+
+    cfg = load_config(args.config, args.overrides)
+    run_experiment(cfg, progress=not args.no_progress)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from peftbench.experiments.run import evaluate_run
+
+    evaluate_run(args.run_dir, progress=not args.no_progress)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from peftbench.evaluation.metrics import read_predictions, score_predictions, write_metrics
+
+    records = read_predictions(args.predictions)
+    metrics = score_predictions(records, xlingual=args.xlingual, xlingual_tokenizer=args.xlingual_tokenizer)
+    if args.output:
+        write_metrics(metrics, args.output)
+    print(json.dumps(metrics, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from peftbench.experiments.report import write_report
+
+    files = write_report(args.runs_dir, args.output)
+    print(files.table)
+    print(f"\nwrote {files.markdown}, {files.csv}, {files.plot}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from peftbench.experiments.methods_table import methods_table
+
+    print(methods_table(args.model))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from peftbench.experiments.demo import run_demo
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    run_demo(args.output_dir, model=args.model, methods=methods, quick=args.quick, progress=not args.no_progress)
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "train": (cmd_train, "train one experiment, then evaluate it on the full test split"),
+    "evaluate": (cmd_evaluate, "(re)evaluate a finished run from its saved trainable weights"),
+    "score": (cmd_score, "score a predictions JSONL file with the official SuperNI metrics"),
+    "report": (cmd_report, "tabulate and plot every finished run below a directory"),
+    "methods": (cmd_methods, "list the registered PEFT methods (and their sizes for a model)"),
+    "demo": (cmd_demo, "the embedded default: generate data, pre-train a tiny base, compare methods, report"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per entry of ``COMMANDS``."""
+    import peftbench
+
+    parser = argparse.ArgumentParser(
+        prog="peftbench",
+        description="Compare parameter-efficient fine-tuning methods for instruction tuning on SuperNI.",
+    )
+    parser.add_argument("--version", action="version", version=f"peftbench {peftbench.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
+
+    p["train"].add_argument("config", type=Path, help="experiment YAML (see configs/)")
+    p["train"].add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.learning_rate=1e-4 method.r=16"
+    )
+    p["evaluate"].add_argument("run_dir", type=Path, help="a run directory written by `peftbench train`")
+    p["score"].add_argument(
+        "predictions", type=Path, help="JSONL lines with id, task, prediction, references[, category]"
+    )
+    p["score"].add_argument("-o", "--output", type=Path, help="also write the metrics JSON to this file")
+    p["score"].add_argument("--xlingual", action="store_true", help="cross-lingual track: ROUGE-L over GPT-2 tokens")
+    p["score"].add_argument(
+        "--xlingual-tokenizer", default="gpt2", help="tokenizer name or path for --xlingual (default: gpt2)"
+    )
+    p["report"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for finished runs")
+    p["report"].add_argument("-o", "--output", type=Path, help="where to write report.{md,csv,png} (default: RUNS_DIR)")
+    p["methods"].add_argument("--model", help="also count trainable parameters on this model (preset, hub name, path)")
+    p["demo"].add_argument("--output-dir", type=Path, default=Path("runs/demo"), help="default: runs/demo")
+    p["demo"].add_argument("--model", default="tiny-t5", help="tiny preset to use: tiny-t5 (default) or tiny-llama")
+    p["demo"].add_argument("--methods", help="comma-separated methods (default: lora,adapter_houlsby,prompt,full)")
+    p["demo"].add_argument("--quick", action="store_true", help="a much shorter demo (for smoke tests)")
+    for name in ("train", "evaluate", "demo"):
+        p[name].add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``peftbench`` command; user errors print one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        _quiet_libraries()
+        return COMMANDS[args.command][0](args)
+    except PeftbenchError as exc:
+        print(f"peftbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("peftbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""The experiment schema: typed dataclasses that YAML files and ``key=value`` overrides map onto.
+
+A config is loaded from YAML, overridden with dotted ``section.field=value`` pairs, checked once
+(every problem reported in one line), and written back fully resolved as the run's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peftbench.errors import PeftbenchError
+
+
+@dataclass
+class ModelConfig:
+    """Which base model to fine-tune."""
+
+    name: str = "tiny-t5"
+    """Hub name or local path (real use), or a built-in tiny random preset: tiny-t5, tiny-llama, tiny-gpt2."""
+    tokenizer: str | None = None
+    """Tokenizer name or path; None = the model's own (presets use a file-free byte-level tokenizer)."""
+    init_seed: int = 0
+    """Seed of the random initialisation of a tiny preset (ignored for pretrained models)."""
+    dtype: str = "float32"
+    """Dtype the base weights are loaded in: float32, bfloat16 or float16."""
+
+
+@dataclass
+class DataConfig:
+    """SuperNI data: where it is, which tasks and instances, and how prompts are encoded."""
+
+    data_dir: str = "data/superni"
+    """Directory in the natural-instructions layout (tasks/*.json, splits/<split>/*.txt)."""
+    split: str = "default"
+    """Name of the split directory under splits/."""
+    max_train_instances_per_task: int | None = 100
+    """At most this many training instances per task (seeded sample); None = all."""
+    max_eval_instances_per_task: int | None = 100
+    """At most this many evaluation instances per task, taken from the first 100 (the official set)."""
+    num_validation_tasks: int = 0
+    """Training tasks carved out (seeded) for validation; the study's default_train_707_val_50 uses 50."""
+    english_only: bool = True
+    """Keep only tasks whose input, output and instruction languages are all English."""
+    max_source_length: int = 1024
+    """Prompt length limit in tokens; truncation never removes the final 'Output:' cue."""
+    max_target_length: int = 128
+    """Target length limit in tokens (also the default generation length)."""
+    add_task_definition: bool = True
+    """Tk-Instruct encoding: include the task definition."""
+    num_pos_examples: int = 0
+    """Tk-Instruct encoding: number of positive demonstrations (the study: 0; Tk-Instruct's best: 2)."""
+    num_neg_examples: int = 0
+    """Tk-Instruct encoding: number of negative demonstrations."""
+    add_explanation: bool = False
+    """Tk-Instruct encoding: include the demonstrations' explanations."""
+    add_task_name: bool = False
+    """Tk-Instruct encoding: prefix the prompt with the task name."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. Unset (None) fields take the method's defaults."""
+
+    learning_rate: float | None = None
+    """Peak learning rate; None = the method's default (see `peftbench methods`)."""
+    lr_scheduler: str | None = None
+    """transformers scheduler name (linear, constant, cosine, ...); None = method default."""
+    warmup_ratio: float | None = None
+    """Warm-up fraction of the optimizer steps; None = method default (PEFT 0.03, full 0)."""
+    num_epochs: float = 4.0
+    """Training epochs (the study: 4); ignored when max_steps is set."""
+    max_steps: int | None = None
+    """Optimizer steps to train for; overrides num_epochs."""
+    per_device_batch_size: int = 8
+    """Examples per device per forward pass."""
+    gradient_accumulation_steps: int = 1
+    """Forward passes per optimizer step."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    mixed_precision: str = "no"
+    """accelerate mixed precision: no, fp16 or bf16."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (seeded), to waste little compute on padding."""
+    logging_steps: int = 10
+    """Log the training loss every this many optimizer steps."""
+
+
+@dataclass
+class EvalConfig:
+    """Generation and scoring on the test split."""
+
+    batch_size: int = 32
+    """Examples per generation batch (batches are formed from length-sorted examples)."""
+    max_new_tokens: int | None = None
+    """Generation length limit; None = data.max_target_length."""
+    num_beams: int = 1
+    """Beam width; 1 = greedy decoding (the default of Tk-Instruct and the study)."""
+    xlingual: bool = False
+    """Score with the cross-lingual track (ROUGE-L over GPT-2 tokens)."""
+    xlingual_tokenizer: str = "gpt2"
+    """Tokenizer name or path for the cross-lingual track."""
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: a base model, a method, data, training and evaluation."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The base model."""
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "lora"})
+    """The PEFT method: ``name`` plus that method's options (see `peftbench methods`)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The SuperNI data."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+    seed: int = 42
+    """Seed of everything random: data sampling, method initialisation, data order, dropout."""
+    output_dir: str = "runs"
+    """Directory the run directory is created in."""
+    run_name: str | None = None
+    """Run directory name; None = '<method>-<config hash>'."""
+
+    @property
+    def method_name(self) -> str:
+        """The method's registry name."""
+        return str(self.method.get("name", ""))
+
+    def method_config(self) -> Any:
+        """The method's typed config dataclass."""
+        from peftbench.methods import build_method_config
+
+        options = {k: v for k, v in self.method.items() if k != "name"}
+        return build_method_config(self.method_name, options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, YAML-ready dict."""
+        return asdict(self)
+
+    def config_hash(self) -> str:
+        """A short hash of everything that determines the results (not where they are written)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "run_name")}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+    def resolved_run_name(self) -> str:
+        """The run directory's name."""
+        return self.run_name or f"{self.method_name}-{self.config_hash()}"
+
+    def run_dir(self) -> Path:
+        """Where this run writes its files."""
+        return Path(self.output_dir) / self.resolved_run_name()
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overriding and checking
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Converts a YAML/CLI value to a field's declared type, or raises a one-line error."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except PeftbenchError as exc:
+                errors.append(str(exc))
+        raise PeftbenchError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if tp is Any:
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise PeftbenchError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise PeftbenchError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise PeftbenchError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise PeftbenchError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise PeftbenchError(f"{where}: expected an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise PeftbenchError(f"{where}: expected an integer, got {value!r}")
+        return int(as_float)
+    if tp is float:
+        if isinstance(value, bool):
+            raise PeftbenchError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise PeftbenchError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise PeftbenchError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Builds dataclass ``cls`` from a dict, recursing into nested dataclasses, with one-line errors."""
+    if not isinstance(values, dict):
+        raise PeftbenchError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise PeftbenchError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys{' in ' + where if where else ''}: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _build(tp, value, key) if _is_dataclass_type(tp) else _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def _method_types(name: str) -> dict[str, Any]:
+    from peftbench.methods import get_method
+
+    return typing.get_type_hints(get_method(name).config_cls)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parses ``section.field=value``; the value is read as YAML (``null``, ``true``, ``[q, v]``, numbers)."""
+    if "=" not in item:
+        raise PeftbenchError(f"override {item!r} is not of the form key=value (e.g. train.learning_rate=1e-4)")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise PeftbenchError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies dotted overrides to a raw config dict (before type checking)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise PeftbenchError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    """Builds and checks an ExperimentConfig from a plain dict."""
+    raw = dict(raw or {})
+    method = raw.pop("method", None)
+    if method is None:
+        method = {"name": "lora"}
+    if isinstance(method, str):
+        method = {"name": method}
+    if not isinstance(method, dict) or "name" not in method:
+        raise PeftbenchError("method: expected a mapping with a 'name' (e.g. method: {name: lora, r: 8})")
+    cfg = _build(ExperimentConfig, raw, "")
+    types_ = _method_types(str(method["name"]))
+    options = {}
+    for key, value in method.items():
+        if key == "name":
+            continue
+        options[key] = _coerce(value, types_[key], f"method.{key}") if key in types_ else value
+    # Fill in the method's defaults so that config.yaml records every value the run used.
+    resolved = asdict(_build_method(str(method["name"]), options))
+    cfg.method = {"name": str(method["name"]), **resolved}
+    validate(cfg)
+    return cfg
+
+
+def _build_method(name: str, options: dict[str, Any]) -> Any:
+    from peftbench.methods import build_method_config
+
+    return build_method_config(name, options)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Loads a YAML config (or the defaults when ``path`` is None) and applies overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise PeftbenchError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise PeftbenchError(f"{p}{at}: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise PeftbenchError(f"{p}: expected a mapping of sections at the top level")
+        raw = loaded
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw)
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Checks value ranges; collects every problem and raises once."""
+    problems = []
+    t, d, e = cfg.train, cfg.data, cfg.eval
+    if t.learning_rate is not None and t.learning_rate <= 0:
+        problems.append("train.learning_rate must be > 0")
+    if t.warmup_ratio is not None and not 0 <= t.warmup_ratio < 1:
+        problems.append("train.warmup_ratio must be in [0, 1)")
+    if t.max_steps is not None and t.max_steps < 0:
+        problems.append("train.max_steps must be >= 0")
+    if t.num_epochs <= 0 and t.max_steps is None:
+        problems.append("train.num_epochs must be > 0")
+    if t.per_device_batch_size < 1:
+        problems.append("train.per_device_batch_size must be >= 1")
+    if t.gradient_accumulation_steps < 1:
+        problems.append("train.gradient_accumulation_steps must be >= 1")
+    if t.mixed_precision not in ("no", "fp16", "bf16"):
+        problems.append("train.mixed_precision must be no, fp16 or bf16")
+    if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
+        problems.append("model.dtype must be float32, bfloat16 or float16")
+    if d.max_source_length < 16:
+        problems.append("data.max_source_length must be >= 16")
+    if d.max_target_length < 1:
+        problems.append("data.max_target_length must be >= 1")
+    for name in ("num_pos_examples", "num_neg_examples", "num_validation_tasks"):
+        if getattr(d, name) < 0:
+            problems.append(f"data.{name} must be >= 0")
+    if e.batch_size < 1:
+        problems.append("eval.batch_size must be >= 1")
+    if e.num_beams < 1:
+        problems.append("eval.num_beams must be >= 1")
+    if cfg.run_name is not None and ("/" in cfg.run_name or cfg.run_name in ("", ".", "..")):
+        problems.append("run_name must be a plain directory name")
+    if problems:
+        raise PeftbenchError("invalid config: " + "; ".join(problems))
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The config as YAML text (fully resolved)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

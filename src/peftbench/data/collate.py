@@ -1,0 +1,161 @@
+"""From encoded text to model inputs: tokenisation with cue-preserving truncation, batching, padding.
+
+Encoder-decoder: ``input_ids`` = prompt, ``labels`` = target + EOS.
+Decoder-only: ``input_ids`` = prompt + target + EOS and ``labels`` masks the prompt with -100, so the
+loss is computed on the target tokens only (training on the prompt too is what cost alpaca-lora 11
+ROUGE-L points on SuperNI). Generation pads on the left for decoder-only models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+CUE = "Output:"
+"""The end of every prompt; truncation cuts the text before it, never the cue itself."""
+
+
+@dataclass(frozen=True)
+class Features:
+    """One tokenised example."""
+
+    id: str
+    task: str
+    category: str
+    prompt_ids: list[int]
+    """Tokens the model sees at generation time (with the tokenizer's special tokens)."""
+    target_ids: list[int]
+    """Target tokens, ending with EOS."""
+    references: tuple[str, ...]
+
+
+def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def tokenize_prompt(
+    tokenizer: PreTrainedTokenizerBase, source: str, max_length: int, encoder_decoder: bool
+) -> list[int]:
+    """Tokenises a prompt to at most ``max_length`` tokens, keeping its final ``Output:`` cue.
+
+    The text before the cue is cut from the end when too long (the definition and demonstrations come
+    first in Tk-Instruct prompts, so this keeps the instruction); the cue is always the last text.
+    """
+    cut = source.rfind(CUE)
+    if cut > 0 and source[cut - 1] == "\n":
+        cut -= 1  # keep the line break before the cue with it
+    body, cue = (source[:cut], source[cut:]) if cut >= 0 else (source, "")
+    body_ids = tokenizer(body, add_special_tokens=False)["input_ids"]
+    cue_ids = tokenizer(cue, add_special_tokens=False)["input_ids"] if cue else []
+    if encoder_decoder:
+        n_special = (
+            len(tokenizer.build_inputs_with_special_tokens([]))
+            if hasattr(tokenizer, "build_inputs_with_special_tokens")
+            else 0
+        )
+        room = max(max_length - n_special - len(cue_ids), 0)
+        ids = body_ids[:room] + cue_ids
+        return list(tokenizer.build_inputs_with_special_tokens(ids))
+    prefix = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+    room = max(max_length - len(prefix) - len(cue_ids), 0)
+    return prefix + body_ids[:room] + cue_ids
+
+
+def tokenize_target(tokenizer: PreTrainedTokenizerBase, target: str, max_length: int) -> list[int]:
+    """Target tokens truncated to ``max_length`` including the closing EOS."""
+    ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    return [*ids[:max_length - 1], tokenizer.eos_token_id]
+
+
+def featurize(
+    examples: Sequence,
+    tokenizer: PreTrainedTokenizerBase,
+    max_source_length: int,
+    max_target_length: int,
+    encoder_decoder: bool,
+) -> list[Features]:
+    """Tokenises ``peftbench.data.superni.Example`` objects."""
+    return [
+        Features(
+            id=ex.id,
+            task=ex.task,
+            category=ex.category,
+            prompt_ids=tokenize_prompt(tokenizer, ex.source, max_source_length, encoder_decoder),
+            target_ids=tokenize_target(tokenizer, ex.target, max_target_length),
+            references=tuple(ex.references),
+        )
+        for ex in examples
+    ]
+
+
+def _pad(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    padded = [([value] * (width - len(r)) + r) if left else (r + [value] * (width - len(r))) for r in rows]
+    return torch.tensor(padded, dtype=torch.long)
+
+
+def training_batch(features: Sequence[Features], pad_id: int, encoder_decoder: bool) -> dict[str, torch.Tensor]:
+    """A padded training batch (right padding; labels are -100 on padding and, decoder-only, on prompts)."""
+    if encoder_decoder:
+        inputs = [f.prompt_ids for f in features]
+        return {
+            "input_ids": _pad(inputs, pad_id),
+            "attention_mask": _pad([[1] * len(r) for r in inputs], 0),
+            "labels": _pad([f.target_ids for f in features], IGNORE_INDEX),
+        }
+    inputs = [f.prompt_ids + f.target_ids for f in features]
+    labels = [[IGNORE_INDEX] * len(f.prompt_ids) + f.target_ids for f in features]
+    return {
+        "input_ids": _pad(inputs, pad_id),
+        "attention_mask": _pad([[1] * len(r) for r in inputs], 0),
+        "labels": _pad(labels, IGNORE_INDEX),
+    }
+
+
+def generation_batch(features: Sequence[Features], pad_id: int, encoder_decoder: bool) -> dict[str, torch.Tensor]:
+    """A padded prompt batch for ``generate`` (left padding for decoder-only models)."""
+    inputs = [f.prompt_ids for f in features]
+    left = not encoder_decoder
+    return {
+        "input_ids": _pad(inputs, pad_id, left=left),
+        "attention_mask": _pad([[1] * len(r) for r in inputs], 0, left=left),
+    }
+
+
+def training_length(f: Features, encoder_decoder: bool) -> int:
+    """The cost proxy used to group batches: the longest sequence the example contributes."""
+    return max(len(f.prompt_ids), len(f.target_ids)) if encoder_decoder else len(f.prompt_ids) + len(f.target_ids)
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool = True, mega: int = 50
+) -> list[list[int]]:
+    """The epoch's batches of example indices, deterministic in (seed, epoch).
+
+    Indices are shuffled; with ``group_by_length`` they are cut into mega-batches of ``mega`` batches, each
+    sorted by length and split, so a batch holds similar lengths (little padding), and the batch order is
+    shuffled again so that lengths do not drift through the epoch (the idea of HF's LengthGroupedSampler).
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    span = batch_size * mega
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: -lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    perm = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in perm]
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Evaluation batches: indices sorted longest first (out-of-memory shows up on the first batch)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    for i in range(0, len(order), batch_size):
+        yield order[i : i + batch_size]

@@ -1,0 +1,172 @@
+"""Tk-Instruct prompt encoding of SuperNI instances (text only, no tokenisation).
+
+This reproduces, character for character, the source text built by ``DataCollatorForNI.__call__`` in
+Tk-Instruct (``yizhongw/Tk-Instruct``, ``src/ni_collator.py``), the encoding used by Super-NaturalInstructions
+and by the PEFT study arXiv 2411.16775:
+
+* optional task name: ``"<task name>. "``;
+* optional definition: ``"Definition: <Definition[0].strip()>"``, a ``"."`` appended when the text does not
+  already end in ASCII punctuation (``string.punctuation``), then ``"\\n\\n"``;
+* the first ``num_pos_examples`` positive examples, each
+  ``" Positive Example {i} -\\nInput: <input>[.]\\n Output: <output>[.]\\n"``, optionally followed by
+  ``" Explanation: <explanation>[.]\\n"``, then ``"\\n"`` (note the leading spaces on the first and the
+  ``Output``/``Explanation`` lines: they are in the original);
+* the first ``num_neg_examples`` negative examples, the same with ``"Negative Example"``;
+* the instance: ``"Now complete the following example -\\nInput: <input>[.]\\nOutput: "``.
+
+``[.]`` is Tk-Instruct's add-punctuation-if-missing rule: after appending a field, a ``"."`` is added when the
+last character of the text built so far is not in ``string.punctuation`` (so an empty field gets one too).
+
+Tk-Instruct drops demonstration examples that would overflow ``max_source_length`` tokens: an example is
+kept only while ``len(tokenizer(definition + " ".join(kept) + example + task_input)) <= max_source_length``,
+and the first example that does not fit ends the loop (positives and negatives are tried separately). The
+same check, with its quirks (the task name is not measured; already kept examples are joined with ``" "``
+for measuring but with ``""`` in the prompt), is available here through ``length_fn``. Tk-Instruct then
+truncates the whole source to ``max_source_length`` tokens, which can cut off the final ``"Output: "`` cue;
+this module never truncates: truncation that keeps the cue is done at tokenisation time.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from peftbench.errors import PeftbenchError
+
+if TYPE_CHECKING:
+    from peftbench.data.superni import Task
+
+__all__ = ["INSTANCE_HEADER", "OUTPUT_CUE", "EncodingConfig", "encode_source"]
+
+OUTPUT_CUE = "Output: "
+"""The final cue every encoded source ends with (Tk-Instruct: ``task_input += "Output: "``)."""
+
+INSTANCE_HEADER = "Now complete the following example -\n"
+"""The line that introduces the instance to solve."""
+
+
+@dataclass
+class EncodingConfig:
+    """Which SuperNI task elements go into the prompt (Tk-Instruct's encoding switches).
+
+    The default (definition only) is Tk-Instruct's ``instruct_input``; the SuperNI/Tk-Instruct headline
+    setting "Def + 2 Pos." is ``EncodingConfig(num_pos_examples=2)``.
+    """
+
+    add_task_definition: bool = True
+    """Prepend ``"Definition: ..."`` built from the task's first definition."""
+    num_pos_examples: int = 0
+    """How many positive demonstration examples to include (the first ones, in file order)."""
+    num_neg_examples: int = 0
+    """How many negative demonstration examples to include (the first ones, in file order)."""
+    add_explanation: bool = False
+    """Add each included demonstration's ``" Explanation: ..."`` line."""
+    add_task_name: bool = False
+    """Prepend the task name followed by ``". "`` (e.g. ``"task1146_country_capital. "``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("add_task_definition", "add_explanation", "add_task_name"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise PeftbenchError(f"encoding: {name} must be true or false, got {value!r}")
+        for name in ("num_pos_examples", "num_neg_examples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PeftbenchError(f"encoding: {name} must be a non-negative integer, got {value!r}")
+
+
+def _period_if_missing(text: str) -> str:
+    """Tk-Instruct's rule: ``if not text[-1] in string.punctuation: text += "."``."""
+    if not text or text[-1] not in string.punctuation:
+        return text + "."
+    return text
+
+
+def _format_demonstration(kind: str, number: int, example: Mapping[str, Any], add_explanation: bool) -> str:
+    """One demonstration block, exactly as Tk-Instruct builds ``pos_example_str`` / ``neg_example_str``."""
+    text = f" {kind} Example {number} -\n"
+    text += f"Input: {str(example['input']).strip()}"
+    text = _period_if_missing(text)
+    text += "\n"
+    text += f" Output: {str(example['output']).strip()}"
+    text = _period_if_missing(text)
+    text += "\n"
+    if add_explanation and "explanation" in example:
+        text += f" Explanation: {str(example['explanation']).strip()}"
+        text = _period_if_missing(text)
+        text += "\n"
+    text += "\n"
+    return text
+
+
+def _add_demonstrations(
+    kind: str,
+    examples: Sequence[Mapping[str, Any]],
+    prefix: str,
+    task_input: str,
+    config: EncodingConfig,
+    fits: Callable[[str], bool],
+) -> list[str]:
+    """Format demonstrations in order, stopping at the first that does not fit (Tk-Instruct's ``break``)."""
+    kept: list[str] = []
+    count = config.num_pos_examples if kind == "Positive" else config.num_neg_examples
+    for idx, example in enumerate(examples[:count]):
+        block = _format_demonstration(kind, idx + 1, example, config.add_explanation)
+        if not fits(prefix + " ".join(kept) + block + task_input):
+            break
+        kept.append(block)
+    return kept
+
+
+def encode_source(
+    task: Task,
+    instance_input: str,
+    config: EncodingConfig,
+    length_fn: Callable[[str], int] | None = None,
+    max_source_length: int | None = None,
+) -> str:
+    """Build the Tk-Instruct source text for one instance of ``task``.
+
+    Args:
+        task: The SuperNI task (its name, definition and demonstration examples are used).
+        instance_input: The instance's ``input`` field (stripped here, as in Tk-Instruct).
+        config: Which task elements to include.
+        length_fn: Optional length of a text in model tokens (e.g. ``lambda s: len(tok(s)["input_ids"])``).
+            Together with ``max_source_length`` it drops demonstration examples that would not fit, like
+            Tk-Instruct; if either is ``None`` all requested examples are kept.
+        max_source_length: Token budget for the source, used only with ``length_fn``.
+
+    Returns:
+        The prompt text; it always ends with :data:`OUTPUT_CUE` (``"Output: "``) and is never truncated.
+    """
+    task_input = INSTANCE_HEADER
+    task_input += f"Input: {instance_input.strip()}"
+    task_input = _period_if_missing(task_input)
+    task_input += "\n"
+    task_input += OUTPUT_CUE
+
+    task_name = f"{task.name}. " if config.add_task_name else ""
+
+    definition = ""
+    if config.add_task_definition:
+        definition = _period_if_missing("Definition: " + task.definition.strip())
+        definition += "\n\n"
+
+    def fits(text: str) -> bool:
+        if length_fn is None or max_source_length is None:
+            return True
+        return length_fn(text) <= max_source_length
+
+    pos_examples = _add_demonstrations("Positive", task.positive_examples, definition, task_input, config, fits)
+    # Tk-Instruct measures negatives against definition + " ".join(pos) + " ".join(neg) + candidate + input.
+    neg_examples = _add_demonstrations(
+        "Negative",
+        task.negative_examples,
+        definition + " ".join(pos_examples),
+        task_input,
+        config,
+        fits,
+    )
+    return task_name + definition + "".join(pos_examples) + "".join(neg_examples) + task_input

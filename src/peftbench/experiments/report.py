@@ -1,0 +1,156 @@
+"""Side-by-side report of every run below a directory: Markdown and CSV tables and a PNG plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peftbench.errors import PeftbenchError
+from peftbench.io import atomic_write_bytes, atomic_write_text
+
+_KEY_OPTIONS = ("r", "alpha", "size", "num_virtual_tokens", "projection")
+
+
+@dataclass
+class ReportFiles:
+    """What ``write_report`` produced."""
+
+    markdown: Path
+    csv: Path
+    plot: Path
+    table: str
+    """The Markdown table, for printing."""
+
+
+def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """Finished runs' metrics below ``runs_dir`` (any depth), sorted by method then name."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise PeftbenchError(f"{root} is not a directory")
+    runs = []
+    for path in sorted(root.rglob("metrics.json")):
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(metrics, dict) and metrics.get("status") == "finished" and "overall" in metrics:
+            metrics["_dir"] = str(path.parent.relative_to(root)) or "."
+            runs.append(metrics)
+    if not runs:
+        raise PeftbenchError(f"no finished runs (metrics.json with status 'finished') below {root}")
+    return sorted(runs, key=lambda m: (m["method"] != "untrained", m["method"], m["_dir"]))
+
+
+def hyperparameters(m: dict[str, Any]) -> str:
+    """A short string of the run's key hyperparameters (method size knobs and learning rate)."""
+    parts = [f"{k}={v}" for k, v in (m.get("method_config") or {}).items() if k in _KEY_OPTIONS and v is not None]
+    train = m.get("train") or {}
+    if train.get("learning_rate"):
+        parts.append(f"lr={train['learning_rate']:g}")
+    if train.get("steps"):
+        parts.append(f"steps={train['steps']}")
+    return " ".join(parts) or "-"
+
+
+def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the report table; one ROUGE-L column per category."""
+    categories = sorted({c for m in runs for c in m.get("per_category", {})})
+    header = ["run", "method", "hyperparameters", "trainable params", "trainable %", "exact match", "ROUGE-L"]
+    header += [f"ROUGE-L {c}" for c in categories]
+    header += ["train time (s)", "peak memory (MB)"]
+    rows = []
+    for m in runs:
+        per_cat = m.get("per_category", {})
+        row = [
+            m["_dir"],
+            m["method"],
+            hyperparameters(m),
+            m.get("trainable_params", 0),
+            m.get("trainable_percent", 0.0),
+            m["overall"]["exact_match"],
+            m["overall"]["rougeL"],
+        ]
+        row += [per_cat[c]["rougeL"] if c in per_cat else "" for c in categories]
+        row += [m.get("train_time_s", 0.0), m.get("peak_memory_mb", "")]
+        rows.append(row)
+    return header, rows
+
+
+def _fmt(value: Any, column: str) -> str:
+    if isinstance(value, bool) or value == "":
+        return str(value)
+    if column == "trainable params":
+        return f"{int(value):,}"
+    if column == "trainable %":
+        return f"{value:.4f}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(v, h) for v, h in zip(row, header, strict=True)) + " |")
+    return "\n".join(lines)
+
+
+def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
+    """ROUGE-L against trainable-parameter % (log x), one marker per method; untrained as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = "os^Dv<>pPX*h"
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    methods = sorted({m["method"] for m in runs if m["method"] != "untrained"})
+    for i, method in enumerate(methods):
+        pts = [(m["trainable_percent"], m["overall"]["rougeL"]) for m in runs if m["method"] == method]
+        pts = [(x, y) for x, y in pts if x > 0]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.scatter(xs, ys, marker=markers[i % len(markers)], s=60, label=method, zorder=3)
+    for m in runs:
+        if m["method"] == "untrained":
+            ax.axhline(m["overall"]["rougeL"], color="grey", linestyle="--", label="untrained base", zorder=2)
+            break
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (% of total, log scale)")
+    ax.set_ylabel("ROUGE-L (test tasks)")
+    ax.set_title("ROUGE-L vs trainable parameters")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_report(runs_dir: str | Path, output_dir: str | Path | None = None) -> ReportFiles:
+    """Writes ``report.md``, ``report.csv`` and ``report.png`` for every finished run below ``runs_dir``."""
+    runs = collect_runs(runs_dir)
+    out = Path(output_dir) if output_dir is not None else Path(runs_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    header, rows = report_rows(runs)
+    table = markdown_table(header, rows)
+    notes = sorted({f"- {m['method']}: {m['trainable_params_note']}" for m in runs if m.get("trainable_params_note")})
+    md = f"# peftbench report: {Path(runs_dir)}\n\n{table}\n"
+    if notes:
+        md += "\nTrainable-parameter counts are the parameters trained and stored.\n" + "\n".join(notes) + "\n"
+    md += "\n![ROUGE-L vs trainable parameters](report.png)\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    paths = ReportFiles(out / "report.md", out / "report.csv", out / "report.png", table)
+    atomic_write_text(paths.markdown, md)
+    atomic_write_text(paths.csv, buf.getvalue())
+    plot_rouge_vs_params(runs, paths.plot)
+    return paths

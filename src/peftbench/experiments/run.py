@@ -1,0 +1,414 @@
+"""One experiment, end to end: setup → train → save → evaluate → score, into a run directory.
+
+A run directory holds ``config.yaml`` (fully resolved), ``train.log``, ``trainable.safetensors`` (the
+method's weights only, never the base model unless the method is full fine-tuning), ``predictions.jsonl``
+and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+import peftbench
+from peftbench.config import ExperimentConfig, config_from_dict, dump_config
+from peftbench.data.collate import Features, featurize
+from peftbench.data.encoding import EncodingConfig
+from peftbench.data.superni import SuperNIConfig, SuperNIData, load_superni
+from peftbench.errors import PeftbenchError
+from peftbench.evaluation.generate import generate_predictions
+from peftbench.evaluation.metrics import score_predictions
+from peftbench.io import atomic_write_json, atomic_write_text, load_tensors, peak_memory_mb, save_tensors
+from peftbench.methods import MethodSpec, get_method, trainable_parameters
+from peftbench.models import count_parameters, is_encoder_decoder, load_model, load_tokenizer
+from peftbench.training.trainer import TrainResult, fit, resolve_schedule
+
+log = logging.getLogger("peftbench")
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "trainable.safetensors"
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "train.log"
+
+
+@dataclass
+class RunResult:
+    """Where a run lives and what it scored."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    skipped: bool = False
+    """True when the run had already finished and nothing was done."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Setup
+
+
+def say(message: str, quiet: bool = False) -> None:
+    """Logs a message and shows it on the console (above any progress bar)."""
+    log.info(message)
+    if not quiet:
+        tqdm.write(message)
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Sends peftbench's log records to ``path`` for the duration of the block."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        handler.close()
+
+
+def load_data(cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> SuperNIData:
+    """Loads and encodes the configured SuperNI split."""
+    d = cfg.data
+    data_cfg = SuperNIConfig(
+        data_dir=d.data_dir,
+        split=d.split,
+        max_train_instances_per_task=d.max_train_instances_per_task,
+        max_eval_instances_per_task=d.max_eval_instances_per_task,
+        num_validation_tasks=d.num_validation_tasks,
+        english_only=d.english_only,
+        seed=cfg.seed,
+    )
+    encoding = EncodingConfig(
+        add_task_definition=d.add_task_definition,
+        num_pos_examples=d.num_pos_examples,
+        num_neg_examples=d.num_neg_examples,
+        add_explanation=d.add_explanation,
+        add_task_name=d.add_task_name,
+    )
+
+    def length_fn(text: str) -> int:
+        return len(tokenizer(text)["input_ids"])
+
+    return load_superni(data_cfg, encoding, length_fn=length_fn, max_source_length=d.max_source_length, log=log)
+
+
+def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """The base model with the configured method applied, and its tokenizer."""
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model)
+    if apply_method:
+        spec = get_method(cfg.method_name)
+        reason = spec.supports(model.config)
+        if reason:
+            raise PeftbenchError(f"method {spec.name!r} cannot be used with {cfg.model.name!r}: {reason}")
+        model = spec.apply(model, cfg.method_config())
+    return model, tokenizer
+
+
+def save_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig) -> int:
+    """Saves the method's parameters (only those with ``requires_grad``); returns how many tensors."""
+    tensors = trainable_parameters(model)
+    save_tensors(dict(tensors), path, metadata={"method": cfg.method_name, "config_hash": cfg.config_hash()})
+    return len(tensors)
+
+
+def load_trainable(model: nn.Module, path: Path) -> None:
+    """Loads saved method weights into a freshly built model; every trainable tensor must be present."""
+    if not path.is_file():
+        raise PeftbenchError(f"{path} is missing: the run has no saved weights (did training finish?)")
+    try:
+        state = load_tensors(path)
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise PeftbenchError(f"{path}: cannot read weights ({exc})") from None
+    expected = set(trainable_parameters(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise PeftbenchError(
+            f"{path} does not match the run's method: {len(missing)} missing tensor(s) "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Train and evaluate
+
+
+def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False) -> RunResult:
+    """Trains and evaluates one configuration; a finished run is reported, not redone."""
+    run_dir = cfg.run_dir()
+    finished = finished_metrics(run_dir)
+    if finished is not None:
+        check_same_config(run_dir, cfg)
+        say(f"{run_dir}: already finished; nothing to do.", quiet)
+        return RunResult(run_dir, finished, skipped=True)
+    if (run_dir / CONFIG_FILE).exists():
+        check_same_config(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
+    with run_log(run_dir / LOG_FILE):
+        accelerator = Accelerator(
+            mixed_precision=cfg.train.mixed_precision,
+            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        )
+        set_seed(cfg.seed)
+        spec = get_method(cfg.method_name)
+        model, tokenizer = build_model(cfg)
+        trainable, total = count_parameters(model)
+        say(
+            f"run {run_dir} | method {spec.name} | trainable {trainable:,} / {total:,} "
+            f"({100 * trainable / total:.4f}%)",
+            quiet,
+        )
+        data = load_data(cfg, tokenizer)
+        log.info("data: %s", data.stats)
+        enc_dec = is_encoder_decoder(model)
+        train_features = featurize(
+            data.train, tokenizer, cfg.data.max_source_length, cfg.data.max_target_length, enc_dec
+        )
+        test_features = featurize(data.test, tokenizer, cfg.data.max_source_length, cfg.data.max_target_length, enc_dec)
+        result = fit(
+            model,
+            train_features,
+            cfg.train,
+            resolve_schedule(cfg.train, spec),
+            accelerator,
+            seed=cfg.seed,
+            pad_id=tokenizer.pad_token_id,
+            encoder_decoder=enc_dec,
+            progress=progress,
+        )
+        model = accelerator.unwrap_model(model)
+        if accelerator.is_main_process:
+            save_trainable(model, run_dir / WEIGHTS_FILE, cfg)
+            metrics = evaluate_and_write(
+                model,
+                tokenizer,
+                test_features,
+                cfg,
+                run_dir,
+                accelerator.device,
+                spec=spec,
+                progress=progress,
+                train=result,
+                params=(trainable, total),
+                data_stats=data.stats,
+            )
+            say(headline(run_dir.name, metrics), quiet)
+        accelerator.wait_for_everyone()
+    return RunResult(run_dir, finished_metrics(run_dir) or {})
+
+
+def evaluate_and_write(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    features: list[Features],
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    spec: MethodSpec | None,
+    progress: bool,
+    train: TrainResult | None,
+    params: tuple[int, int],
+    data_stats: dict[str, Any],
+) -> dict[str, Any]:
+    """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``."""
+    predictions_path = run_dir / PREDICTIONS_FILE
+    predictions_path.unlink(missing_ok=True)  # a fresh evaluation replaces any earlier predictions
+    start = time.perf_counter()
+    records = generate_predictions(
+        model,
+        tokenizer,
+        features,
+        predictions_path,
+        batch_size=cfg.eval.batch_size,
+        max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length,
+        num_beams=cfg.eval.num_beams,
+        encoder_decoder=is_encoder_decoder(model),
+        device=device,
+        progress=progress,
+    )
+    eval_time = time.perf_counter() - start
+    scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
+    trainable, total = params
+    peak, peak_kind = peak_memory_mb(device)
+    metrics = {
+        **scores,
+        "status": "finished",
+        "run_name": run_dir.name,
+        "method": cfg.method_name if spec is not None else "untrained",
+        "method_config": {k: v for k, v in cfg.method.items() if k != "name"} if spec is not None else {},
+        "model": cfg.model.name,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": round(100 * trainable / total, 6) if total else 0.0,
+        "trainable_params_note": spec.count_note if spec is not None else "",
+        "train": asdict(train) if train is not None else None,
+        "train_time_s": train.train_time_s if train is not None else 0.0,
+        "eval_time_s": round(eval_time, 3),
+        "peak_memory_mb": peak,
+        "peak_memory_kind": peak_kind,
+        "data": data_stats,
+        "seed": cfg.seed,
+        "config_hash": cfg.config_hash(),
+        "versions": versions(),
+    }
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def evaluate_untrained(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False) -> RunResult:
+    """Evaluates the base model without any method or training: the baseline row of a comparison."""
+    run_dir = cfg.run_dir()
+    finished = finished_metrics(run_dir)
+    if finished is not None:
+        return RunResult(run_dir, finished, skipped=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
+    with run_log(run_dir / LOG_FILE):
+        set_seed(cfg.seed)
+        model, tokenizer = build_model(cfg, apply_method=False)
+        data = load_data(cfg, tokenizer)
+        features = featurize(
+            data.test, tokenizer, cfg.data.max_source_length, cfg.data.max_target_length, is_encoder_decoder(model)
+        )
+        _, total = count_parameters(model)
+        metrics = evaluate_and_write(
+            model,
+            tokenizer,
+            features,
+            cfg,
+            run_dir,
+            torch.device("cpu"),
+            spec=None,
+            progress=progress,
+            train=None,
+            params=(0, total),
+            data_stats=data.stats,
+        )
+        say(headline(run_dir.name, metrics), quiet)
+    return RunResult(run_dir, metrics)
+
+
+def evaluate_run(run_dir: str | Path, *, progress: bool = True, quiet: bool = False) -> RunResult:
+    """Re-evaluates a run from its ``config.yaml`` and saved trainable weights."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    previous = finished_metrics(run_dir) or {}
+    with run_log(run_dir / LOG_FILE):
+        set_seed(cfg.seed)
+        untrained = previous.get("method") == "untrained"
+        model, tokenizer = build_model(cfg, apply_method=not untrained)
+        if not untrained:
+            load_trainable(model, run_dir / WEIGHTS_FILE)
+        trainable, total = count_parameters(model)
+        data = load_data(cfg, tokenizer)
+        features = featurize(
+            data.test, tokenizer, cfg.data.max_source_length, cfg.data.max_target_length, is_encoder_decoder(model)
+        )
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(device)
+        train = TrainResult(**previous["train"]) if previous.get("train") else None
+        metrics = evaluate_and_write(
+            model,
+            tokenizer,
+            features,
+            cfg,
+            run_dir,
+            device,
+            spec=None if untrained else get_method(cfg.method_name),
+            progress=progress,
+            train=train,
+            params=(0 if untrained else trainable, total),
+            data_stats=data.stats,
+        )
+        say(headline(run_dir.name, metrics), quiet)
+    return RunResult(run_dir, metrics)
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directory helpers
+
+
+def read_run_config(run_dir: Path) -> ExperimentConfig:
+    """The config a run was made with."""
+    path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise PeftbenchError(f"{run_dir} is not a directory")
+    if not path.is_file():
+        raise PeftbenchError(f"{run_dir} is not a peftbench run directory (no {CONFIG_FILE})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise PeftbenchError(f"{path}: not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise PeftbenchError(f"{path}: expected a mapping")
+    return config_from_dict(raw)
+
+
+def check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """Refuses to reuse a run directory made with a different configuration."""
+    saved = read_run_config(run_dir)
+    if saved.config_hash() != cfg.config_hash():
+        raise PeftbenchError(
+            f"{run_dir} holds a run with a different config (hash {saved.config_hash()} != {cfg.config_hash()}); "
+            "use another run_name or output_dir"
+        )
+
+
+def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a finished run, or None."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    import json
+
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("status") == "finished" else None
+
+
+def headline(name: str, metrics: dict[str, Any]) -> str:
+    """One line: run name, exact match, ROUGE-L, trainable parameters."""
+    o = metrics["overall"]
+    return (
+        f"{name}: exact_match {o['exact_match']:.2f} | rougeL {o['rougeL']:.2f} | "
+        f"{o['num_examples']} examples | trainable {metrics['trainable_params']:,} "
+        f"({metrics['trainable_percent']:.4f}%)"
+    )
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that produced a result."""
+    import accelerate
+    import peft
+    import transformers
+
+    return {
+        "peftbench": peftbench.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,57 @@
+"""LoRA: a frozen weight ``W`` plus a trained low-rank update, ``h = W x + (alpha / r) · B A x``.
+
+``A`` (r × d_in) starts random and ``B`` (d_out × r) at zero, so training starts from the base model.
+Implemented by peft; the study uses alpha = r on the attention query and value projections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peft import LoraConfig as PeftLoraConfig
+from torch import nn
+
+from peftbench.methods import MethodSpec, register
+from peftbench.methods._peft import task_type, wrap
+
+
+@dataclass
+class LoraConfig:
+    """Hyperparameters of LoRA."""
+
+    r: int = 8
+    """Rank of the update (the study sweeps 8 … 512)."""
+    alpha: int | None = None
+    """Scaling numerator; the update is scaled by alpha / r. None means alpha = r, as in the study."""
+    dropout: float = 0.0
+    """Dropout on the LoRA branch's input."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; None = peft's default for the architecture (T5: q, v; LLaMA: q_proj, v_proj)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"r must be >= 1, got {self.r}")
+
+
+def apply(model: nn.Module, config: LoraConfig) -> nn.Module:
+    """Wraps the model with peft LoRA on the target modules."""
+    peft_config = PeftLoraConfig(
+        task_type=task_type(model),
+        r=config.r,
+        lora_alpha=config.alpha if config.alpha is not None else config.r,
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules,
+    )
+    return wrap(model, peft_config)
+
+
+register(
+    MethodSpec(
+        name="lora",
+        config_cls=LoraConfig,
+        apply=apply,
+        summary="low-rank updates of attention projections",
+        paper="Hu et al. 2022, LoRA: Low-Rank Adaptation of Large Language Models (arXiv 2106.09685)",
+        default_learning_rate=5e-4,
+    )
+)

@@ -1,0 +1,152 @@
+"""Loading base models and tokenizers: hub names and local paths, plus tiny random presets.
+
+No model hub is reachable in tests and CI, so the presets build tiny randomly initialised T5 /
+LLaMA-architecture / GPT-2 models from configs, with transformers' file-free byte-level tokenizer
+(ByT5: one token per UTF-8 byte). Real use passes a hub name or local path to ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    ByT5Tokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from peftbench.config import ModelConfig
+from peftbench.errors import PeftbenchError
+
+_VOCAB = 384  # len(ByT5Tokenizer()): 3 special tokens + 256 bytes + 125 sentinel ids
+
+
+def _tiny_t5() -> PreTrainedModel:
+    cfg = T5Config(
+        vocab_size=_VOCAB,
+        d_model=128,
+        d_ff=256,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        d_kv=32,
+        dropout_rate=0.1,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        feed_forward_proj="relu",
+        tie_word_embeddings=False,
+    )
+    return T5ForConditionalGeneration(cfg)
+
+
+def _tiny_llama() -> PreTrainedModel:
+    cfg = LlamaConfig(
+        vocab_size=_VOCAB,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def _tiny_gpt2() -> PreTrainedModel:
+    cfg = GPT2Config(
+        vocab_size=_VOCAB,
+        n_embd=128,
+        n_layer=3,
+        n_head=4,
+        n_positions=1024,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
+    return GPT2LMHeadModel(cfg)
+
+
+TINY_PRESETS: dict[str, Callable[[], PreTrainedModel]] = {
+    "tiny-t5": _tiny_t5,
+    "tiny-llama": _tiny_llama,
+    "tiny-gpt2": _tiny_gpt2,
+}
+"""Built-in tiny random models (names usable as ``model.name``)."""
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def is_encoder_decoder(model_or_config: nn.Module | PretrainedConfig) -> bool:
+    """True for encoder-decoder (T5-style) models, False for decoder-only ones."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer for ``cfg``; decoder-only tokenizers get a pad token (EOS) when they lack one."""
+    name = cfg.tokenizer or cfg.name
+    if name in TINY_PRESETS:
+        tokenizer: PreTrainedTokenizerBase = ByT5Tokenizer()
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError) as exc:
+            raise PeftbenchError(f"cannot load tokenizer {name!r}: {_first_line(exc)}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(cfg: ModelConfig) -> PreTrainedModel:
+    """The base model for ``cfg``: a tiny preset (seeded random init) or ``from_pretrained``."""
+    dtype = _DTYPES[cfg.dtype]
+    if cfg.name in TINY_PRESETS:
+        # A private RNG stream: the preset's weights depend on init_seed only, not on what ran before.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.init_seed)
+            model = TINY_PRESETS[cfg.name]()
+        return model.to(dtype)
+    try:
+        config = AutoConfig.from_pretrained(cfg.name)
+    except (OSError, ValueError) as exc:
+        hint = "" if Path(cfg.name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
+        raise PeftbenchError(f"cannot load model {cfg.name!r}: {_first_line(exc)}{hint}") from None
+    auto = AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM
+    try:
+        return auto.from_pretrained(cfg.name, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise PeftbenchError(f"cannot load model {cfg.name!r}: {_first_line(exc)}") from None
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied parameters are counted once."""
+    trainable = total = 0
+    for p in model.parameters():  # parameters() yields each tensor once, so ties count once
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
