@@ -114,9 +114,7 @@ def _official_grouped(records, key, tokenizer=None):
         if r.get(key) is not None:
             groups.setdefault(r[key], []).append(r)
     return {
-        g: _official_metrics(
-            [r["prediction"] or "" for r in rs], [r["references"] for r in rs], tokenizer=tokenizer
-        )
+        g: _official_metrics([r["prediction"] or "" for r in rs], [r["references"] for r in rs], tokenizer=tokenizer)
         for g, rs in sorted(groups.items())
     }
 
@@ -126,9 +124,7 @@ def _random_records(seed: int, n: int) -> list[dict]:
     words = ["The", "the", "a", "cat", "cats", "dog", "dogs", "running", "run", "Yes", "no", "42"]
     words += ["answer", "answers", "mat", "sat", "é", "über", "naïve", "ran", "fast", "faster"]
     punct = ["", "", "", ".", ",", "!", "?", " -", "'s"]
-    pool = [
-        " ".join(rng.choice(words) + rng.choice(punct) for _ in range(rng.randint(1, 8))) for _ in range(40)
-    ]
+    pool = [" ".join(rng.choice(words) + rng.choice(punct) for _ in range(rng.randint(1, 8))) for _ in range(40)]
     pool += ["", "   ", "..."]
     records = []
     for i in range(n):
@@ -500,9 +496,7 @@ def test_write_metrics_atomic_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in target.parent.iterdir()) == ["metrics.json"]
 
 
-def test_write_metrics_failure_keeps_old_file_and_no_temp(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_write_metrics_failure_keeps_old_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "metrics.json"
     write_metrics({"a": 1}, target)
     with pytest.raises(TypeError):

@@ -7,7 +7,7 @@ LLaMA-architecture / GPT-2 models from configs, with transformers' file-free byt
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -35,28 +35,28 @@ from peftbench.errors import PeftbenchError
 _VOCAB = 384  # len(ByT5Tokenizer()): 3 special tokens + 256 bytes + 125 sentinel ids
 
 
-def _tiny_t5() -> PreTrainedModel:
+def _tiny_t5(vocab_size: int) -> PreTrainedModel:
     cfg = T5Config(
-        vocab_size=_VOCAB,
+        vocab_size=vocab_size,
         d_model=128,
         d_ff=256,
         num_layers=2,
         num_decoder_layers=2,
         num_heads=4,
         d_kv=32,
-        dropout_rate=0.1,
+        dropout_rate=0.0,
         decoder_start_token_id=0,
         pad_token_id=0,
         eos_token_id=1,
         feed_forward_proj="relu",
-        tie_word_embeddings=False,
+        tie_word_embeddings=True,
     )
     return T5ForConditionalGeneration(cfg)
 
 
-def _tiny_llama() -> PreTrainedModel:
+def _tiny_llama(vocab_size: int) -> PreTrainedModel:
     cfg = LlamaConfig(
-        vocab_size=_VOCAB,
+        vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=3,
@@ -71,9 +71,9 @@ def _tiny_llama() -> PreTrainedModel:
     return LlamaForCausalLM(cfg)
 
 
-def _tiny_gpt2() -> PreTrainedModel:
+def _tiny_gpt2(vocab_size: int) -> PreTrainedModel:
     cfg = GPT2Config(
-        vocab_size=_VOCAB,
+        vocab_size=vocab_size,
         n_embd=128,
         n_layer=3,
         n_head=4,
@@ -85,7 +85,7 @@ def _tiny_gpt2() -> PreTrainedModel:
     return GPT2LMHeadModel(cfg)
 
 
-TINY_PRESETS: dict[str, Callable[[], PreTrainedModel]] = {
+TINY_PRESETS: dict[str, Callable[[int], PreTrainedModel]] = {
     "tiny-t5": _tiny_t5,
     "tiny-llama": _tiny_llama,
     "tiny-gpt2": _tiny_gpt2,
@@ -104,7 +104,7 @@ def is_encoder_decoder(model_or_config: nn.Module | PretrainedConfig) -> bool:
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """The tokenizer for ``cfg``; decoder-only tokenizers get a pad token (EOS) when they lack one."""
     name = cfg.tokenizer or cfg.name
-    if name in TINY_PRESETS:
+    if cfg.tokenizer is None and name in TINY_PRESETS:
         tokenizer: PreTrainedTokenizerBase = ByT5Tokenizer()
     else:
         try:
@@ -116,14 +116,14 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(cfg: ModelConfig) -> PreTrainedModel:
-    """The base model for ``cfg``: a tiny preset (seeded random init) or ``from_pretrained``."""
+def load_model(cfg: ModelConfig, vocab_size: int = _VOCAB) -> PreTrainedModel:
+    """The base model for ``cfg``: a tiny preset (seeded random init, ``vocab_size`` rows) or ``from_pretrained``."""
     dtype = _DTYPES[cfg.dtype]
     if cfg.name in TINY_PRESETS:
         # A private RNG stream: the preset's weights depend on init_seed only, not on what ran before.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.init_seed)
-            model = TINY_PRESETS[cfg.name]()
+            model = TINY_PRESETS[cfg.name](vocab_size)
         return model.to(dtype)
     try:
         config = AutoConfig.from_pretrained(cfg.name)
@@ -135,6 +135,29 @@ def load_model(cfg: ModelConfig) -> PreTrainedModel:
         return auto.from_pretrained(cfg.name, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise PeftbenchError(f"cannot load model {cfg.name!r}: {_first_line(exc)}") from None
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer trained on ``texts`` (for tiny demo models; no files needed).
+
+    Special tokens match the tiny presets: ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2; an EOS is appended
+    to every encoded text, as T5's tokenizer does.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -33,9 +33,14 @@ class Features:
     references: tuple[str, ...]
 
 
-def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text (e.g. LLaMA's BOS, T5's EOS)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return list(full[:i]), list(full[i + len(plain) :])
+    return [], []
 
 
 def tokenize_prompt(
@@ -45,6 +50,8 @@ def tokenize_prompt(
 
     The text before the cue is cut from the end when too long (the definition and demonstrations come
     first in Tk-Instruct prompts, so this keeps the instruction); the cue is always the last text.
+    Encoder inputs get the tokenizer's special tokens (T5: a closing EOS); decoder-only prompts keep only
+    the leading ones (e.g. BOS), since the target follows them.
     """
     cut = source.rfind(CUE)
     if cut > 0 and source[cut - 1] == "\n":
@@ -52,24 +59,17 @@ def tokenize_prompt(
     body, cue = (source[:cut], source[cut:]) if cut >= 0 else (source, "")
     body_ids = tokenizer(body, add_special_tokens=False)["input_ids"]
     cue_ids = tokenizer(cue, add_special_tokens=False)["input_ids"] if cue else []
-    if encoder_decoder:
-        n_special = (
-            len(tokenizer.build_inputs_with_special_tokens([]))
-            if hasattr(tokenizer, "build_inputs_with_special_tokens")
-            else 0
-        )
-        room = max(max_length - n_special - len(cue_ids), 0)
-        ids = body_ids[:room] + cue_ids
-        return list(tokenizer.build_inputs_with_special_tokens(ids))
-    prefix = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
-    room = max(max_length - len(prefix) - len(cue_ids), 0)
-    return prefix + body_ids[:room] + cue_ids
+    prefix, suffix = special_affixes(tokenizer)
+    if not encoder_decoder:
+        suffix = []
+    room = max(max_length - len(prefix) - len(suffix) - len(cue_ids), 0)
+    return prefix + body_ids[:room] + cue_ids + suffix
 
 
 def tokenize_target(tokenizer: PreTrainedTokenizerBase, target: str, max_length: int) -> list[int]:
     """Target tokens truncated to ``max_length`` including the closing EOS."""
     ids = tokenizer(target, add_special_tokens=False)["input_ids"]
-    return [*ids[:max_length - 1], tokenizer.eos_token_id]
+    return [*ids[: max_length - 1], tokenizer.eos_token_id]
 
 
 def featurize(

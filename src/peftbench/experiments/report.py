@@ -121,6 +121,7 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
             ax.axhline(m["overall"]["rougeL"], color="grey", linestyle="--", label="untrained base", zorder=2)
             break
     ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("trainable parameters (% of total, log scale)")
     ax.set_ylabel("ROUGE-L (test tasks)")
     ax.set_title("ROUGE-L vs trainable parameters")

@@ -112,7 +112,7 @@ def load_data(cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> Supe
 def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """The base model with the configured method applied, and its tokenizer."""
     tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model)
+    model = load_model(cfg.model, vocab_size=len(tokenizer))
     if apply_method:
         spec = get_method(cfg.method_name)
         reason = spec.supports(model.config)
@@ -158,26 +158,27 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
     if finished is not None:
         check_same_config(run_dir, cfg)
         say(f"{run_dir}: already finished; nothing to do.", quiet)
+        say(headline(run_dir.name, finished), quiet)
         return RunResult(run_dir, finished, skipped=True)
     if (run_dir / CONFIG_FILE).exists():
         check_same_config(run_dir, cfg)
+    accelerator = Accelerator(
+        mixed_precision=cfg.train.mixed_precision,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+    )
+    set_seed(cfg.seed)
+    spec = get_method(cfg.method_name)
+    model, tokenizer = build_model(cfg)
+    data = load_data(cfg, tokenizer)  # bad data fails here, before a run directory exists
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     with run_log(run_dir / LOG_FILE):
-        accelerator = Accelerator(
-            mixed_precision=cfg.train.mixed_precision,
-            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-        )
-        set_seed(cfg.seed)
-        spec = get_method(cfg.method_name)
-        model, tokenizer = build_model(cfg)
         trainable, total = count_parameters(model)
         say(
             f"run {run_dir} | method {spec.name} | trainable {trainable:,} / {total:,} "
             f"({100 * trainable / total:.4f}%)",
             quiet,
         )
-        data = load_data(cfg, tokenizer)
         log.info("data: %s", data.stats)
         enc_dec = is_encoder_decoder(model)
         train_features = featurize(

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny configs, the shared SuperNI sample, subprocess helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SUPERNI_MINI = REPO.parent / "shared" / "data" / "superni-mini"
+
+
+@pytest.fixture
+def superni_mini() -> Path:
+    """The real SuperNI sample beside the checkout; tests using it skip when it is absent."""
+    if not (SUPERNI_MINI / "tasks").is_dir():
+        pytest.skip(f"shared SuperNI sample not found at {SUPERNI_MINI}")
+    return SUPERNI_MINI
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
+    """Runs ``python -m peftbench ARGS`` in a subprocess; returns the CompletedProcess."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "peftbench", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tiny_mini_config(data_dir: Path, out: Path, model: str = "tiny-t5", method: str = "lora", **extra) -> dict:
+    """A seconds-long config on the SuperNI sample (plain dict, YAML-ready)."""
+    cfg = {
+        "model": {"name": model},
+        "method": {"name": method},
+        "data": {
+            "data_dir": str(data_dir),
+            "split": "mini",
+            "max_train_instances_per_task": 2,
+            "max_eval_instances_per_task": 1,
+            "max_source_length": 128,
+            "max_target_length": 16,
+        },
+        "train": {"max_steps": 3, "per_device_batch_size": 4, "logging_steps": 1},
+        "eval": {"batch_size": 16, "max_new_tokens": 8},
+        "output_dir": str(out),
+    }
+    for key, value in extra.items():
+        cfg.setdefault(key, {}).update(value) if isinstance(value, dict) else cfg.__setitem__(key, value)
+    return cfg

@@ -1,0 +1,83 @@
+"""The config schema: YAML + dotted overrides, types, defaults filled in, one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from peftbench.config import config_from_dict, dump_config, load_config
+from peftbench.errors import PeftbenchError
+
+
+def test_dotted_overrides_reach_sections_and_method(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: {name: lora, r: 4}\ntrain: {learning_rate: 1e-3}\n")
+    cfg = load_config(path, ["train.learning_rate=1e-4", "method.r=16", "method.target_modules=[q,v]", "seed=3"])
+    assert cfg.train.learning_rate == pytest.approx(1e-4)  # '1e-4' is a string to YAML 1.1; coerced to float
+    assert cfg.method["r"] == 16 and cfg.method["target_modules"] == ["q", "v"]
+    assert cfg.seed == 3
+
+
+def test_method_defaults_are_recorded_in_the_resolved_config():
+    cfg = config_from_dict({"method": {"name": "lora"}})
+    dumped = yaml.safe_load(dump_config(cfg))
+    assert dumped["method"] == {"name": "lora", "r": 8, "alpha": None, "dropout": 0.0, "target_modules": None}
+    assert config_from_dict(dumped).config_hash() == cfg.config_hash()
+
+
+def test_hash_ignores_output_location_but_not_hyperparameters():
+    a = config_from_dict({"output_dir": "x"})
+    b = config_from_dict({"output_dir": "y", "run_name": "z"})
+    c = config_from_dict({"train": {"learning_rate": 1e-3}})
+    assert a.config_hash() == b.config_hash() != c.config_hash()
+    assert a.resolved_run_name() == f"lora-{a.config_hash()}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "overrides", "needle"),
+    [
+        ({"trian": {}}, [], "unknown config key(s) trian"),
+        ({}, ["train.learnig_rate=1"], "train.learnig_rate"),
+        ({}, ["method.name=lora", "method.rank=4"], "has no option(s) rank"),
+        ({}, ["method.name=nope"], "unknown method 'nope'"),
+        ({}, ["train.max_steps=abc"], "train.max_steps: expected an integer"),
+        ({}, ["train.max_steps=2.5"], "expected an integer"),
+        ({}, ["train.group_by_length=maybe"], "expected true or false"),
+        ({}, ["train.learning_rate=-1"], "learning_rate must be > 0"),
+        ({}, ["train.mixed_precision=fp8"], "mixed_precision"),
+        ({}, ["method.name=lora", "method.r=0"], "r must be >= 1"),
+        ({}, ["nokeyvalue"], "not of the form key=value"),
+    ],
+)
+def test_bad_configs_give_one_line_errors(tmp_path, raw, overrides, needle):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PeftbenchError) as info:
+        load_config(path, overrides)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(PeftbenchError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {learning_rate: [1,\n")
+    with pytest.raises(PeftbenchError, match=r"bad\.yaml:\d+:\d+"):
+        load_config(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n- 2\n")
+    with pytest.raises(PeftbenchError, match="mapping"):
+        load_config(top)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("**/*.yaml"))
+    assert configs, "no configs shipped"
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.method_name
+        header = path.read_text().splitlines()[0]
+        assert header.startswith("#") and "peftbench" in header, f"{path.name}: first line must say how to run it"

@@ -1,0 +1,106 @@
+"""End to end through the real command line on the shared SuperNI sample with tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from peftbench.io import load_tensors
+from tests.conftest import run_cli, tiny_mini_config
+
+RUN_FILES = {"config.yaml", "train.log", "trainable.safetensors", "predictions.jsonl", "metrics.json"}
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """`peftbench train` twice with the same config (T5 + LoRA) and once decoder-only (LLaMA + adapter)."""
+    from tests.conftest import SUPERNI_MINI
+
+    if not (SUPERNI_MINI / "tasks").is_dir():
+        pytest.skip(f"shared SuperNI sample not found at {SUPERNI_MINI}")
+    root = tmp_path_factory.mktemp("e2e")
+    out = {}
+    for name, model, method in [
+        ("a", "tiny-t5", "lora"),
+        ("b", "tiny-t5", "lora"),
+        ("c", "tiny-llama", "adapter_houlsby"),
+    ]:
+        cfg_path = root / f"{name}.yaml"
+        cfg_path.write_text(yaml.safe_dump(tiny_mini_config(SUPERNI_MINI, root / name / "runs", model, method)))
+        proc = run_cli("train", str(cfg_path), "train.learning_rate=1e-3", "--no-progress")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (run_dir,) = (root / name / "runs").iterdir()
+        out[name] = (run_dir, proc)
+    return root, out
+
+
+def test_run_directory_is_complete(trained_runs):
+    _, runs = trained_runs
+    for run_dir, _ in runs.values():
+        assert {p.name for p in run_dir.iterdir()} >= RUN_FILES
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["status"] == "finished"
+        assert metrics["overall"]["num_examples"] == 12  # 12 test tasks x 1 instance
+        assert set(metrics["per_category"]) and set(metrics["per_task"])
+        assert len(metrics["per_task"]) == 12
+        assert 0 < metrics["trainable_params"] < metrics["total_params"]
+        assert metrics["train"]["steps"] == 3 and metrics["train_time_s"] > 0 and metrics["peak_memory_mb"] > 0
+        lines = (run_dir / "predictions.jsonl").read_text().splitlines()
+        assert len(lines) == 12 and len({json.loads(x)["id"] for x in lines}) == 12
+        saved = load_tensors(run_dir / "trainable.safetensors")
+        assert sum(t.numel() for t in saved.values()) == metrics["trainable_params"]  # method weights only
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["train"]["learning_rate"] == pytest.approx(1e-3)  # the override is recorded
+
+
+def test_same_config_gives_same_weights_and_numbers(trained_runs):
+    _, runs = trained_runs
+    (a, _), (b, _) = runs["a"], runs["b"]
+    wa, wb = load_tensors(a / "trainable.safetensors"), load_tensors(b / "trainable.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    for key in ("overall", "per_task", "per_category", "trainable_params"):
+        assert ma[key] == mb[key]
+    assert (a / "predictions.jsonl").read_text() == (b / "predictions.jsonl").read_text()
+    assert [loss for _, loss in ma["train"]["losses"]] == [loss for _, loss in mb["train"]["losses"]]
+
+
+def test_evaluate_and_score_reproduce_the_metrics(trained_runs):
+    _, runs = trained_runs
+    run_dir, _ = runs["c"]
+    before = json.loads((run_dir / "metrics.json").read_text())
+    proc = run_cli("evaluate", str(run_dir), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = json.loads((run_dir / "metrics.json").read_text())
+    assert after["overall"] == before["overall"] and after["per_task"] == before["per_task"]
+    assert after["train"] == before["train"]  # training facts survive re-evaluation
+    proc = run_cli("score", str(run_dir / "predictions.jsonl"), "-o", str(run_dir / "rescored.json"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scored = json.loads(proc.stdout)
+    assert scored["overall"] == before["overall"] and scored["per_category"] == before["per_category"]
+    assert json.loads((run_dir / "rescored.json").read_text()) == scored
+
+
+def test_rerunning_a_finished_run_does_nothing(trained_runs):
+    root, runs = trained_runs
+    run_dir, _ = runs["a"]
+    mtime = (run_dir / "trainable.safetensors").stat().st_mtime_ns
+    proc = run_cli("train", str(root / "a.yaml"), "train.learning_rate=1e-3", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already finished" in proc.stdout + proc.stderr
+    assert (run_dir / "trainable.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_report_renders_every_run(trained_runs):
+    root, _ = trained_runs
+    proc = run_cli("report", str(root), "-o", str(root / "report"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (root / "report" / "report.md").read_text()
+    assert md.count("| lora |") == 2 and md.count("| adapter_houlsby |") == 1
+    csv_lines = (root / "report" / "report.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("run,method,hyperparameters,trainable params")
+    png = (root / "report" / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
