@@ -22,6 +22,7 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # weight-loading bars; peftbench shows its own
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -118,7 +118,12 @@ def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Mo
         reason = spec.supports(model.config)
         if reason:
             raise PeftbenchError(f"method {spec.name!r} cannot be used with {cfg.model.name!r}: {reason}")
-        model = spec.apply(model, cfg.method_config())
+        method_config = cfg.method_config()
+        try:
+            model = spec.apply(model, method_config)
+        except (ValueError, TypeError, NotImplementedError) as exc:  # e.g. peft refusing an architecture
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PeftbenchError(f"method {spec.name!r} cannot be applied to {cfg.model.name!r}: {first}") from None
     return model, tokenizer
 
 
