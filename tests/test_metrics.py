@@ -506,7 +506,9 @@ def test_write_metrics_failure_keeps_old_file_and_no_temp(tmp_path: Path, monkey
         assert Path(src).parent == target.parent and Path(src).read_text(encoding="utf-8")
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(metrics.os, "replace", failing_replace)
+    import peftbench.io
+
+    monkeypatch.setattr(peftbench.io.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk on fire"):
         write_metrics({"a": 2}, target)
     assert json.loads(target.read_text(encoding="utf-8")) == {"a": 1}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -71,15 +71,3 @@ def _record(f: Features, prediction: str) -> dict:
         "prediction": prediction,
         "references": list(f.references),
     }
-
-
-def write_jsonl(records: Iterable[dict], path: str | Path) -> None:
-    """Writes records as JSONL atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        for r in records:
-            out.write(json.dumps(r, ensure_ascii=False) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import string
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from rouge_score import rouge_scorer, tokenizers
 from tqdm import tqdm
 
 from peftbench.errors import PeftbenchError
+from peftbench.io import atomic_write_json
 
 __all__ = [
     "exact_match",
@@ -343,35 +342,10 @@ def read_predictions(path: str | Path) -> list[dict]:
 
 
 def write_metrics(metrics: dict, path: str | Path) -> None:
-    """Write metrics as pretty JSON, atomically.
-
-    The JSON goes to a temporary file in the target directory, which is flushed, fsynced and
-    then moved over ``path`` with :func:`os.replace`; readers never see a partial file.
+    """Write metrics as pretty JSON, atomically (temporary file, fsync, rename; parents created).
 
     Args:
         metrics: JSON-serialisable metrics (e.g. from :func:`score_predictions`).
-        path: Destination file; missing parent directories are created.
+        path: Destination file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(metrics, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    try:  # make the rename durable; not supported everywhere (e.g. Windows)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    atomic_write_json(path, metrics)

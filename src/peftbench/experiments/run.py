@@ -8,6 +8,7 @@ and ``metrics.json``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import platform
 import time
@@ -385,8 +386,6 @@ def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return None
-    import json
-
     try:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
