@@ -110,6 +110,14 @@ def load_data(cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> Supe
     return load_superni(data_cfg, encoding, length_fn=length_fn, max_source_length=d.max_source_length, log=log)
 
 
+def tokenized(
+    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, examples: list, model: nn.Module
+) -> list[Features]:
+    """Tokenises examples with the config's length limits for this model's architecture."""
+    d = cfg.data
+    return featurize(examples, tokenizer, d.max_source_length, d.max_target_length, is_encoder_decoder(model))
+
+
 def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """The base model with the configured method applied, and its tokenizer."""
     tokenizer = load_tokenizer(cfg.model)
@@ -187,10 +195,8 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
         )
         log.info("data: %s", data.stats)
         enc_dec = is_encoder_decoder(model)
-        train_features = featurize(
-            data.train, tokenizer, cfg.data.max_source_length, cfg.data.max_target_length, enc_dec
-        )
-        test_features = featurize(data.test, tokenizer, cfg.data.max_source_length, cfg.data.max_target_length, enc_dec)
+        train_features = tokenized(cfg, tokenizer, data.train, model)
+        test_features = tokenized(cfg, tokenizer, data.test, model)
         result = fit(
             model,
             train_features,
@@ -294,9 +300,7 @@ def evaluate_untrained(cfg: ExperimentConfig, *, progress: bool = True, quiet: b
         set_seed(cfg.seed)
         model, tokenizer = build_model(cfg, apply_method=False)
         data = load_data(cfg, tokenizer)
-        features = featurize(
-            data.test, tokenizer, cfg.data.max_source_length, cfg.data.max_target_length, is_encoder_decoder(model)
-        )
+        features = tokenized(cfg, tokenizer, data.test, model)
         _, total = count_parameters(model)
         metrics = evaluate_and_write(
             model,
@@ -328,9 +332,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = True, quiet: bool = Fa
             load_trainable(model, run_dir / WEIGHTS_FILE)
         trainable, total = count_parameters(model)
         data = load_data(cfg, tokenizer)
-        features = featurize(
-            data.test, tokenizer, cfg.data.max_source_length, cfg.data.max_target_length, is_encoder_decoder(model)
-        )
+        features = tokenized(cfg, tokenizer, data.test, model)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         train = TrainResult(**previous["train"]) if previous.get("train") else None
