@@ -178,3 +178,41 @@ def test_save_then_load_in_fresh_process_reproduces_outputs(trained, tmp_path):
 
 def test_every_method_is_covered():
     assert {"full", "lora", "prefix", "prompt", "ia3", "bitfit", "adapter_houlsby", "adapter_pfeiffer"} <= set(METHODS)
+
+
+def _expected_count(model: str, method: str) -> int:
+    """Trainable parameters worked out by hand from the tiny presets' shapes (not from the code under test).
+
+    tiny-t5: d_model 128, inner attention 4x32 = 128, d_ff 256, 2 encoder + 2 decoder layers (6 attention
+    blocks: 2 encoder self, 2 decoder self, 2 cross). tiny-llama: hidden 128, 4 query heads and 2 key/value
+    heads of 32 (k/v width 64), intermediate 256, 3 layers.
+    """
+    d = 128
+    if model == "tiny-t5":
+        attn_blocks, ffn_blocks, dec_layers, ff = 6, 4, 2, 256
+        return {
+            "lora": 8 * (d + d) * 2 * attn_blocks,  # r (d_in + d_out) on q and v of every attention block
+            "prompt": 20 * d,  # one soft prompt of 20 vectors
+            "prefix": 8 * dec_layers * 2 * d,  # 8 tokens x decoder layers x (key, value) x d
+            "ia3": attn_blocks * 2 * d + ffn_blocks * ff,  # k, v outputs; wo input
+            "bitfit": attn_blocks * 4 * d + ffn_blocks * (ff + d),  # zero biases on q k v o, wi, wo
+            "adapter_houlsby": (attn_blocks - 2 + ffn_blocks) * (2 * d * 64 + d + 64),  # no cross-attention
+            "adapter_pfeiffer": ffn_blocks * (2 * d * 64 + d + 64),
+        }.get(method, -1)
+    layers, kv, ff = 3, 64, 256
+    return {
+        "lora": layers * 8 * ((d + d) + (d + kv)),
+        "prompt": 20 * d,
+        "prefix": 8 * layers * 2 * kv,
+        "ia3": layers * (kv + kv + ff),
+        "bitfit": layers * (d + kv + kv + d + ff + ff + d),
+        "adapter_houlsby": layers * 2 * (2 * d * 64 + d + 64),
+        "adapter_pfeiffer": layers * (2 * d * 64 + d + 64),
+    }.get(method, -1)
+
+
+@pytest.mark.parametrize(("model", "method"), [c for c in CASES if c[1] != "full"])
+def test_trainable_count_matches_hand_computed_formula(trained, model, method):
+    expected = _expected_count(model, method)
+    assert expected > 0, f"no formula for {method}; add one"
+    assert trained[(model, method)]["counts"][0] == expected

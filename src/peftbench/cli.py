@@ -86,16 +86,23 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line error format."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"peftbench: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per entry of ``COMMANDS``."""
     import peftbench
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="peftbench",
         description="Compare parameter-efficient fine-tuning methods for instruction tuning on SuperNI.",
     )
     parser.add_argument("--version", action="version", version=f"peftbench {peftbench.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     p = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
 
     p["train"].add_argument("config", type=Path, help="experiment YAML (see configs/)")

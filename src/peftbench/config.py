@@ -309,8 +309,24 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     # Fill in the method's defaults so that config.yaml records every value the run used.
     resolved = asdict(_build_method(str(method["name"]), options))
     cfg.method = {"name": str(method["name"]), **resolved}
+    _fill_method_defaults(cfg)
     validate(cfg)
     return cfg
+
+
+def _fill_method_defaults(cfg: ExperimentConfig) -> None:
+    """Writes the method's default learning rate, schedule and warm-up into unset ``train`` fields, so the
+    saved config (and its hash) records the values the run really uses."""
+    from peftbench.methods import get_method
+
+    spec = get_method(cfg.method_name)
+    t = cfg.train
+    if t.learning_rate is None:
+        t.learning_rate = spec.default_learning_rate
+    if t.lr_scheduler is None:
+        t.lr_scheduler = spec.lr_scheduler
+    if t.warmup_ratio is None:
+        t.warmup_ratio = spec.warmup_ratio
 
 
 def _build_method(name: str, options: dict[str, Any]) -> Any:
@@ -342,6 +358,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return config_from_dict(raw)
 
 
+_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+               "inverse_sqrt")  # fmt: skip
+"""transformers' schedulers that need no extra arguments."""
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Checks value ranges; collects every problem and raises once."""
     problems = []
@@ -358,6 +379,18 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append("train.per_device_batch_size must be >= 1")
     if t.gradient_accumulation_steps < 1:
         problems.append("train.gradient_accumulation_steps must be >= 1")
+    if t.logging_steps < 1:
+        problems.append("train.logging_steps must be >= 1")
+    if t.lr_scheduler is not None and t.lr_scheduler not in _SCHEDULERS:
+        problems.append(f"train.lr_scheduler must be one of {', '.join(_SCHEDULERS)}")
+    if not 0 <= cfg.seed < 2**32:
+        problems.append("seed must be in [0, 2**32)")
+    if cfg.model.init_seed < 0:
+        problems.append("model.init_seed must be >= 0")
+    if e.max_new_tokens is not None and e.max_new_tokens < 1:
+        problems.append("eval.max_new_tokens must be >= 1")
+    if t.weight_decay < 0 or t.max_grad_norm < 0:
+        problems.append("train.weight_decay and train.max_grad_norm must be >= 0")
     if t.mixed_precision not in ("no", "fp16", "bf16"):
         problems.append("train.mixed_precision must be no, fp16 or bf16")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):

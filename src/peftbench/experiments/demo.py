@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from peftbench.experiments.report import write_report
 from peftbench.experiments.run import (
     WEIGHTS_FILE,
     build_model,
+    check_same_config,
     evaluate_untrained,
     load_trainable,
     run_experiment,
@@ -109,7 +111,15 @@ def pretrained_base(model: str, data_dir: Path, quick: bool, progress: bool) -> 
     if quick:
         raw = _merge(raw, {"train": {"max_steps": 40}, "data": {"max_eval_instances_per_task": 4}})
     # The key covers everything the base depends on (config, generator settings, tokenizer), not paths.
-    stamp = {"config": raw, "data": DATA, "generator": GENERATOR_VERSION, "vocab": TOKENIZER_VOCAB}
+    import transformers
+
+    from peftbench.models import TINY_PRESETS
+
+    architecture = TINY_PRESETS[model](TOKENIZER_VOCAB).config.to_dict()
+    stamp = {
+        "config": raw, "data": DATA, "generator": GENERATOR_VERSION, "vocab": TOKENIZER_VOCAB,
+        "architecture": architecture, "transformers": transformers.__version__,
+    }  # fmt: skip
     key = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:12]
     raw = _merge(raw, {"data": {"data_dir": str(data_dir)}})
     target = cache_dir() / "bases" / f"{model}-{key}"
@@ -149,6 +159,26 @@ def method_config(method: str, base_dir: Path, data_dir: Path, runs_dir: Path, q
     return config_from_dict(raw)
 
 
+def set_aside_if_stale(cfg: ExperimentConfig, stale_dir: Path) -> None:
+    """Moves a demo run made with another config (e.g. by --quick, or an older peftbench) out of the way.
+
+    The demo reuses fixed run names; a run left by a different demo config is kept under ``stale/``
+    (never deleted) and said so, rather than reported beside the new ones.
+    """
+    run_dir = cfg.run_dir()
+    try:
+        check_same_config(run_dir, cfg)
+        return
+    except PeftbenchError:
+        pass
+    if not (run_dir / "config.yaml").exists():
+        return
+    stale_dir.mkdir(parents=True, exist_ok=True)
+    target = stale_dir / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(run_dir, target)
+    tqdm.write(f"{run_dir} was made with another config; moved it to {target}")
+
+
 def run_demo(
     output_dir: str | Path = "runs/demo",
     *,
@@ -173,9 +203,12 @@ def run_demo(
     runs_dir = out / "runs"
     baseline = method_config("full", base_dir, data_dir, runs_dir, quick)
     baseline.run_name = "untrained"
+    set_aside_if_stale(baseline, out / "stale")
     evaluate_untrained(baseline, progress=progress)
     for m in methods:
-        run_experiment(method_config(m, base_dir, data_dir, runs_dir, quick), progress=progress)
+        cfg = method_config(m, base_dir, data_dir, runs_dir, quick)
+        set_aside_if_stale(cfg, out / "stale")
+        run_experiment(cfg, progress=progress)
     files = write_report(runs_dir, out)
     tqdm.write("\n" + files.table)
     tqdm.write(f"\nreport: {files.markdown} | {files.csv} | {files.plot}")

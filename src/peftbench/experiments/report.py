@@ -56,11 +56,13 @@ def hyperparameters(m: dict[str, Any]) -> str:
     return " ".join(parts) or "-"
 
 
-def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of the report table; one ROUGE-L column per category."""
+def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]], list[str]]:
+    """Header, rows (for the CSV) and the categories; per category both exact match and ROUGE-L."""
     categories = sorted({c for m in runs for c in m.get("per_category", {})})
-    header = ["run", "method", "hyperparameters", "trainable params", "trainable %", "exact match", "ROUGE-L"]
-    header += [f"ROUGE-L {c}" for c in categories]
+    header = ["run", "method", "model", "seed", "hyperparameters", "trainable params", "trainable %"]
+    header += ["exact match", "ROUGE-L"]
+    for c in categories:
+        header += [f"EM {c}", f"ROUGE-L {c}"]
     header += ["train time (s)", "peak memory (MB)"]
     rows = []
     for m in runs:
@@ -68,16 +70,19 @@ def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]
         row = [
             m["_dir"],
             m["method"],
+            Path(str(m.get("model", ""))).name or m.get("model", ""),
+            m.get("seed", ""),
             hyperparameters(m),
             m.get("trainable_params", 0),
             m.get("trainable_percent", 0.0),
             m["overall"]["exact_match"],
             m["overall"]["rougeL"],
         ]
-        row += [per_cat[c]["rougeL"] if c in per_cat else "" for c in categories]
+        for c in categories:
+            row += [per_cat[c]["exact_match"], per_cat[c]["rougeL"]] if c in per_cat else ["", ""]
         row += [m.get("train_time_s", 0.0), m.get("peak_memory_mb", "")]
         rows.append(row)
-    return header, rows
+    return header, rows, categories
 
 
 def _fmt(value: Any, column: str) -> str:
@@ -92,11 +97,19 @@ def _fmt(value: Any, column: str) -> str:
     return str(value)
 
 
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+def markdown_table(header: list[str], rows: list[list[Any]], categories: list[str]) -> str:
+    """A GitHub-flavoured Markdown table; each category is one 'EM / ROUGE-L' column to stay readable."""
+    cat_cols = {h for c in categories for h in (f"EM {c}", f"ROUGE-L {c}")}
+    md_header = [h for h in header if h not in cat_cols]
+    at = md_header.index("ROUGE-L") + 1
+    md_header[at:at] = [f"{c} (EM / RL)" for c in categories]
+    lines = ["| " + " | ".join(md_header) + " |", "|" + "|".join("---" for _ in md_header) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(_fmt(v, h) for v, h in zip(row, header, strict=True)) + " |")
+        cells = dict(zip(header, row, strict=True))
+        plain = [_fmt(cells[h], h) for h in header if h not in cat_cols]
+        pairs = [f"{_fmt(cells[f'EM {c}'], '')} / {_fmt(cells[f'ROUGE-L {c}'], '')}" for c in categories]
+        plain[at:at] = pairs
+        lines.append("| " + " | ".join(plain) + " |")
     return "\n".join(lines)
 
 
@@ -139,12 +152,17 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None) -> 
     runs = collect_runs(runs_dir)
     out = Path(output_dir) if output_dir is not None else Path(runs_dir)
     out.mkdir(parents=True, exist_ok=True)
-    header, rows = report_rows(runs)
-    table = markdown_table(header, rows)
+    header, rows, categories = report_rows(runs)
+    table = markdown_table(header, rows, categories)
     notes = sorted({f"- {m['method']}: {m['trainable_params_note']}" for m in runs if m.get("trainable_params_note")})
     md = f"# peftbench report: {Path(runs_dir)}\n\n{table}\n"
     if notes:
         md += "\nTrainable-parameter counts are the parameters trained and stored.\n" + "\n".join(notes) + "\n"
+    kinds = sorted({str(m.get("peak_memory_kind")) for m in runs if m.get("peak_memory_kind")})
+    if "cpu_peak_rss" in kinds:
+        md += (
+            "\nPeak memory on CPU is the process's peak resident set (it includes earlier work in the same process).\n"
+        )
     md += "\n![ROUGE-L vs trainable parameters](report.png)\n"
     buf = io.StringIO()
     writer = csv.writer(buf)

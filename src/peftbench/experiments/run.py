@@ -115,7 +115,13 @@ def tokenized(
 ) -> list[Features]:
     """Tokenises examples with the config's length limits for this model's architecture."""
     d = cfg.data
-    return featurize(examples, tokenizer, d.max_source_length, d.max_target_length, is_encoder_decoder(model))
+    enc_dec = is_encoder_decoder(model)
+    source_limit = d.max_source_length
+    if not enc_dec:  # prompt and target share the context: leave room for the target
+        positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        if positions:
+            source_limit = min(source_limit, int(positions) - d.max_target_length)
+    return featurize(examples, tokenizer, source_limit, d.max_target_length, enc_dec)
 
 
 def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
@@ -208,7 +214,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
             encoder_decoder=enc_dec,
             progress=progress,
         )
-        model = accelerator.unwrap_model(model)
+        model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
         if accelerator.is_main_process:
             save_trainable(model, run_dir / WEIGHTS_FILE, cfg)
             metrics = evaluate_and_write(
@@ -262,7 +268,8 @@ def evaluate_and_write(
     eval_time = time.perf_counter() - start
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
     trainable, total = params
-    peak, peak_kind = peak_memory_mb(device)
+    # Training's peak when there was training (a re-evaluation keeps it), else this evaluation's.
+    peak, peak_kind = (train.peak_memory_mb, train.peak_memory_kind) if train else peak_memory_mb(device)
     metrics = {
         **scores,
         "status": "finished",
@@ -291,6 +298,8 @@ def evaluate_and_write(
 def evaluate_untrained(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False) -> RunResult:
     """Evaluates the base model without any method or training: the baseline row of a comparison."""
     run_dir = cfg.run_dir()
+    if (run_dir / CONFIG_FILE).exists():
+        check_same_config(run_dir, cfg)
     finished = finished_metrics(run_dir)
     if finished is not None:
         return RunResult(run_dir, finished, skipped=True)

@@ -35,6 +35,9 @@ def apply(model: nn.Module, config: PromptConfig) -> nn.Module:
         task_type=task_type(model),
         num_virtual_tokens=config.num_virtual_tokens,
         prompt_tuning_init=_INITS[config.init],
+        # peft sizes the table for encoder and decoder on seq2seq models but only ever feeds the first
+        # num_virtual_tokens rows (to the encoder); the rest would be counted and saved yet never train.
+        num_transformer_submodules=1,
     )
     return wrap(model, peft_config)
 

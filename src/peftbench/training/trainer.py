@@ -23,6 +23,7 @@ from transformers import get_scheduler
 
 from peftbench.config import TrainConfig
 from peftbench.data.collate import Features, length_grouped_batches, training_batch, training_length
+from peftbench.io import peak_memory_mb
 from peftbench.methods import MethodSpec
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ class TrainResult:
     warmup_steps: int
     losses: list[tuple[int, float]] = field(default_factory=list)
     """(step, mean loss since the previous log) pairs."""
+    peak_memory_mb: float = 0.0
+    """Peak memory while training: CUDA allocator peak (reset at the start), else the process's peak RSS."""
+    peak_memory_kind: str = ""
+    """Which of the two ``peak_memory_mb`` is."""
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,16 @@ def resolve_schedule(train: TrainConfig, spec: MethodSpec) -> Schedule:
 
 
 def total_steps(train: TrainConfig, num_examples: int, world_size: int = 1) -> int:
-    """Optimizer steps of the run: ``max_steps`` or ``num_epochs`` over the data."""
+    """Optimizer steps of the run: ``max_steps``, or ``num_epochs`` times the optimizer steps of one epoch.
+
+    An epoch is ``ceil(examples / (batch x world))`` batches per process; the last accumulation group of
+    an epoch may be short, and still makes one optimizer step.
+    """
     if train.max_steps is not None:
         return train.max_steps
-    per_step = train.per_device_batch_size * world_size * train.gradient_accumulation_steps
-    return max(1, math.ceil(train.num_epochs * num_examples / per_step))
+    batches = math.ceil(num_examples / (train.per_device_batch_size * world_size))
+    per_epoch = math.ceil(batches / train.gradient_accumulation_steps)
+    return max(1, math.ceil(train.num_epochs * per_epoch))
 
 
 def epoch_loader(
@@ -101,6 +111,9 @@ def fit(
         schedule.lr_scheduler, optimizer, num_warmup_steps=warmup * n, num_training_steps=steps * n
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    params = [p for p in model.parameters() if p.requires_grad]  # the prepared (possibly wrapped) ones
+    if accelerator.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(accelerator.device)
     model.train()
 
     step, epoch, seen = 0, 0, 0
@@ -138,6 +151,7 @@ def fit(
         epoch += 1
     bar.close()
     elapsed = time.perf_counter() - start
+    peak, peak_kind = peak_memory_mb(accelerator.device)
     return TrainResult(
         steps=step,
         epochs=round(
@@ -148,4 +162,6 @@ def fit(
         lr_scheduler=schedule.lr_scheduler,
         warmup_steps=warmup,
         losses=losses,
+        peak_memory_mb=peak,
+        peak_memory_kind=peak_kind,
     )
