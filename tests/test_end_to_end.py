@@ -50,6 +50,9 @@ def test_run_directory_is_complete(trained_runs):
         assert metrics["train"]["steps"] == 3 and metrics["train_time_s"] > 0 and metrics["peak_memory_mb"] > 0
         lines = (run_dir / "predictions.jsonl").read_text().splitlines()
         assert len(lines) == 12 and len({json.loads(x)["id"] for x in lines}) == 12
+        for line in lines:  # only the continuation: a decoder-only model's prompt is cut off
+            prediction = json.loads(line)["prediction"]
+            assert "Definition:" not in prediction and "Now complete the following example" not in prediction
         saved = load_tensors(run_dir / "trainable.safetensors")
         assert sum(t.numel() for t in saved.values()) == metrics["trainable_params"]  # method weights only
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -101,6 +104,6 @@ def test_report_renders_every_run(trained_runs):
     md = (root / "report" / "report.md").read_text()
     assert md.count("| lora |") == 2 and md.count("| adapter_houlsby |") == 1
     csv_lines = (root / "report" / "report.csv").read_text().strip().splitlines()
-    assert len(csv_lines) == 4 and csv_lines[0].startswith("run,method,hyperparameters,trainable params")
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("run,method,model,seed,hyperparameters,trainable params")
     png = (root / "report" / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
