@@ -77,3 +77,17 @@ def test_length_grouped_batches_are_deterministic_complete_and_grouped():
 def test_evaluation_batches_are_sorted_longest_first():
     batches = list(sorted_batches([3, 9, 1, 9, 5], 2))
     assert batches == [[1, 3], [4, 0], [2]]
+
+
+def test_truncation_of_a_real_superni_prompt_keeps_the_cue(superni_mini):
+    from peftbench.data.encoding import EncodingConfig, encode_source
+    from peftbench.data.superni import load_task
+
+    task = load_task(superni_mini / "tasks" / "task039_qasc_find_overlapping_words.json")
+    source = encode_source(task, task.instances[0]["input"], EncodingConfig(num_pos_examples=2, add_explanation=True))
+    assert len(TOK(source)["input_ids"]) > 300
+    for enc_dec in (True, False):
+        ids = tokenize_prompt(TOK, source, 200, enc_dec)
+        text = TOK.decode(ids, skip_special_tokens=True)
+        assert len(ids) == 200
+        assert text.startswith("Definition: Generate an overlapping word") and text.endswith("\nOutput: ")
