@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from peftbench.errors import PeftbenchError
+from peftbench.training.preemption import EXIT_PREEMPTED, Preempted
 
 
 def _quiet_libraries() -> None:
@@ -68,6 +69,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from peftbench.experiments.status import status_table
+
+    print(status_table(args.runs_dir))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from peftbench.experiments.demo import run_demo
 
@@ -81,6 +89,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "evaluate": (cmd_evaluate, "(re)evaluate a finished run from its saved trainable weights"),
     "score": (cmd_score, "score a predictions JSONL file with the official SuperNI metrics"),
     "report": (cmd_report, "tabulate and plot every finished run below a directory"),
+    "status": (cmd_status, "list runs with their state, last valid checkpoint and headline metrics"),
     "methods": (cmd_methods, "list the registered PEFT methods (and their sizes for a model)"),
     "demo": (cmd_demo, "the embedded default: generate data, pre-train a tiny base, compare methods, report"),
 }
@@ -120,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p["report"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for finished runs")
     p["report"].add_argument("-o", "--output", type=Path, help="where to write report.{md,csv,png} (default: RUNS_DIR)")
+    p["status"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for run directories")
     p["methods"].add_argument("--model", help="also count trainable parameters on this model (preset, hub name, path)")
     p["demo"].add_argument("--output-dir", type=Path, default=Path("runs/demo"), help="default: runs/demo")
     p["demo"].add_argument("--model", default="tiny-t5", help="tiny preset to use: tiny-t5 (default) or tiny-llama")
@@ -139,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except PeftbenchError as exc:
         print(f"peftbench: error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:
+        print(f"peftbench: {exc}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         print("peftbench: interrupted", file=sys.stderr)
         return 130

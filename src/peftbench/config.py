@@ -94,6 +94,10 @@ class TrainConfig:
     """Batch examples of similar length together (seeded), to waste little compute on padding."""
     logging_steps: int = 10
     """Log the training loss every this many optimizer steps."""
+    save_steps: int = 1000
+    """Save a checkpoint every this many optimizer steps (the study: 1000); 0 = only on a suspension signal."""
+    save_total_limit: int = 2
+    """Newest valid checkpoints kept in the run directory."""
 
 
 @dataclass
@@ -379,6 +383,8 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append("train.per_device_batch_size must be >= 1")
     if t.gradient_accumulation_steps < 1:
         problems.append("train.gradient_accumulation_steps must be >= 1")
+    if t.save_steps < 0 or t.save_total_limit < 1:
+        problems.append("train.save_steps must be >= 0 and train.save_total_limit >= 1")
     if t.logging_steps < 1:
         problems.append("train.logging_steps must be >= 1")
     if t.lr_scheduler is not None and t.lr_scheduler not in _SCHEDULERS:

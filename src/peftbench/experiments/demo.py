@@ -60,7 +60,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "lora": {"method": {"r": 16}, "train": {"learning_rate": 3e-3}},
     "adapter_houlsby": {"method": {"size": 32}, "train": {"learning_rate": 3e-3}},
     "adapter_pfeiffer": {"method": {"size": 32}, "train": {"learning_rate": 3e-3}},
-    "prompt": {"method": {"num_virtual_tokens": 20}, "train": {"learning_rate": 0.3}},
+    "prompt": {"method": {"num_virtual_tokens": 20}, "train": {"learning_rate": 1.0}},
     "prefix": {"train": {"learning_rate": 3e-2}},
     "ia3": {"train": {"learning_rate": 3e-2}},
     "bitfit": {"train": {"learning_rate": 3e-3}},

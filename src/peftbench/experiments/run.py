@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import platform
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -36,7 +38,9 @@ from peftbench.evaluation.metrics import score_predictions
 from peftbench.io import atomic_write_json, atomic_write_text, load_tensors, peak_memory_mb, save_tensors
 from peftbench.methods import MethodSpec, get_method, trainable_parameters
 from peftbench.models import count_parameters, is_encoder_decoder, load_model, load_tokenizer
-from peftbench.training.trainer import TrainResult, fit, resolve_schedule
+from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint
+from peftbench.training.preemption import Preempted, StopFlag, stop_on_signals
+from peftbench.training.trainer import Checkpointing, TrainResult, fit, resolve_schedule
 
 log = logging.getLogger("peftbench")
 
@@ -45,6 +49,7 @@ WEIGHTS_FILE = "trainable.safetensors"
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "train.log"
+STATE_FILE = "run_state.json"
 
 
 @dataclass
@@ -172,7 +177,12 @@ def load_trainable(model: nn.Module, path: Path) -> None:
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False) -> RunResult:
-    """Trains and evaluates one configuration; a finished run is reported, not redone."""
+    """Trains and evaluates one configuration, resuming where an earlier attempt stopped.
+
+    A finished run is reported, not redone. A suspension signal (SIGTERM, SIGUSR1, SIGINT) makes the run
+    save at the next step boundary (or after the current evaluation batch) and raise ``Preempted``; running
+    the same command again continues from the newest valid checkpoint.
+    """
     run_dir = cfg.run_dir()
     finished = finished_metrics(run_dir)
     if finished is not None:
@@ -192,7 +202,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
     data = load_data(cfg, tokenizer)  # bad data fails here, before a run directory exists
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
-    with run_log(run_dir / LOG_FILE):
+    with run_log(run_dir / LOG_FILE), stop_on_signals() as stop, run_state(run_dir) as state:
         trainable, total = count_parameters(model)
         say(
             f"run {run_dir} | method {spec.name} | trainable {trainable:,} / {total:,} "
@@ -200,39 +210,77 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
             quiet,
         )
         log.info("data: %s", data.stats)
-        enc_dec = is_encoder_decoder(model)
         train_features = tokenized(cfg, tokenizer, data.train, model)
         test_features = tokenized(cfg, tokenizer, data.test, model)
-        result = fit(
-            model,
-            train_features,
-            cfg.train,
-            resolve_schedule(cfg.train, spec),
-            accelerator,
-            seed=cfg.seed,
-            pad_id=tokenizer.pad_token_id,
-            encoder_decoder=enc_dec,
-            progress=progress,
-        )
-        model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
-        if accelerator.is_main_process:
-            save_trainable(model, run_dir / WEIGHTS_FILE, cfg)
-            metrics = evaluate_and_write(
-                model,
-                tokenizer,
-                test_features,
-                cfg,
-                run_dir,
-                accelerator.device,
-                spec=spec,
-                progress=progress,
-                train=result,
-                params=(trainable, total),
-                data_stats=data.stats,
+        if state.get("trained") and (run_dir / WEIGHTS_FILE).is_file():
+            load_trainable(model, run_dir / WEIGHTS_FILE)
+            model.to(accelerator.device)
+            result = TrainResult(**state["train"])
+            say("training had finished; continuing the evaluation", quiet)
+        else:
+            resume = latest_valid_checkpoint(run_dir, cfg.config_hash(), accelerator.num_processes)
+            if resume is not None:
+                say(f"resuming from {resume.path.name} (step {resume.step})", quiet)
+            elif (run_dir / QUARANTINE).is_dir():
+                say("no valid checkpoint left (see quarantine/); training from the start", quiet)
+            checkpointing = Checkpointing(
+                run_dir, cfg.train.save_steps, cfg.train.save_total_limit, cfg.config_hash(), versions(), resume
             )
+            result = fit(
+                model, train_features, cfg.train, resolve_schedule(cfg.train, spec), accelerator,
+                seed=cfg.seed, pad_id=tokenizer.pad_token_id, encoder_decoder=is_encoder_decoder(model),
+                progress=progress, checkpointing=checkpointing, stop=stop,
+            )  # fmt: skip
+            model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
+            if accelerator.is_main_process:
+                save_trainable(model, run_dir / WEIGHTS_FILE, cfg)
+                state.update(trained=True, train=asdict(result))
+                state.save()
+        if accelerator.is_main_process:
+            metrics = evaluate_and_write(
+                model, tokenizer, test_features, cfg, run_dir, accelerator.device, spec=spec, progress=progress,
+                train=result, params=(trainable, total), data_stats=data.stats, resume=True, stop=stop,
+            )  # fmt: skip
             say(headline(run_dir.name, metrics), quiet)
         accelerator.wait_for_everyone()
     return RunResult(run_dir, finished_metrics(run_dir) or {})
+
+
+class RunState(dict):
+    """``run_state.json``: status (running / preempted / failed / finished), pid, host, training facts."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        if path.is_file():
+            with contextlib.suppress(ValueError):
+                self.update(json.loads(path.read_text()))
+
+    def save(self) -> None:
+        """Writes the state atomically."""
+        self["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        atomic_write_json(self.path, dict(self))
+
+
+@contextlib.contextmanager
+def run_state(run_dir: Path) -> Iterator[RunState]:
+    """Marks the run as running for the block, then as finished, preempted or failed."""
+    state = RunState(run_dir / STATE_FILE)
+    state.update(status="running", pid=os.getpid(), host=socket.gethostname(), error=None)
+    state.save()
+    try:
+        yield state
+    except Preempted:
+        state.update(status="preempted")
+        state.save()
+        raise
+    except BaseException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        state.update(status="failed", error=first)
+        state.save()
+        raise
+    state.update(status="finished")
+    state.save()
 
 
 def evaluate_and_write(
@@ -248,10 +296,16 @@ def evaluate_and_write(
     train: TrainResult | None,
     params: tuple[int, int],
     data_stats: dict[str, Any],
+    resume: bool = False,
+    stop: StopFlag | None = None,
 ) -> dict[str, Any]:
-    """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``."""
+    """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``.
+
+    With ``resume``, predictions already written are kept; otherwise the evaluation starts afresh.
+    """
     predictions_path = run_dir / PREDICTIONS_FILE
-    predictions_path.unlink(missing_ok=True)  # a fresh evaluation replaces any earlier predictions
+    if not resume:
+        predictions_path.unlink(missing_ok=True)
     start = time.perf_counter()
     records = generate_predictions(
         model,
@@ -264,6 +318,7 @@ def evaluate_and_write(
         encoder_decoder=is_encoder_decoder(model),
         device=device,
         progress=progress,
+        stop=stop,
     )
     eval_time = time.perf_counter() - start
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)

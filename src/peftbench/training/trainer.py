@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -23,8 +26,17 @@ from transformers import get_scheduler
 
 from peftbench.config import TrainConfig
 from peftbench.data.collate import Features, length_grouped_batches, training_batch, training_length
+from peftbench.errors import PeftbenchError
 from peftbench.io import peak_memory_mb
 from peftbench.methods import MethodSpec
+from peftbench.training.checkpoint import (
+    Checkpoint,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from peftbench.training.preemption import Preempted, StopFlag
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +91,39 @@ def total_steps(train: TrainConfig, num_examples: int, world_size: int = 1) -> i
 
 
 def epoch_loader(
-    features: Sequence[Features], train: TrainConfig, seed: int, epoch: int, pad_id: int, encoder_decoder: bool
+    features: Sequence[Features],
+    train: TrainConfig,
+    seed: int,
+    epoch: int,
+    pad_id: int,
+    encoder_decoder: bool,
+    skip: int = 0,
 ) -> DataLoader:
-    """The DataLoader of one epoch; its batch order depends only on (seed, epoch)."""
+    """The DataLoader of one epoch, without its first ``skip`` batches; the order depends only on (seed, epoch)."""
     lengths = [training_length(f, encoder_decoder) for f in features]
     batches = length_grouped_batches(lengths, train.per_device_batch_size, seed, epoch, train.group_by_length)
     collate = partial(training_batch, pad_id=pad_id, encoder_decoder=encoder_decoder)
-    return DataLoader(list(features), batch_sampler=batches, collate_fn=collate)
+    return DataLoader(list(features), batch_sampler=batches[skip:], collate_fn=collate)
+
+
+@dataclass
+class Checkpointing:
+    """Where and how often ``fit`` saves, and what it resumes from."""
+
+    run_dir: Path
+    every: int
+    """Save every this many optimizer steps (0: only when stopped by a signal)."""
+    keep: int
+    """Newest checkpoints kept."""
+    config_hash: str
+    versions: dict[str, str]
+    resume: Checkpoint | None = None
+    """A validated checkpoint to continue from."""
+
+
+def _slow_steps() -> float:
+    """Test-only: ``PEFTBENCH_TEST_SLOW_STEPS=<seconds>`` sleeps after each step, so tests can signal mid-run."""
+    return float(os.environ.get("PEFTBENCH_TEST_SLOW_STEPS", "0") or 0)
 
 
 def fit(
@@ -99,8 +137,15 @@ def fit(
     pad_id: int,
     encoder_decoder: bool,
     progress: bool = True,
+    checkpointing: Checkpointing | None = None,
+    stop: StopFlag | None = None,
 ) -> TrainResult:
-    """Trains ``model``'s trainable parameters on ``features``; returns the loss curve and timings."""
+    """Trains ``model``'s trainable parameters on ``features``; returns the loss curve and timings.
+
+    With ``checkpointing``, saves every ``every`` steps and, when ``stop`` is set by a signal, saves at the
+    next optimizer-step boundary and raises ``Preempted``. Resuming restores weights, optimizer, scheduler,
+    data position, loss accumulators and every RNG, so the run continues exactly as if never stopped.
+    """
     steps = total_steps(train, len(features), accelerator.num_processes)
     warmup = round(schedule.warmup_ratio * steps)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -114,16 +159,27 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]  # the prepared (possibly wrapped) ones
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
+    state = {"step": 0, "epoch": 0, "batches_done": 0, "running": 0.0, "seen": 0, "losses": [], "train_time_s": 0.0}
+    if checkpointing is not None and checkpointing.resume is not None:
+        state = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator)
+        log.info("resumed from %s at step %d", checkpointing.resume.path.name, state["step"])
     model.train()
 
-    step, epoch, seen = 0, 0, 0
-    running = torch.zeros((), device=accelerator.device)  # summed on device: no host sync per step
-    losses: list[tuple[int, float]] = []
-    bar = tqdm(total=steps, desc="train", unit="step", disable=not (progress and accelerator.is_main_process))
+    step, epoch, seen = state["step"], state["epoch"], state["seen"]
+    running = torch.tensor(state["running"], device=accelerator.device)  # summed on device: no per-step sync
+    losses: list[tuple[int, float]] = [tuple(x) for x in state["losses"]]
+    batches_done, last_saved, pause = state["batches_done"], step, _slow_steps()
+    bar = tqdm(
+        total=steps, initial=step, desc="train", unit="step", disable=not (progress and accelerator.is_main_process)
+    )
     start = time.perf_counter()
     while step < steps:
+        epoch_batches = math.ceil(len(features) / (train.per_device_batch_size * n))
+        if batches_done >= epoch_batches:  # saved right at the end of an epoch
+            epoch, batches_done = epoch + 1, 0
         loader = accelerator.prepare_data_loader(
-            epoch_loader(features, train, seed, epoch, pad_id, encoder_decoder), device_placement=True
+            epoch_loader(features, train, seed, epoch, pad_id, encoder_decoder, skip=batches_done * n),
+            device_placement=True,
         )
         for batch in loader:
             with accelerator.accumulate(model):
@@ -136,6 +192,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
             running += loss.detach().float()
             seen += 1
+            batches_done += 1
             if not accelerator.sync_gradients:
                 continue
             step += 1
@@ -146,17 +203,33 @@ def fit(
                 bar.set_postfix(loss=f"{mean:.4f}")
                 log.info("step %d/%d loss %.4f lr %.3g", step, steps, mean, scheduler.get_last_lr()[0])
                 running, seen = torch.zeros((), device=accelerator.device), 0
+            if pause:
+                time.sleep(pause)
+            stopping = stop is not None and stop.requested
+            periodic = checkpointing is not None and checkpointing.every > 0 and step % checkpointing.every == 0
+            if checkpointing is not None and (stopping or periodic) and step < steps and step != last_saved:
+                snapshot = {
+                    "step": step, "epoch": epoch, "batches_done": batches_done, "running": running.item(),
+                    "seen": seen, "losses": losses,
+                    "train_time_s": state["train_time_s"] + time.perf_counter() - start,
+                }  # fmt: skip
+                _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed)
+                last_saved = step
+            if stopping:
+                raise Preempted("training")
             if step >= steps:
                 break
-        epoch += 1
+        else:
+            epoch += 1
+            batches_done = 0
+            continue
+        break
     bar.close()
-    elapsed = time.perf_counter() - start
+    elapsed = state["train_time_s"] + time.perf_counter() - start
     peak, peak_kind = peak_memory_mb(accelerator.device)
     return TrainResult(
         steps=step,
-        epochs=round(
-            step * train.per_device_batch_size * n * train.gradient_accumulation_steps / max(len(features), 1), 4
-        ),
+        epochs=round(epoch + batches_done * train.per_device_batch_size * n / max(len(features), 1), 4),
         train_time_s=round(elapsed, 3),
         learning_rate=schedule.learning_rate,
         lr_scheduler=schedule.lr_scheduler,
@@ -165,3 +238,34 @@ def fit(
         peak_memory_mb=peak,
         peak_memory_kind=peak_kind,
     )
+
+
+def _save(
+    ck: Checkpointing, snapshot: dict, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, seed: int
+) -> None:
+    """Saves one checkpoint (all ranks contribute their RNG state; the main process writes)."""
+    rng_states = gather_object([capture_rng_state()])
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        trainable = {n: p for n, p in unwrapped.named_parameters() if p.requires_grad}
+        path = save_checkpoint(
+            ck.run_dir, snapshot["step"], trainable=trainable, optimizer=optimizer, scheduler=scheduler,
+            trainer_state=snapshot, rng_states=rng_states, config_hash=ck.config_hash, seed=seed, keep=ck.keep,
+            versions=ck.versions,
+        )  # fmt: skip
+        log.info("saved %s", path.name)
+    accelerator.wait_for_everyone()
+
+
+def _restore(ckpt: Checkpoint, model: nn.Module, optimizer, scheduler, accelerator: Accelerator) -> dict:
+    """Loads a checkpoint into the prepared model/optimizer/scheduler and restores this rank's RNGs."""
+    pieces = load_checkpoint(ckpt, accelerator.process_index)
+    unwrapped = accelerator.unwrap_model(model)
+    expected = {n for n, p in unwrapped.named_parameters() if p.requires_grad}
+    if set(pieces["trainable"]) != expected:
+        raise PeftbenchError(f"{ckpt.path}: its weights do not match the run's method")
+    unwrapped.load_state_dict(pieces["trainable"], strict=False)
+    optimizer.load_state_dict(pieces["optimizer"])
+    scheduler.load_state_dict(pieces["scheduler"])
+    restore_rng_state(pieces["rng"])
+    return pieces["trainer_state"]

@@ -1,0 +1,259 @@
+"""Checkpoints that survive being killed at any instant, and are validated before they are trusted.
+
+A checkpoint is written by one function, ``save_checkpoint``, into a temporary directory; every file is
+fsynced, a ``manifest.json`` (each file's size and SHA-256, step, world size, seed, config hash, versions)
+is written last, and only then is the directory renamed to ``checkpoint-<step>``. On start,
+``latest_valid_checkpoint`` checks the checkpoints newest first and moves any that fail a check into
+``quarantine/`` with a one-line reason (nothing is deleted), falling back to the next older one.
+
+Tensors are stored as safetensors; the optimizer and scheduler states go through ``torch.save`` and are
+read back with ``weights_only=True``; everything else is JSON. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from peftbench.errors import PeftbenchError
+from peftbench.io import load_tensors, save_tensors
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+QUARANTINE = "quarantine"
+MANIFEST = "manifest.json"
+PREFIX = "checkpoint-"
+WEIGHTS = "trainable.safetensors"
+OPTIMIZER = "optimizer.pt"
+SCHEDULER = "scheduler.pt"
+STATE = "trainer_state.json"
+
+
+def rng_file(rank: int) -> str:
+    """Name of one rank's RNG-state file."""
+    return f"rng_state_rank{rank}.json"
+
+
+@dataclass
+class Checkpoint:
+    """A validated checkpoint on disk."""
+
+    path: Path
+    step: int
+    manifest: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------
+# RNG state as JSON (no pickles)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The Python, NumPy, torch CPU and every CUDA device's RNG state of this process, JSON-ready."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch_cpu": torch.get_rng_state().tolist(),
+        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restores what ``capture_rng_state`` captured; any failure is an error, never ignored."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
+    cuda = state.get("cuda") or []
+    if cuda:
+        if not torch.cuda.is_available() or torch.cuda.device_count() < len(cuda):
+            raise PeftbenchError(f"checkpoint holds RNG states for {len(cuda)} CUDA device(s), this process has fewer")
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda])
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _slow_write_hook() -> Callable[[], None]:
+    """Test-only: ``PEFTBENCH_TEST_SLOW_CHECKPOINT=<seconds>`` sleeps between files, so a test can kill a
+    process while a checkpoint is half-written."""
+    delay = float(os.environ.get("PEFTBENCH_TEST_SLOW_CHECKPOINT", "0") or 0)
+    return (lambda: time.sleep(delay)) if delay > 0 else (lambda: None)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    trainable: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainer_state: dict[str, Any],
+    rng_states: list[dict[str, Any]],
+    config_hash: str,
+    seed: int,
+    keep: int,
+    versions: dict[str, str],
+) -> Path:
+    """Writes checkpoint ``step`` atomically and keeps only the newest ``keep`` ones; returns its path.
+
+    ``rng_states`` holds one entry per rank (index = rank), gathered by the caller.
+    """
+    root = run_dir / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:08d}"
+    tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    pause = _slow_write_hook()
+    save_tensors(trainable, tmp / WEIGHTS)
+    pause()
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+    pause()
+    torch.save(scheduler.state_dict(), tmp / SCHEDULER)
+    pause()
+    for rank, state in enumerate(rng_states):
+        (tmp / rng_file(rank)).write_text(json.dumps(state))
+    (tmp / STATE).write_text(json.dumps(trainer_state, indent=1))
+    files = sorted(p.name for p in tmp.iterdir())
+    for name in files:
+        _fsync_file(tmp / name)
+    pause()
+    manifest = {
+        "step": step,
+        "world_size": len(rng_states),
+        "seed": seed,
+        "config_hash": config_hash,
+        "versions": versions,
+        "files": {name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files},
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _fsync_file(tmp / MANIFEST)
+    if final.exists():  # a checkpoint of the same step from an earlier attempt: keep it, aside
+        _quarantine(final, run_dir, "replaced by a newer save of the same step")
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)  # rotation of older *valid* checkpoints
+    return final
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validating and loading
+
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Finished checkpoint directories, oldest first (temporary ones are not included)."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def validate_checkpoint(path: Path, config_hash: str, world_size: int) -> str | None:
+    """None if ``path`` is a complete, intact checkpoint of this config; else a one-line reason."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest (the save did not finish)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+        saved_world = int(manifest["world_size"])
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"unreadable manifest ({exc})"
+    if manifest.get("config_hash") != config_hash:
+        raise PeftbenchError(
+            f"{path} was written by a run with a different config (hash {manifest.get('config_hash')} != "
+            f"{config_hash}); resume with the original config, or use another run_name/output_dir"
+        )
+    if saved_world != world_size:
+        raise PeftbenchError(
+            f"{path} was saved by {saved_world} process(es) and this run has {world_size}; resuming with another "
+            "world size would change the data order and RNG streams — relaunch with the original number"
+        )
+    required = {WEIGHTS, OPTIMIZER, SCHEDULER, STATE, *(rng_file(r) for r in range(saved_world))}
+    missing = sorted(required - set(files))
+    if missing:
+        return f"manifest does not list {', '.join(missing)}"
+    for name, meta in files.items():
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != meta["size"]:
+            return f"{name} has {f.stat().st_size} bytes, the manifest says {meta['size']}"
+        if _sha256(f) != meta["sha256"]:
+            return f"{name} does not match its SHA-256 checksum"
+    return None
+
+
+def _quarantine(path: Path, run_dir: Path, reason: str) -> Path:
+    target_root = run_dir / QUARANTINE
+    target_root.mkdir(parents=True, exist_ok=True)
+    target = target_root / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    os.replace(path, target)
+    (target / "QUARANTINE_REASON.txt").write_text(reason + "\n")
+    log.warning("quarantined %s: %s", path.name, reason)
+    return target
+
+
+def latest_valid_checkpoint(run_dir: Path, config_hash: str, world_size: int) -> Checkpoint | None:
+    """The newest valid checkpoint; invalid ones (and leftovers of interrupted saves) go to quarantine/."""
+    root = run_dir / CHECKPOINTS
+    if root.is_dir():
+        for leftover in sorted(p for p in root.iterdir() if p.name.startswith(".tmp-")):
+            _quarantine(leftover, run_dir, "temporary directory of an interrupted save")
+    for path in reversed(checkpoint_dirs(run_dir)):
+        reason = validate_checkpoint(path, config_hash, world_size)
+        if reason is None:
+            manifest = json.loads((path / MANIFEST).read_text())
+            return Checkpoint(path, int(manifest["step"]), manifest)
+        _quarantine(path, run_dir, reason)
+    return None
+
+
+def load_checkpoint(ckpt: Checkpoint, rank: int) -> dict[str, Any]:
+    """The pieces of a validated checkpoint for one rank."""
+    return {
+        "trainable": load_tensors(ckpt.path / WEIGHTS),
+        "optimizer": torch.load(ckpt.path / OPTIMIZER, weights_only=True, map_location="cpu"),
+        "scheduler": torch.load(ckpt.path / SCHEDULER, weights_only=True, map_location="cpu"),
+        "trainer_state": json.loads((ckpt.path / STATE).read_text()),
+        "rng": json.loads((ckpt.path / rng_file(rank)).read_text()),
+    }
