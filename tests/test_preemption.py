@@ -38,9 +38,10 @@ def _config(out: Path, **train) -> Path:
         "data": {
             "data_dir": str(SUPERNI_MINI), "split": "mini", "max_train_instances_per_task": 4,
             "max_eval_instances_per_task": 2, "max_source_length": 128, "max_target_length": 16,
+            "num_validation_tasks": 2,
         },
         "train": {"max_steps": 30, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 7,
-                  "learning_rate": 1e-3, **train},
+                  "eval_steps": 10, "learning_rate": 1e-3, **train},
         "eval": {"batch_size": 4, "max_new_tokens": 8},
         "output_dir": str(out),
         "run_name": "run",
@@ -87,6 +88,16 @@ def _assert_same_result(run_dir: Path, reference: Path) -> None:
     for key in ("overall", "per_task", "per_category"):
         assert ma[key] == mb[key]
     assert ma["train"]["losses"] == mb["train"]["losses"] and ma["train"]["steps"] == mb["train"]["steps"]
+    # Validation during training (steps 10, 20, 30) and the best weights survive interruptions too.
+    assert [s for s, _ in ma["train"]["validation"]] == [10, 20, 30]
+    assert (
+        ma["train"]["validation"] == mb["train"]["validation"] and ma["train"]["best_step"] == mb["train"]["best_step"]
+    )
+    assert json.loads((run_dir / "best" / "best.json").read_text()) == json.loads(
+        (reference / "best" / "best.json").read_text()
+    )
+    best_a, best_b = (load_tensors(d / "best" / "trainable.safetensors") for d in (run_dir, reference))
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == len({json.loads(x)["id"] for x in lines}) == ma["overall"]["num_examples"]
     assert sorted(lines) == sorted((reference / "predictions.jsonl").read_text().splitlines())
@@ -215,3 +226,15 @@ def test_status_lists_states(tmp_path, reference):
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert "finished" in lines["done"] and "ROUGE-L" in lines["done"] and "step 28" in lines["done"]
     assert "preempted" in lines["stopped"] and "step 28" in lines["stopped"]
+
+
+def test_best_weights_follow_the_validation_score(reference):
+    metrics = json.loads((reference / "metrics.json").read_text())
+    validation = metrics["train"]["validation"]
+    best_step, best_score = max(validation, key=lambda v: (v[1], -v[0]))  # first step with the top score
+    best = json.loads((reference / "best" / "best.json").read_text())
+    assert best == {"step": best_step, "metric": "rougeL", "score": best_score}
+    assert metrics["train"]["best_step"] == best_step
+    assert metrics["data"]["validation_tasks"] == 2
+    weights = load_tensors(reference / "best" / "trainable.safetensors")
+    assert sum(t.numel() for t in weights.values()) == metrics["trainable_params"]

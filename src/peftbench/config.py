@@ -98,6 +98,9 @@ class TrainConfig:
     """Save a checkpoint every this many optimizer steps (the study: 1000); 0 = only on a suspension signal."""
     save_total_limit: int = 2
     """Newest valid checkpoints kept in the run directory."""
+    eval_steps: int = 5000
+    """Score the validation tasks (ROUGE-L) every this many steps and keep the best weights in best/
+    (the study: 5000); needs data.num_validation_tasks > 0; 0 disables."""
 
 
 @dataclass
@@ -383,6 +386,8 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append("train.per_device_batch_size must be >= 1")
     if t.gradient_accumulation_steps < 1:
         problems.append("train.gradient_accumulation_steps must be >= 1")
+    if t.eval_steps < 0:
+        problems.append("train.eval_steps must be >= 0")
     if t.save_steps < 0 or t.save_total_limit < 1:
         problems.append("train.save_steps must be >= 0 and train.save_total_limit >= 1")
     if t.logging_steps < 1:

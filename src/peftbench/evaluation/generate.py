@@ -7,6 +7,7 @@ stops the loop after the current batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -43,7 +44,7 @@ def generate_predictions(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     features: Sequence[Features],
-    out_path: str | Path,
+    out_path: str | Path | None,
     *,
     batch_size: int,
     max_new_tokens: int,
@@ -58,15 +59,19 @@ def generate_predictions(
 
     Lines are ``{"id", "task", "category", "prediction", "references"}`` — the format ``peftbench score``
     reads. Each batch's lines are flushed and fsynced before the next batch starts. Returns the records in
-    batch order (the same order whether or not the evaluation was interrupted).
+    batch order (the same order whether or not the evaluation was interrupted). With ``out_path=None``
+    nothing is written (validation during training).
     """
+    was_training = model.training
     model.eval()
-    out_path = Path(out_path)
+    out_path = Path(out_path) if out_path is not None else None
     lengths = [len(f.prompt_ids) for f in features]
     batches = list(sorted_batches(lengths, batch_size))
-    existing = _existing_predictions(out_path)
+    existing = _existing_predictions(out_path) if out_path is not None else {}
     done_ids = {features[i].id for idx in batches if all(features[i].id in existing for i in idx) for i in idx}
-    if existing and set(existing) != done_ids:  # drop lines of half-written batches and stray records
+    if (
+        out_path is not None and existing and set(existing) != done_ids
+    ):  # drop lines of half-written batches and stray records
         kept = [existing[features[i].id] for idx in batches for i in idx if features[i].id in done_ids]
         atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
     pause = float(os.environ.get("PEFTBENCH_TEST_SLOW_STEPS", "0") or 0)  # test-only, see training
@@ -74,7 +79,7 @@ def generate_predictions(
     pad_id = tokenizer.pad_token_id
     todo = sum(1 for idx in batches if features[idx[0]].id not in done_ids)
     bar = tqdm(total=len(batches), initial=len(batches) - todo, desc=desc, unit="batch", disable=not progress)
-    with open(out_path, "a", encoding="utf-8") as out:
+    with open(out_path, "a", encoding="utf-8") if out_path is not None else contextlib.nullcontext() as out:
         for idx in batches:
             chunk = [features[i] for i in idx]
             if chunk[0].id in done_ids:
@@ -93,9 +98,10 @@ def generate_predictions(
                 output = output[:, batch["input_ids"].shape[1] :]
             texts = tokenizer.batch_decode(output, skip_special_tokens=True)
             lines = [_record(f, text.strip()) for f, text in zip(chunk, texts, strict=True)]
-            out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
-            out.flush()
-            os.fsync(out.fileno())
+            if out is not None:
+                out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
+                out.flush()
+                os.fsync(out.fileno())
             records.extend(lines)
             bar.update(1)
             if pause:
@@ -103,6 +109,8 @@ def generate_predictions(
             if stop is not None and stop.requested and idx is not batches[-1]:
                 raise Preempted("evaluation")
     bar.close()
+    if was_training:
+        model.train()
     return records
 
 

@@ -14,7 +14,7 @@ import os
 import platform
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -230,6 +230,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
                 model, train_features, cfg.train, resolve_schedule(cfg.train, spec), accelerator,
                 seed=cfg.seed, pad_id=tokenizer.pad_token_id, encoder_decoder=is_encoder_decoder(model),
                 progress=progress, checkpointing=checkpointing, stop=stop,
+                validate=validation_scorer(cfg, tokenizer, data.validation, model, accelerator.device),
             )  # fmt: skip
             model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
             if accelerator.is_main_process:
@@ -244,6 +245,25 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
             say(headline(run_dir.name, metrics), quiet)
         accelerator.wait_for_everyone()
     return RunResult(run_dir, finished_metrics(run_dir) or {})
+
+
+def validation_scorer(
+    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, examples: list, model: nn.Module, device: torch.device
+) -> Callable[[nn.Module], float] | None:
+    """ROUGE-L on the validation tasks (the study's model-selection metric), or None without validation tasks."""
+    if not examples or cfg.train.eval_steps <= 0:
+        return None
+    features = tokenized(cfg, tokenizer, examples, model)
+
+    def score(trained: nn.Module) -> float:
+        records = generate_predictions(
+            trained, tokenizer, features, None, batch_size=cfg.eval.batch_size,
+            max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length, num_beams=cfg.eval.num_beams,
+            encoder_decoder=is_encoder_decoder(trained), device=device, progress=False,
+        )  # fmt: skip
+        return float(score_predictions(records)["overall"]["rougeL"])
+
+    return score
 
 
 class RunState(dict):

@@ -40,6 +40,7 @@ WEIGHTS = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
 STATE = "trainer_state.json"
+SCALER = "scaler.pt"
 
 
 def rng_file(rank: int) -> str:
@@ -123,6 +124,7 @@ def save_checkpoint(
     seed: int,
     keep: int,
     versions: dict[str, str],
+    scaler: Any = None,
 ) -> Path:
     """Writes checkpoint ``step`` atomically and keeps only the newest ``keep`` ones; returns its path.
 
@@ -140,6 +142,8 @@ def save_checkpoint(
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
     pause()
     torch.save(scheduler.state_dict(), tmp / SCHEDULER)
+    if scaler is not None:  # fp16 gradient scaler
+        torch.save(scaler.state_dict(), tmp / SCALER)
     pause()
     for rank, state in enumerate(rng_states):
         (tmp / rng_file(rank)).write_text(json.dumps(state))
@@ -173,6 +177,27 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+BEST = "best"
+
+
+def save_best(run_dir: Path, step: int, score: float, metric: str, trainable: dict[str, torch.Tensor]) -> Path:
+    """Replaces ``best/`` (the weights with the best validation score so far) atomically."""
+    final = run_dir / BEST
+    tmp = run_dir / f".tmp-{BEST}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_tensors(trainable, tmp / WEIGHTS)
+    (tmp / "best.json").write_text(json.dumps({"step": step, "metric": metric, "score": score}, indent=1))
+    _fsync_file(tmp / "best.json")
+    old = run_dir / f".old-{BEST}-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,4 +281,5 @@ def load_checkpoint(ckpt: Checkpoint, rank: int) -> dict[str, Any]:
         "scheduler": torch.load(ckpt.path / SCHEDULER, weights_only=True, map_location="cpu"),
         "trainer_state": json.loads((ckpt.path / STATE).read_text()),
         "rng": json.loads((ckpt.path / rng_file(rank)).read_text()),
+        "scaler": torch.load(ckpt.path / SCALER, weights_only=True) if (ckpt.path / SCALER).is_file() else None,
     }

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,6 +34,7 @@ from peftbench.training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
+    save_best,
     save_checkpoint,
 )
 from peftbench.training.preemption import Preempted, StopFlag
@@ -57,6 +58,10 @@ class TrainResult:
     """Peak memory while training: CUDA allocator peak (reset at the start), else the process's peak RSS."""
     peak_memory_kind: str = ""
     """Which of the two ``peak_memory_mb`` is."""
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    """(step, validation ROUGE-L) pairs, when validation tasks are configured."""
+    best_step: int | None = None
+    """Step of the weights kept in best/ (highest validation score)."""
 
 
 @dataclass(frozen=True)
@@ -139,12 +144,15 @@ def fit(
     progress: bool = True,
     checkpointing: Checkpointing | None = None,
     stop: StopFlag | None = None,
+    validate: Callable[[nn.Module], float] | None = None,
 ) -> TrainResult:
     """Trains ``model``'s trainable parameters on ``features``; returns the loss curve and timings.
 
     With ``checkpointing``, saves every ``every`` steps and, when ``stop`` is set by a signal, saves at the
     next optimizer-step boundary and raises ``Preempted``. Resuming restores weights, optimizer, scheduler,
     data position, loss accumulators and every RNG, so the run continues exactly as if never stopped.
+    With ``validate`` (returns a score, higher is better) the model is scored every ``train.eval_steps``
+    steps and the best weights are kept in ``best/`` of the run directory.
     """
     steps = total_steps(train, len(features), accelerator.num_processes)
     warmup = round(schedule.warmup_ratio * steps)
@@ -159,10 +167,15 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]  # the prepared (possibly wrapped) ones
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
-    state = {"step": 0, "epoch": 0, "batches_done": 0, "running": 0.0, "seen": 0, "losses": [], "train_time_s": 0.0}
+    state = {
+        "step": 0, "epoch": 0, "batches_done": 0, "running": 0.0, "seen": 0, "losses": [], "train_time_s": 0.0,
+        "best": None, "validation": [],
+    }  # fmt: skip
     if checkpointing is not None and checkpointing.resume is not None:
         state = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator)
         log.info("resumed from %s at step %d", checkpointing.resume.path.name, state["step"])
+        state.setdefault("best", None)
+        state.setdefault("validation", [])
     model.train()
 
     step, epoch, seen = state["step"], state["epoch"], state["seen"]
@@ -205,12 +218,22 @@ def fit(
                 running, seen = torch.zeros((), device=accelerator.device), 0
             if pause:
                 time.sleep(pause)
-            stopping = stop is not None and stop.requested
+            if validate is not None and train.eval_steps > 0 and step % train.eval_steps == 0:
+                score = validate(accelerator.unwrap_model(model))
+                state["validation"].append((step, score))
+                log.info("step %d validation score %.4f", step, score)
+                if checkpointing is not None and (state["best"] is None or score > state["best"][1]):
+                    state["best"] = (step, score)
+                    if accelerator.is_main_process:
+                        unwrapped = accelerator.unwrap_model(model)
+                        trainable = {n: p for n, p in unwrapped.named_parameters() if p.requires_grad}
+                        save_best(checkpointing.run_dir, step, score, "rougeL", trainable)
+            stopping = _all_agree(stop is not None and stop.requested, accelerator)
             periodic = checkpointing is not None and checkpointing.every > 0 and step % checkpointing.every == 0
             if checkpointing is not None and (stopping or periodic) and step < steps and step != last_saved:
                 snapshot = {
                     "step": step, "epoch": epoch, "batches_done": batches_done, "running": running.item(),
-                    "seen": seen, "losses": losses,
+                    "seen": seen, "losses": losses, "best": state["best"], "validation": state["validation"],
                     "train_time_s": state["train_time_s"] + time.perf_counter() - start,
                 }  # fmt: skip
                 _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed)
@@ -237,7 +260,16 @@ def fit(
         losses=losses,
         peak_memory_mb=peak,
         peak_memory_kind=peak_kind,
+        validation=[tuple(v) for v in state["validation"]],
+        best_step=state["best"][0] if state["best"] else None,
     )
+
+
+def _all_agree(flag: bool, accelerator: Accelerator) -> bool:
+    """True on every rank if it is true on any: all ranks stop at the same step."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="max").item())
 
 
 def _save(
@@ -251,7 +283,7 @@ def _save(
         path = save_checkpoint(
             ck.run_dir, snapshot["step"], trainable=trainable, optimizer=optimizer, scheduler=scheduler,
             trainer_state=snapshot, rng_states=rng_states, config_hash=ck.config_hash, seed=seed, keep=ck.keep,
-            versions=ck.versions,
+            versions=ck.versions, scaler=accelerator.scaler,
         )  # fmt: skip
         log.info("saved %s", path.name)
     accelerator.wait_for_everyone()
@@ -267,5 +299,7 @@ def _restore(ckpt: Checkpoint, model: nn.Module, optimizer, scheduler, accelerat
     unwrapped.load_state_dict(pieces["trainable"], strict=False)
     optimizer.load_state_dict(pieces["optimizer"])
     scheduler.load_state_dict(pieces["scheduler"])
+    if accelerator.scaler is not None and pieces.get("scaler") is not None:
+        accelerator.scaler.load_state_dict(pieces["scaler"])
     restore_rng_state(pieces["rng"])
     return pieces["trainer_state"]
