@@ -40,7 +40,7 @@ def write_config(workdir: Path, data_dir: Path) -> Path:
         "method": {"name": "lora"},
         "data": {"data_dir": str(data_dir), "split": DEMO_SPLIT, "max_train_instances_per_task": 8,
                  "max_eval_instances_per_task": 4, "max_source_length": 192, "max_target_length": 16},
-        "train": {"max_steps": 40, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 6,
+        "train": {"max_steps": 60, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 6,
                   "save_total_limit": 2, "learning_rate": 1e-3},
         "eval": {"batch_size": 4, "max_new_tokens": 8},
         "run_name": "run",
@@ -62,6 +62,20 @@ def last_error(out: Path) -> str:
     """The end of a run's stderr log."""
     path = out.with_suffix(".stderr.log")
     return path.read_text()[-1500:] if path.is_file() else ""
+
+
+def phase(run: Path, pid: int) -> str:
+    """What process ``pid`` is doing right now, read from the run directory: start-up (imports, data,
+    model), training, saving (its checkpoint directory is half-written) or evaluation."""
+    try:
+        state = json.loads((run / "run_state.json").read_text())
+    except (OSError, ValueError):
+        return "start-up"
+    if state.get("pid") != pid or state.get("status") != "running":
+        return "start-up"
+    if any((run / "checkpoints").glob(f".tmp-*-{pid}")):
+        return "saving"
+    return "evaluation" if state.get("trained") else "training"
 
 
 def identical(run: Path, ref: Path) -> tuple[bool, str]:
@@ -96,7 +110,7 @@ def main() -> int:
                                   pretrain_instances=1)  # fmt: skip
     config = write_config(args.workdir, data_dir)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    chaos_env = {**env, "PEFTBENCH_TEST_SLOW_CHECKPOINT": "0.05", "PEFTBENCH_TEST_SLOW_STEPS": "0.03"}
+    chaos_env = {**env, "PEFTBENCH_TEST_SLOW_CHECKPOINT": "0.1", "PEFTBENCH_TEST_SLOW_STEPS": "0.03"}
 
     start = time.perf_counter()
     ref = train(config, args.workdir / "reference", env)
@@ -108,6 +122,7 @@ def main() -> int:
 
     same = sent_term = sent_kill = quarantined = 0
     exit_codes: dict[int, int] = {}
+    phases: dict[str, int] = {}
     for trial in range(1, args.trials + 1):
         out = args.workdir / f"trial{trial:02d}"
         kills, attempts = rng.randint(1, args.max_kills), 0
@@ -115,8 +130,10 @@ def main() -> int:
             attempts += 1
             proc = train(config, out, chaos_env)
             if kills > 0:
-                time.sleep(rng.uniform(2.5, 9.0))  # start-up takes ~3 s; training, saving, evaluation follow
+                time.sleep(rng.uniform(2.0, 12.0))  # start-up takes ~3 s; training, saving, evaluation follow
                 if proc.poll() is None:
+                    where = phase(out / "run", proc.pid)
+                    phases[where] = phases.get(where, 0) + 1
                     sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
                     proc.send_signal(sig)
                     sent_term += sig == signal.SIGTERM
@@ -137,7 +154,8 @@ def main() -> int:
         print(f"trial {trial:2d}: {attempts} attempt(s), {q} checkpoint(s) quarantined: "
               f"{'identical' if ok else 'DIFFERENT (' + why + ')'}", flush=True)  # fmt: skip
     print(f"{same}/{args.trials} identical | signals: {sent_term} SIGTERM, {sent_kill} SIGKILL | "
-          f"exit codes: {dict(sorted(exit_codes.items()))} | quarantined checkpoints: {quarantined} | "
+          f"exit codes: {dict(sorted(exit_codes.items()))} | signalled during: {dict(sorted(phases.items()))} | "
+          f"quarantined checkpoints: {quarantined} | "
           f"{time.perf_counter() - start:.0f} s")  # fmt: skip
     return 0 if same == args.trials else 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from peftbench.errors import PeftbenchError
-from peftbench.training.preemption import EXIT_PREEMPTED, Preempted
+from peftbench.training.preemption import EXIT_PREEMPTED, Preempted, stop_during_startup
 
 
 def _quiet_libraries() -> None:
@@ -143,9 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``peftbench`` command; user errors print one line and exit with status 2."""
     args = build_parser().parse_args(argv)
+    guard = stop_during_startup() if args.command in ("train", "demo") else contextlib.nullcontext()
     try:
-        _quiet_libraries()
-        return COMMANDS[args.command][0](args)
+        with guard:
+            _quiet_libraries()
+            return COMMANDS[args.command][0](args)
     except PeftbenchError as exc:
         print(f"peftbench: error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,28 @@ class Preempted(Exception):
     """Raised once the run has saved its state after a suspension signal."""
 
     def __init__(self, where: str) -> None:
-        super().__init__(f"preempted during {where}; state saved — run the same command again to resume")
+        saved = "nothing to save yet" if where == "start-up" else "state saved"
+        super().__init__(f"preempted during {where}; {saved} — run the same command again to resume")
+
+
+@contextmanager
+def stop_during_startup() -> Iterator[None]:
+    """Until a run installs its own handlers, a suspension signal ends the process as pre-empted (exit 75)
+    at once: nothing has been computed yet, so there is nothing to save. Restores the old handlers after."""
+
+    def _handle(signum: int, frame: FrameType | None) -> None:
+        raise Preempted("start-up")
+
+    try:
+        previous = {s: signal.signal(s, _handle) for s in SIGNALS}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class StopFlag:
