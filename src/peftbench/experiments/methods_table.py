@@ -45,8 +45,8 @@ def methods_table(model_name: str | None = None) -> str:
             try:
                 size = method_size(spec, model_name)
             except PeftbenchError:
-                raise
-            except Exception as exc:  # a library refusing this architecture
+                raise  # e.g. a model that cannot be loaded: one line for the whole listing
+            except (ValueError, TypeError, NotImplementedError) as exc:  # a library refusing this architecture
                 size = f"not supported: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             if isinstance(size, str):
                 lines.append(f"    on {model_name}: not supported ({size})")
