@@ -105,7 +105,7 @@ def _build(arch: str):
 
 
 def _apply(model, method: str, **options):
-    return get_method(method).apply(model, AdapterConfig(size=SIZE, **options))
+    return get_method(method).apply(model, build_method_config(method, {"size": SIZE, **options}))
 
 
 def _batch(arch: str, tok) -> dict[str, torch.Tensor]:
@@ -262,11 +262,13 @@ def test_supports(method):
 def test_specs_metadata():
     for method in ("adapter_houlsby", "adapter_pfeiffer"):
         spec = get_method(method)
-        assert spec.config_cls is AdapterConfig
+        assert issubclass(spec.config_cls, AdapterConfig)
         assert spec.default_learning_rate == 5e-4
         assert spec.lr_scheduler == "linear" and spec.warmup_ratio == 0.03
     assert "1902.00751" in get_method("adapter_houlsby").paper
     assert "2005.00247" in get_method("adapter_pfeiffer").paper
+    assert build_method_config("adapter_houlsby").placement == "both"
+    assert build_method_config("adapter_pfeiffer").placement == "feed_forward"
 
 
 @pytest.mark.parametrize(
@@ -278,6 +280,8 @@ def test_specs_metadata():
         {"non_linearity": "softmax"},
         {"init_std": 0.0},
         {"init_std": float("nan")},
+        {"placement": "everywhere"},
+        {"reduction_factor": 0},
     ],
 )
 def test_bad_config(options):

@@ -177,7 +177,11 @@ def test_save_then_load_in_fresh_process_reproduces_outputs(trained, tmp_path):
 
 
 def test_every_method_is_covered():
-    assert {"full", "lora", "prefix", "prompt", "ia3", "bitfit", "adapter_houlsby", "adapter_pfeiffer"} <= set(METHODS)
+    assert {
+        "full", "lora", "prefix", "prompt", "ia3", "bitfit", "adapter_houlsby", "adapter_pfeiffer",
+        "adapter_parallel", "compacter", "compacter_pp", "dora", "adalora", "loha", "lokr", "vera", "ia3_ff",
+        "ln_tuning", "ptuning",
+    } <= set(METHODS)  # fmt: skip
 
 
 def _expected_count(model: str, method: str) -> int:
@@ -188,6 +192,9 @@ def _expected_count(model: str, method: str) -> int:
     heads of 32 (k/v width 64), intermediate 256, 3 layers.
     """
     d = 128
+    adapter = 2 * d * 64 + d + 64  # one bottleneck adapter of size 64
+    phm = 2 * (d + 4) + d + 4  # one Compacter adapter: m = 128 // 32 = 4, n = 4, rank 1, with biases
+    mlp = 3 * (d * d + d)  # P-tuning's prompt encoder: d -> d -> d -> d
     if model == "tiny-t5":
         attn_blocks, ffn_blocks, dec_layers, ff = 6, 4, 2, 256
         return {
@@ -198,6 +205,19 @@ def _expected_count(model: str, method: str) -> int:
             "bitfit": attn_blocks * 4 * d + ffn_blocks * (ff + d),  # zero biases on q k v o, wi, wo
             "adapter_houlsby": (attn_blocks - 2 + ffn_blocks) * (2 * d * 64 + d + 64),  # no cross-attention
             "adapter_pfeiffer": ffn_blocks * (2 * d * 64 + d + 64),
+            "adapter_parallel": ffn_blocks * adapter,  # beside each feed-forward block
+            "compacter": 4**3 + (attn_blocks - 2 + ffn_blocks) * phm,  # n^3 shared + 8 adapters
+            "compacter_pp": 4**3 + ffn_blocks * phm,
+            "dora": attn_blocks * 2 * (8 * (d + d) + d),  # LoRA on q, v plus a magnitude per output
+            # peft's AdaLoRA targets q, k, v, o and wi, wo: init_r (d_in + d_out + 1) each
+            "adalora": 12 * (attn_blocks * 4 * (d + d + 1) + ffn_blocks * 2 * (d + ff + 1)),
+            "loha": attn_blocks * 2 * 2 * 8 * (d + d),  # two rank-8 factor pairs on q, v
+            # 128 = 8 x 16: w1 (8 x 8) plus w2 (16 x 16), full because r = 8 >= 16 / 2
+            "lokr": attn_blocks * 2 * (8 * 8 + 16 * 16),
+            "vera": attn_blocks * 2 * (256 + d),  # lambda_d (r = 256) and lambda_b (d_out) on q, v
+            "ptuning": 20 * d + mlp,
+            "ia3_ff": ffn_blocks * ff,
+            "ln_tuning": (2 * 2 + 2 * 3 + 2) * d,  # 2 norms per encoder block, 3 per decoder block, 2 final
         }.get(method, -1)
     layers, kv, ff = 3, 64, 256
     return {
@@ -208,6 +228,18 @@ def _expected_count(model: str, method: str) -> int:
         "bitfit": layers * (d + kv + kv + d + ff + ff + d),
         "adapter_houlsby": layers * 2 * (2 * d * 64 + d + 64),
         "adapter_pfeiffer": layers * (2 * d * 64 + d + 64),
+        "adapter_parallel": layers * adapter,
+        "compacter": 4**3 + layers * 2 * phm,
+        "compacter_pp": 4**3 + layers * phm,
+        "dora": layers * (8 * (d + d) + d + 8 * (d + kv) + kv),
+        "adalora": layers * 12 * ((d + d + 1) + (d + kv + 1)),  # q_proj, v_proj
+        "loha": layers * 2 * 8 * ((d + d) + (d + kv)),
+        # q: 128x128 -> w1 8x8 + w2 16x16; v: 64x128 -> w1 8x8 + w2 8x16 (full: r = 8 >= 16 / 2)
+        "lokr": layers * ((8 * 8 + 16 * 16) + (8 * 8 + 8 * 16)),
+        "vera": layers * ((256 + d) + (256 + kv)),
+        "ptuning": 20 * d + mlp,
+        "ia3_ff": layers * ff,
+        "ln_tuning": (2 * layers + 1) * d,
     }.get(method, -1)
 
 

@@ -231,6 +231,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
                 seed=cfg.seed, pad_id=tokenizer.pad_token_id, encoder_decoder=is_encoder_decoder(model),
                 progress=progress, checkpointing=checkpointing, stop=stop,
                 validate=validation_scorer(cfg, tokenizer, data.validation, model, accelerator.device),
+                hooks=spec.training_hooks,
             )  # fmt: skip
             model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
             if accelerator.is_main_process:

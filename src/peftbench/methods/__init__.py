@@ -15,11 +15,39 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
+
+
+@dataclass(frozen=True)
+class SizeKnob:
+    """The hyperparameter that sets a method's size, which ``method.budget`` chooses."""
+
+    field: str
+    """Name of the config field (e.g. ``r``, ``size``, ``num_virtual_tokens``)."""
+    step: Callable[[Any], int] = lambda method_config: 1
+    """Allowed values are the positive multiples of this (given the rest of the method's config)."""
+    monotone: bool = True
+    """True when the trainable count never decreases as the value grows (a bisection finds the best value)."""
+    conflicts: tuple[str, ...] = ()
+    """Fields that also set the size and so must be left unset when a budget is given."""
+
+
+class TrainingHooks(Protocol):
+    """Per-run state a method keeps outside its weights (e.g. AdaLoRA's rank allocator)."""
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimizer step (``step`` counts from 1), before the gradients are cleared."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors to save in a checkpoint so that a resumed run continues exactly."""
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restores what ``state_dict`` returned."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +74,12 @@ class MethodSpec:
     """Given a transformers ``PretrainedConfig``, ``None`` if supported, else a one-line reason."""
     count_note: str = ""
     """How the trainable count is to be read (e.g. whether a reparameterisation MLP is counted)."""
+    size_knob: SizeKnob | None = None
+    """The hyperparameter ``method.budget`` sets; None for methods of fixed size (IA3, BitFit, full, ...)."""
+    formula: str = ""
+    """Trainable parameters as a formula (for docs/methods.md)."""
+    training_hooks: Callable[[nn.Module, int], TrainingHooks] | None = None
+    """Given the model and the run's optimizer steps, the method's per-step hooks (most methods: None)."""
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -102,12 +136,16 @@ def freeze_all(model: nn.Module) -> None:
 
 
 # Each import below registers one method (a single `register(...)` line at the bottom of the module).
-from peftbench.methods import (  # noqa: E402
-    adapters,  # noqa: F401
-    bitfit,  # noqa: F401
+from peftbench.methods import (  # noqa: E402, I001  (registration order = table order)
     full,  # noqa: F401
-    ia3,  # noqa: F401
     lora,  # noqa: F401
+    lora_variants,  # noqa: F401
+    adapters,  # noqa: F401
+    parallel_adapter,  # noqa: F401
+    compacter,  # noqa: F401
     prefix,  # noqa: F401
     prompt,  # noqa: F401
+    ia3,  # noqa: F401
+    bitfit,  # noqa: F401
+    ln_tuning,  # noqa: F401
 )

@@ -1,6 +1,7 @@
 """IA3: trained vectors that rescale activations, ``k' = l_k ⊙ k``, ``v' = l_v ⊙ v``, ``h' = l_ff ⊙ h``.
 
-The vectors start at one, so training starts from the base model. Implemented by peft.
+The vectors start at one, so training starts from the base model. Implemented by peft. ``ia3_ff`` is the
+variant that rescales only the feed-forward activations (the input of its output projection).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peft import IA3Config as PeftIA3Config
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as _FF_MODULES
 from torch import nn
 
 from peftbench.methods import MethodSpec, register
@@ -42,5 +44,46 @@ register(
         summary="learned rescaling of keys, values and feed-forward activations",
         paper="Liu et al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper (arXiv 2205.05638)",
         default_learning_rate=3e-3,
+        formula="Σ over layers (d_k + d_v + d_ff): keys, values, feed-forward activations",
+    )
+)
+
+
+@dataclass
+class IA3FeedForwardConfig:
+    """Hyperparameters of IA3 on the feed-forward activations only."""
+
+    feedforward_modules: list[str] | None = None
+    """Feed-forward output projections whose input is rescaled; None = peft's default (T5: wo; LLaMA: down_proj)."""
+
+
+def _ff_supports(model_config) -> str | None:
+    model_type = getattr(model_config, "model_type", None)
+    if model_type in _FF_MODULES:
+        return None
+    return f"peft knows no feed-forward modules for {model_type}; set method.feedforward_modules"
+
+
+def apply_ff(model: nn.Module, config: IA3FeedForwardConfig) -> nn.Module:
+    """Wraps the model with peft IA3 restricted to the feed-forward layers."""
+    modules = config.feedforward_modules
+    if modules is None:
+        reason = _ff_supports(model.config)
+        if reason:
+            raise ValueError(reason)
+        modules = list(_FF_MODULES[model.config.model_type])
+    peft_config = PeftIA3Config(task_type=task_type(model), target_modules=modules, feedforward_modules=modules)
+    return wrap(model, peft_config)
+
+
+register(
+    MethodSpec(
+        name="ia3_ff",
+        config_cls=IA3FeedForwardConfig,
+        apply=apply_ff,
+        summary="learned rescaling of feed-forward activations only",
+        paper="Liu et al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper (arXiv 2205.05638)",
+        default_learning_rate=3e-3,
+        formula="Σ over layers d_ff",
     )
 )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from peft import LoraConfig as PeftLoraConfig
 from torch import nn
 
-from peftbench.methods import MethodSpec, register
+from peftbench.methods import MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
 
 
@@ -53,5 +53,7 @@ register(
         summary="low-rank updates of attention projections",
         paper="Hu et al. 2022, LoRA: Low-Rank Adaptation of Large Language Models (arXiv 2106.09685)",
         default_learning_rate=5e-4,
+        size_knob=SizeKnob("r"),
+        formula="Σ over targets r·(d_in + d_out)",
     )
 )

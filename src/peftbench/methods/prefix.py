@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from peft import PrefixTuningConfig
 from torch import nn
 
-from peftbench.methods import MethodSpec, register
+from peftbench.methods import MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
 
 
@@ -50,6 +50,8 @@ register(
         summary="trained key/value prefixes in every attention layer",
         paper="Li & Liang 2021, Prefix-Tuning: Optimizing Continuous Prompts for Generation (arXiv 2101.00190)",
         default_learning_rate=1e-2,
+        size_knob=SizeKnob("num_virtual_tokens"),
+        formula="tokens · 2·L·D, D = key/value width (projection: tokens·d + d·h + h + (h + 1) · 2·L·D)",
         count_note=(
             "counts what is trained and stored: the prefix embedding and, with projection on, the "
             "reparameterisation MLP (at inference only layers x 2 x tokens x d values are needed)"

@@ -1,13 +1,16 @@
-"""Prompt tuning: trained embeddings prepended to the input, ``[P; E(x)]``; the model itself is frozen."""
+"""Prompt tuning, ``[P; E(x)]``, and P-tuning, ``[MLP(P); E(x)]``: trained embeddings before the input.
+
+The model itself is frozen. P-tuning produces the prompt through a small encoder (an MLP or LSTM) that is
+trained and stored, so it is counted."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import PromptTuningConfig, PromptTuningInit
+from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, PromptTuningConfig, PromptTuningInit
 from torch import nn
 
-from peftbench.methods import MethodSpec, register
+from peftbench.methods import MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
 
 _INITS = {"random": PromptTuningInit.RANDOM, "sample_vocab": PromptTuningInit.SAMPLE_VOCAB}
@@ -50,5 +53,57 @@ register(
         summary="trained soft-prompt embeddings before the input",
         paper="Lester et al. 2021, The Power of Scale for Parameter-Efficient Prompt Tuning (arXiv 2104.08691)",
         default_learning_rate=3e-2,
+        size_knob=SizeKnob("num_virtual_tokens"),
+        formula="tokens · d",
+    )
+)
+
+
+_ENCODERS = {"mlp": PromptEncoderReparameterizationType.MLP, "lstm": PromptEncoderReparameterizationType.LSTM}
+
+
+@dataclass
+class PtuningConfig:
+    """Hyperparameters of P-tuning."""
+
+    num_virtual_tokens: int = 20
+    """Soft-prompt length."""
+    encoder: str = "mlp"
+    """Prompt encoder: 'mlp' (two hidden layers) or 'lstm' (bidirectional LSTM, then an MLP)."""
+    encoder_hidden_size: int | None = None
+    """Hidden width of the prompt encoder; None = the model's hidden size."""
+
+    def __post_init__(self) -> None:
+        if self.num_virtual_tokens < 1:
+            raise ValueError(f"num_virtual_tokens must be >= 1, got {self.num_virtual_tokens}")
+        if self.encoder not in _ENCODERS:
+            raise ValueError(f"encoder must be one of {sorted(_ENCODERS)}, got {self.encoder!r}")
+        if self.encoder_hidden_size is not None and self.encoder_hidden_size < 1:
+            raise ValueError(f"encoder_hidden_size must be >= 1, got {self.encoder_hidden_size}")
+
+
+def apply_ptuning(model: nn.Module, config: PtuningConfig) -> nn.Module:
+    """Wraps the model with peft P-tuning (a prompt encoder before the input)."""
+    peft_config = PromptEncoderConfig(
+        task_type=task_type(model),
+        num_virtual_tokens=config.num_virtual_tokens,
+        encoder_reparameterization_type=_ENCODERS[config.encoder],
+        encoder_hidden_size=config.encoder_hidden_size,
+        num_transformer_submodules=1,  # as for prompt tuning: one prompt, fed to the encoder
+    )
+    return wrap(model, peft_config)
+
+
+register(
+    MethodSpec(
+        name="ptuning",
+        config_cls=PtuningConfig,
+        apply=apply_ptuning,
+        summary="soft prompt produced by a trained MLP/LSTM encoder, before the input",
+        paper="Liu et al. 2021, GPT Understands, Too (P-tuning, arXiv 2103.10385)",
+        default_learning_rate=1e-3,
+        size_knob=SizeKnob("num_virtual_tokens"),
+        formula="tokens · d + encoder (MLP: d·h + h + h·h + h + h·d + d)",
+        count_note="counts the prompt embedding and the prompt encoder (both trained and stored)",
     )
 )

@@ -41,6 +41,7 @@ OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
 STATE = "trainer_state.json"
 SCALER = "scaler.pt"
+METHOD_STATE = "method_state.safetensors"
 
 
 def rng_file(rank: int) -> str:
@@ -125,6 +126,7 @@ def save_checkpoint(
     keep: int,
     versions: dict[str, str],
     scaler: Any = None,
+    method_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Writes checkpoint ``step`` atomically and keeps only the newest ``keep`` ones; returns its path.
 
@@ -144,6 +146,8 @@ def save_checkpoint(
     torch.save(scheduler.state_dict(), tmp / SCHEDULER)
     if scaler is not None:  # fp16 gradient scaler
         torch.save(scaler.state_dict(), tmp / SCALER)
+    if method_state is not None:  # e.g. AdaLoRA's importance scores and rank pattern
+        save_tensors(method_state, tmp / METHOD_STATE)
     pause()
     for rank, state in enumerate(rng_states):
         (tmp / rng_file(rank)).write_text(json.dumps(state))
@@ -282,4 +286,5 @@ def load_checkpoint(ckpt: Checkpoint, rank: int) -> dict[str, Any]:
         "trainer_state": json.loads((ckpt.path / STATE).read_text()),
         "rng": json.loads((ckpt.path / rng_file(rank)).read_text()),
         "scaler": torch.load(ckpt.path / SCALER, weights_only=True) if (ckpt.path / SCALER).is_file() else None,
+        "method_state": load_tensors(ckpt.path / METHOD_STATE) if (ckpt.path / METHOD_STATE).is_file() else None,
     }

@@ -28,7 +28,7 @@ from peftbench.config import TrainConfig
 from peftbench.data.collate import Features, length_grouped_batches, training_batch, training_length
 from peftbench.errors import PeftbenchError
 from peftbench.io import peak_memory_mb
-from peftbench.methods import MethodSpec
+from peftbench.methods import MethodSpec, TrainingHooks
 from peftbench.training.checkpoint import (
     Checkpoint,
     capture_rng_state,
@@ -145,6 +145,7 @@ def fit(
     checkpointing: Checkpointing | None = None,
     stop: StopFlag | None = None,
     validate: Callable[[nn.Module], float] | None = None,
+    hooks: Callable[[nn.Module, int], TrainingHooks] | None = None,
 ) -> TrainResult:
     """Trains ``model``'s trainable parameters on ``features``; returns the loss curve and timings.
 
@@ -152,10 +153,13 @@ def fit(
     next optimizer-step boundary and raises ``Preempted``. Resuming restores weights, optimizer, scheduler,
     data position, loss accumulators and every RNG, so the run continues exactly as if never stopped.
     With ``validate`` (returns a score, higher is better) the model is scored every ``train.eval_steps``
-    steps and the best weights are kept in ``best/`` of the run directory.
+    steps and the best weights are kept in ``best/`` of the run directory. ``hooks`` (a method's
+    ``training_hooks``) builds the method's per-step hooks from the model and the run's step count; their
+    state is checkpointed with the rest.
     """
     steps = total_steps(train, len(features), accelerator.num_processes)
     warmup = round(schedule.warmup_ratio * steps)
+    method_hooks = hooks(model, steps) if hooks is not None else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=schedule.learning_rate, weight_decay=train.weight_decay)
     # accelerate steps a prepared scheduler once per process, hence the scaling by num_processes.
@@ -172,7 +176,7 @@ def fit(
         "best": None, "validation": [],
     }  # fmt: skip
     if checkpointing is not None and checkpointing.resume is not None:
-        state = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator)
+        state = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator, method_hooks)
         log.info("resumed from %s at step %d", checkpointing.resume.path.name, state["step"])
         state.setdefault("best", None)
         state.setdefault("validation", [])
@@ -202,6 +206,8 @@ def fit(
                     accelerator.clip_grad_norm_(params, train.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
+                if method_hooks is not None and accelerator.sync_gradients:
+                    method_hooks.after_step(step + 1)  # before the gradients are cleared
                 optimizer.zero_grad(set_to_none=True)
             running += loss.detach().float()
             seen += 1
@@ -236,7 +242,7 @@ def fit(
                     "seen": seen, "losses": losses, "best": state["best"], "validation": state["validation"],
                     "train_time_s": state["train_time_s"] + time.perf_counter() - start,
                 }  # fmt: skip
-                _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed)
+                _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed, method_hooks)
                 last_saved = step
             if stopping:
                 raise Preempted("training")
@@ -273,8 +279,9 @@ def _all_agree(flag: bool, accelerator: Accelerator) -> bool:
 
 
 def _save(
-    ck: Checkpointing, snapshot: dict, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, seed: int
-) -> None:
+    ck: Checkpointing, snapshot: dict, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, seed: int,
+    hooks: TrainingHooks | None = None,
+) -> None:  # fmt: skip
     """Saves one checkpoint (all ranks contribute their RNG state; the main process writes)."""
     rng_states = gather_object([capture_rng_state()])
     if accelerator.is_main_process:
@@ -284,12 +291,15 @@ def _save(
             ck.run_dir, snapshot["step"], trainable=trainable, optimizer=optimizer, scheduler=scheduler,
             trainer_state=snapshot, rng_states=rng_states, config_hash=ck.config_hash, seed=seed, keep=ck.keep,
             versions=ck.versions, scaler=accelerator.scaler,
+            method_state=hooks.state_dict() if hooks is not None else None,
         )  # fmt: skip
         log.info("saved %s", path.name)
     accelerator.wait_for_everyone()
 
 
-def _restore(ckpt: Checkpoint, model: nn.Module, optimizer, scheduler, accelerator: Accelerator) -> dict:
+def _restore(
+    ckpt: Checkpoint, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, hooks: TrainingHooks | None
+) -> dict:
     """Loads a checkpoint into the prepared model/optimizer/scheduler and restores this rank's RNGs."""
     pieces = load_checkpoint(ckpt, accelerator.process_index)
     unwrapped = accelerator.unwrap_model(model)
@@ -301,5 +311,7 @@ def _restore(ckpt: Checkpoint, model: nn.Module, optimizer, scheduler, accelerat
     scheduler.load_state_dict(pieces["scheduler"])
     if accelerator.scaler is not None and pieces.get("scaler") is not None:
         accelerator.scaler.load_state_dict(pieces["scaler"])
+    if hooks is not None:
+        hooks.load_state_dict(pieces["method_state"] or {})
     restore_rng_state(pieces["rng"])
     return pieces["trainer_state"]

@@ -1,0 +1,351 @@
+"""The LoRA family peft maintains: DoRA, AdaLoRA, LoHa, LoKr and VeRA.
+
+Each wraps a frozen linear layer ``W`` with a trained update ``ΔW`` of a different structure:
+
+- DoRA: ``W' = m · (W + B A) / ‖W + B A‖`` (magnitude ``m`` and LoRA direction trained);
+- AdaLoRA: ``ΔW = P Λ Q`` (an SVD-shaped update whose rank budget is pruned from ``init_r`` to ``target_r``
+  during training by importance scores);
+- LoHa: ``ΔW = (B₁A₁) ⊙ (B₂A₂)`` (Hadamard product of two low-rank matrices);
+- LoKr: ``ΔW = W₁ ⊗ (B A)`` (Kronecker product of a small matrix and a low-rank one);
+- VeRA: ``ΔW = Λ_b B Λ_d A`` with ``A``, ``B`` frozen random matrices shared by all layers and only the
+  scaling vectors ``Λ_b``, ``Λ_d`` trained.
+
+Target modules default to peft's per-architecture choice (T5: q, v; LLaMA: q_proj, v_proj; GPT-2: c_attn;
+AdaLoRA: every attention and feed-forward projection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from peft import AdaLoraConfig as PeftAdaLoraConfig
+from peft import LoHaConfig as PeftLoHaConfig
+from peft import LoKrConfig as PeftLoKrConfig
+from peft import LoraConfig as PeftLoraConfig
+from peft import VeraConfig as PeftVeraConfig
+from torch import nn
+
+from peftbench.errors import PeftbenchError
+from peftbench.methods import MethodSpec, SizeKnob, register
+from peftbench.methods._peft import task_type, wrap
+
+# Models whose projections are transformers' Conv1D, which peft's LoHa and LoKr do not wrap.
+_CONV1D_MODELS = ("gpt2",)
+
+
+def _check_rank(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class DoraConfig:
+    """Hyperparameters of DoRA (weight-decomposed LoRA)."""
+
+    r: int = 8
+    """Rank of the direction update."""
+    alpha: int | None = None
+    """Scaling numerator (update scaled by alpha / r); None means alpha = r."""
+    dropout: float = 0.0
+    """Dropout on the update branch's input."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; None = peft's default for the architecture."""
+
+    def __post_init__(self) -> None:
+        _check_rank("r", self.r)
+
+
+def apply_dora(model: nn.Module, config: DoraConfig) -> nn.Module:
+    """Wraps the model with peft LoRA in DoRA mode."""
+    return wrap(
+        model,
+        PeftLoraConfig(
+            task_type=task_type(model),
+            r=config.r,
+            lora_alpha=config.alpha if config.alpha is not None else config.r,
+            lora_dropout=config.dropout,
+            target_modules=config.target_modules,
+            use_dora=True,
+        ),
+    )
+
+
+@dataclass
+class AdaLoraConfig:
+    """Hyperparameters of AdaLoRA."""
+
+    init_r: int = 12
+    """Starting rank of every update (what is trained and stored; the size knob)."""
+    target_r: int | None = None
+    """Average rank kept at the end; None = round(2/3 · init_r), peft's default ratio (8 of 12)."""
+    alpha: int | None = None
+    """Scaling numerator; None means alpha = init_r."""
+    dropout: float = 0.0
+    """Dropout on the update branch's input."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; None = peft's default (all attention and feed-forward projections)."""
+    tinit: int = 0
+    """Optimizer steps before rank pruning starts."""
+    tfinal: int = 0
+    """Optimizer steps at the end with the final ranks fixed."""
+    delta_t: int = 1
+    """Prune every this many steps."""
+    beta1: float = 0.85
+    """Smoothing of the importance scores."""
+    beta2: float = 0.85
+    """Smoothing of their uncertainty."""
+    orth_reg_weight: float = 0.5
+    """Weight of the orthogonality regulariser added to the loss."""
+
+    def __post_init__(self) -> None:
+        _check_rank("init_r", self.init_r)
+        if self.target_r is not None:
+            _check_rank("target_r", self.target_r)
+            if self.target_r > self.init_r:
+                raise ValueError(f"target_r ({self.target_r}) must not exceed init_r ({self.init_r})")
+        if self.tinit < 0 or self.tfinal < 0 or self.delta_t < 1:
+            raise ValueError("tinit and tfinal must be >= 0 and delta_t >= 1")
+
+    def final_rank(self) -> int:
+        """The average rank AdaLoRA prunes to."""
+        return self.target_r if self.target_r is not None else max(1, round(2 * self.init_r / 3))
+
+
+# peft requires the run's length when the model is wrapped; the real one is set when training starts.
+_PLACEHOLDER_STEPS = 1_000_000_000
+
+
+def apply_adalora(model: nn.Module, config: AdaLoraConfig) -> nn.Module:
+    """Wraps the model with peft AdaLoRA (the rank schedule is driven by ``AdaLoraHooks`` during training)."""
+    return wrap(
+        model,
+        PeftAdaLoraConfig(
+            task_type=task_type(model),
+            init_r=config.init_r,
+            target_r=config.final_rank(),
+            lora_alpha=config.alpha if config.alpha is not None else config.init_r,
+            lora_dropout=config.dropout,
+            target_modules=config.target_modules,
+            tinit=config.tinit,
+            tfinal=config.tfinal,
+            deltaT=config.delta_t,
+            beta1=config.beta1,
+            beta2=config.beta2,
+            orth_reg_weight=config.orth_reg_weight,
+            total_step=_PLACEHOLDER_STEPS,
+        ),
+    )
+
+
+class AdaLoraHooks:
+    """Runs AdaLoRA's importance update and rank pruning after every optimizer step; checkpoints its state."""
+
+    _STATS = ("ipt", "exp_avg_ipt", "exp_avg_unc")
+
+    def __init__(self, model: nn.Module, total_steps: int) -> None:
+        self.tuner = model.base_model
+        adapter = self.tuner.trainable_adapter_name
+        self.config = self.tuner.peft_config[adapter]
+        if self.config.tinit >= total_steps - self.config.tfinal:
+            raise PeftbenchError(
+                f"adalora: tinit ({self.config.tinit}) + tfinal ({self.config.tfinal}) leave no pruning phase "
+                f"in a run of {total_steps} steps; lower them"
+            )
+        self.config.total_step = total_steps
+        self.allocator = self.tuner.rankallocator
+
+    def after_step(self, step: int) -> None:
+        self.tuner.update_and_allocate(step)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {}
+        for stat in self._STATS:
+            for name, tensor in getattr(self.allocator, stat).items():
+                state[f"{stat}/{name}"] = tensor.detach().contiguous()
+        for name, mask in (self.config.rank_pattern or {}).items():
+            state[f"rank_pattern/{name}"] = torch.tensor(mask, dtype=torch.bool)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.allocator.reset_ipt()
+        devices = {name: p.device for name, p in self.tuner.model.named_parameters()}
+        pattern = {}
+        for key, tensor in state.items():
+            kind, name = key.split("/", 1)
+            if kind == "rank_pattern":
+                pattern[name] = tensor.tolist()
+            elif kind in self._STATS:
+                getattr(self.allocator, kind)[name] = tensor.to(devices.get(name, tensor.device))
+        self.config.rank_pattern = pattern or None
+
+
+@dataclass
+class LohaConfig:
+    """Hyperparameters of LoHa."""
+
+    r: int = 8
+    """Rank of each of the two Hadamard factors."""
+    alpha: int | None = None
+    """Scaling numerator; None means alpha = r."""
+    dropout: float = 0.0
+    """Dropout on the update branch."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; None = peft's default for the architecture."""
+
+    def __post_init__(self) -> None:
+        _check_rank("r", self.r)
+
+
+def apply_loha(model: nn.Module, config: LohaConfig) -> nn.Module:
+    """Wraps the model with peft LoHa."""
+    return wrap(
+        model,
+        PeftLoHaConfig(
+            task_type=task_type(model),
+            r=config.r,
+            alpha=config.alpha if config.alpha is not None else config.r,
+            rank_dropout=config.dropout,
+            target_modules=config.target_modules,
+        ),
+    )
+
+
+@dataclass
+class LokrConfig:
+    """Hyperparameters of LoKr."""
+
+    r: int = 8
+    """Rank of the low-rank Kronecker factor (full when r >= half its larger side, as in peft)."""
+    alpha: int | None = None
+    """Scaling numerator; None means alpha = r."""
+    dropout: float = 0.0
+    """Dropout on the update branch."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; None = peft's default for the architecture."""
+
+    def __post_init__(self) -> None:
+        _check_rank("r", self.r)
+
+
+def apply_lokr(model: nn.Module, config: LokrConfig) -> nn.Module:
+    """Wraps the model with peft LoKr."""
+    return wrap(
+        model,
+        PeftLoKrConfig(
+            task_type=task_type(model),
+            r=config.r,
+            alpha=config.alpha if config.alpha is not None else config.r,
+            rank_dropout=config.dropout,
+            target_modules=config.target_modules,
+        ),
+    )
+
+
+@dataclass
+class VeraConfig:
+    """Hyperparameters of VeRA."""
+
+    r: int = 256
+    """Rank of the shared frozen random projections (VeRA uses far larger ranks than LoRA)."""
+    dropout: float = 0.0
+    """Dropout on the update branch's input."""
+    d_initial: float = 0.1
+    """Initial value of the trained vector Λ_d (Λ_b starts at zero)."""
+    target_modules: list[str] | None = None
+    """Module names to adapt; None = peft's default for the architecture."""
+
+    def __post_init__(self) -> None:
+        _check_rank("r", self.r)
+
+
+def apply_vera(model: nn.Module, config: VeraConfig) -> nn.Module:
+    """Wraps the model with peft VeRA."""
+    return wrap(
+        model,
+        PeftVeraConfig(
+            task_type=task_type(model),
+            r=config.r,
+            vera_dropout=config.dropout,
+            d_initial=config.d_initial,
+            target_modules=config.target_modules,
+        ),
+    )
+
+
+def _linear_only(name: str):
+    def supports(model_config) -> str | None:
+        model_type = getattr(model_config, "model_type", None)
+        if model_type in _CONV1D_MODELS:
+            return f"peft's {name} wraps nn.Linear layers only; {model_type} uses Conv1D projections"
+        return None
+
+    return supports
+
+
+register(
+    MethodSpec(
+        name="dora",
+        config_cls=DoraConfig,
+        apply=apply_dora,
+        summary="LoRA direction plus a trained magnitude per output (attention projections)",
+        paper="Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv 2402.09353)",
+        default_learning_rate=5e-4,
+        size_knob=SizeKnob("r"),
+        formula="Σ over targets r·(d_in + d_out) + d_out",
+    )
+)
+register(
+    MethodSpec(
+        name="adalora",
+        config_cls=AdaLoraConfig,
+        apply=apply_adalora,
+        summary="SVD-shaped updates whose ranks are pruned by importance during training (attention + FFN)",
+        paper="Zhang et al. 2023, Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (arXiv 2303.10512)",
+        default_learning_rate=5e-4,
+        size_knob=SizeKnob("init_r", conflicts=("target_r",)),
+        formula="Σ over targets init_r·(d_in + d_out + 1)",
+        count_note="counts the init_r ranks trained and stored; pruned ranks are zeroed, not removed",
+        training_hooks=AdaLoraHooks,
+    )
+)
+register(
+    MethodSpec(
+        name="loha",
+        config_cls=LohaConfig,
+        apply=apply_loha,
+        summary="Hadamard product of two low-rank updates (attention projections)",
+        paper="Hyeon-Woo et al. 2022, FedPara: Low-Rank Hadamard Product (arXiv 2108.06098); LyCORIS",
+        default_learning_rate=5e-4,
+        supports=_linear_only("LoHa"),
+        size_knob=SizeKnob("r"),
+        formula="Σ over targets 2·r·(d_in + d_out)",
+    )
+)
+register(
+    MethodSpec(
+        name="lokr",
+        config_cls=LokrConfig,
+        apply=apply_lokr,
+        summary="Kronecker product of a small matrix and a low-rank one (attention projections)",
+        paper="Yeh et al. 2024, Navigating Text-To-Image Customization: LyCORIS (arXiv 2309.14859)",
+        default_learning_rate=5e-4,
+        supports=_linear_only("LoKr"),
+        size_knob=SizeKnob("r", monotone=False),
+        count_note="peft factorises d_out = a·b and d_in = c·e near-square; the count is not monotone in r",
+        formula="Σ over targets a·c + (r·(b + e) if r < max(b, e)/2 else b·e), d_out = a·b, d_in = c·e",
+    )
+)
+register(
+    MethodSpec(
+        name="vera",
+        config_cls=VeraConfig,
+        apply=apply_vera,
+        summary="scaling vectors around frozen random low-rank projections shared by all layers",
+        paper="Kopiczko et al. 2024, VeRA: Vector-based Random Matrix Adaptation (arXiv 2310.11454)",
+        default_learning_rate=1e-2,
+        size_knob=SizeKnob("r"),
+        formula="Σ over targets r + d_out",
+        count_note="the shared random projections are frozen and regenerated from a seed, so not counted",
+    )
+)
