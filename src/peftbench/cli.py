@@ -64,9 +64,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from peftbench.experiments.methods_table import methods_table
+    from peftbench.experiments.methods_table import methods_markdown, methods_table
 
-    print(methods_table(args.model))
+    if args.markdown:
+        print(methods_markdown(), end="")
+        return 0
+    print(methods_table(args.model, args.budget))
     return 0
 
 
@@ -132,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p["report"].add_argument("-o", "--output", type=Path, help="where to write report.{md,csv,png} (default: RUNS_DIR)")
     p["status"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for run directories")
     p["methods"].add_argument("--model", help="also count trainable parameters on this model (preset, hub name, path)")
+    p["methods"].add_argument(
+        "--budget", help="with --model: the size each method gets for this budget ('0.1%%' of the model, or a count)"
+    )
+    p["methods"].add_argument(
+        "--markdown", action="store_true", help="print docs/methods.md (generated from the registry)"
+    )
     p["demo"].add_argument("--output-dir", type=Path, default=Path("runs/demo"), help="default: runs/demo")
     p["demo"].add_argument("--model", default="tiny-t5", help="tiny preset to use: tiny-t5 (default) or tiny-llama")
     p["demo"].add_argument("--methods", help="comma-separated methods (default: lora,adapter_houlsby,prompt,full)")

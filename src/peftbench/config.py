@@ -149,7 +149,7 @@ class ExperimentConfig:
         """The method's typed config dataclass."""
         from peftbench.methods import build_method_config
 
-        options = {k: v for k, v in self.method.items() if k != "name"}
+        options = {k: v for k, v in self.method.items() if k not in ("name", "budget")}
         return build_method_config(self.method_name, options)
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,15 +310,39 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     types_ = _method_types(str(method["name"]))
     options = {}
     for key, value in method.items():
-        if key == "name":
+        if key in ("name", "budget"):
             continue
         options[key] = _coerce(value, types_[key], f"method.{key}") if key in types_ else value
+    budget = method.get("budget")
+    if budget is not None:  # choose the size knob now, so that config.yaml records the value the run uses
+        options, budget = _apply_budget(str(method["name"]), cfg.model, options, budget)
     # Fill in the method's defaults so that config.yaml records every value the run used.
     resolved = asdict(_build_method(str(method["name"]), options))
-    cfg.method = {"name": str(method["name"]), **resolved}
+    cfg.method = {"name": str(method["name"]), **({"budget": budget} if budget is not None else {}), **resolved}
     _fill_method_defaults(cfg)
     validate(cfg)
     return cfg
+
+
+def _apply_budget(name: str, model: ModelConfig, options: dict[str, Any], budget: Any) -> tuple[dict[str, Any], Any]:
+    """Sets the method's size knob from ``method.budget``; refuses a knob value that disagrees with it."""
+    from peftbench.methods.budget import match_budget
+
+    match = match_budget(name, model, {k: v for k, v in options.items() if k != _knob(name)}, budget)
+    given = options.get(match.knob)
+    if given is not None and given != match.value:
+        raise PeftbenchError(
+            f"method.{match.knob}={given} conflicts with method.budget={budget} (which picks "
+            f"{match.knob}={match.value} on {model.name}); set one of them"
+        )
+    return {**options, match.knob: match.value}, budget
+
+
+def _knob(name: str) -> str | None:
+    from peftbench.methods import get_method
+
+    knob = get_method(name).size_knob
+    return knob.field if knob is not None else None
 
 
 def _fill_method_defaults(cfg: ExperimentConfig) -> None:

@@ -137,6 +137,26 @@ def load_model(cfg: ModelConfig, vocab_size: int = _VOCAB) -> PreTrainedModel:
         raise PeftbenchError(f"cannot load model {cfg.name!r}: {_first_line(exc)}") from None
 
 
+def model_skeleton(cfg: ModelConfig) -> PreTrainedModel:
+    """The model's architecture with weights on the ``meta`` device: shapes and counts, no memory, no download.
+
+    Presets get the vocabulary of their tokenizer (as ``build_model`` does); hub names and local paths need
+    only their ``config.json``.
+    """
+    if cfg.name in TINY_PRESETS:
+        vocab = len(load_tokenizer(cfg))
+        with torch.device("meta"):
+            return TINY_PRESETS[cfg.name](vocab)
+    try:
+        config = AutoConfig.from_pretrained(cfg.name)
+    except (OSError, ValueError) as exc:
+        hint = "" if Path(cfg.name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
+        raise PeftbenchError(f"cannot load model config {cfg.name!r}: {_first_line(exc)}{hint}") from None
+    auto = AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM
+    with torch.device("meta"):  # (accelerate's init_empty_weights would untie tied embeddings)
+        return auto.from_config(config, dtype=_DTYPES[cfg.dtype])
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerBase:
     """A byte-level BPE tokenizer trained on ``texts`` (for tiny demo models; no files needed).
 

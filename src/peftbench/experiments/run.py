@@ -37,6 +37,7 @@ from peftbench.evaluation.generate import generate_predictions
 from peftbench.evaluation.metrics import score_predictions
 from peftbench.io import atomic_write_json, atomic_write_text, load_tensors, peak_memory_mb, save_tensors
 from peftbench.methods import MethodSpec, get_method, trainable_parameters
+from peftbench.methods.budget import match_budget
 from peftbench.models import count_parameters, is_encoder_decoder, load_model, load_tokenizer
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint
 from peftbench.training.preemption import Preempted, StopFlag, stop_on_signals
@@ -147,6 +148,17 @@ def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Mo
     return model, tokenizer
 
 
+def budget_record(cfg: ExperimentConfig, trainable: int) -> dict[str, Any] | None:
+    """What ``method.budget`` asked for and chose (None without a budget); ``achieved`` is the built model's count."""
+    budget = cfg.method.get("budget")
+    if budget is None:
+        return None
+    knob = get_method(cfg.method_name).size_knob
+    skip = {"name", "budget", knob.field if knob else ""}
+    options = {k: v for k, v in cfg.method.items() if k not in skip}
+    return {**match_budget(cfg.method_name, cfg.model, options, budget).as_dict(), "achieved": trainable}
+
+
 def save_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig) -> int:
     """Saves the method's parameters (only those with ``requires_grad``); returns how many tensors."""
     tensors = trainable_parameters(model)
@@ -209,6 +221,13 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
             f"({100 * trainable / total:.4f}%)",
             quiet,
         )
+        matched = budget_record(cfg, trainable)
+        if matched:
+            say(
+                f"budget {matched['budget']} = {matched['target']:,} parameters -> {matched['knob']}="
+                f"{matched['value']} ({matched['achieved']:,} trainable)",
+                quiet,
+            )
         log.info("data: %s", data.stats)
         train_features = tokenized(cfg, tokenizer, data.train, model)
         test_features = tokenized(cfg, tokenizer, data.test, model)
@@ -357,6 +376,7 @@ def evaluate_and_write(
         "total_params": total,
         "trainable_percent": round(100 * trainable / total, 6) if total else 0.0,
         "trainable_params_note": spec.count_note if spec is not None else "",
+        "budget": budget_record(cfg, trainable) if spec is not None else None,
         "train": asdict(train) if train is not None else None,
         "train_time_s": train.train_time_s if train is not None else 0.0,
         "eval_time_s": round(eval_time, 3),
