@@ -30,7 +30,10 @@ def test_hash_ignores_output_location_but_not_hyperparameters():
     b = config_from_dict({"output_dir": "y", "run_name": "z"})
     c = config_from_dict({"train": {"learning_rate": 1e-3}})
     assert a.config_hash() == b.config_hash() != c.config_hash()
-    assert a.resolved_run_name() == f"lora-{a.config_hash()}"
+    assert a.resolved_run_name() == f"lora-r8-lr5e-4-s42-{a.config_hash()}"
+    tasks = config_from_dict({"method": {"name": "prompt"}, "data": {"num_train_tasks": 8}, "seed": 3})
+    assert tasks.resolved_run_name() == f"prompt-tok20-lr3e-2-t8-s3-{tasks.config_hash()}"
+    assert config_from_dict({"method": "ia3"}).resolved_run_name().startswith("ia3-lr3e-3-s42-")
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,8 @@ def test_missing_and_malformed_files(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("**/*.yaml"))
+    # Stand-alone experiment configs; presets, sweeps and accelerate configs: tests/test_presets.py.
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert configs, "no configs shipped"
     for path in configs:
         cfg = load_config(path)

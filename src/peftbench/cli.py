@@ -36,6 +36,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from peftbench.experiments.presets import in_distributed_launch, preset_config, relaunch
+    from peftbench.experiments.run import run_experiment
+
+    cfg = preset_config(args.method, args.mode, args.overrides)
+    if args.print_config:
+        from peftbench.config import dump_config
+
+        print(dump_config(cfg), end="")
+        return 0
+    if cfg.launch.num_processes > 1 and not in_distributed_launch():
+        argv = ["run", args.method, "--mode", args.mode, *args.overrides]
+        return relaunch(cfg, argv + (["--no-progress"] if args.no_progress else []))
+    run_experiment(cfg, progress=not args.no_progress)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from peftbench.experiments.run import evaluate_run
 
@@ -90,6 +107,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "train": (cmd_train, "train one experiment, then evaluate it on the full test split"),
+    "run": (
+        cmd_run,
+        "train + evaluate a named preset: the study's setting for METHOD (--mode full) or a CPU-sized one",
+    ),
     "evaluate": (cmd_evaluate, "(re)evaluate a finished run from its saved trainable weights"),
     "score": (cmd_score, "score a predictions JSONL file with the official SuperNI metrics"),
     "report": (cmd_report, "tabulate and plot every finished run below a directory"),
@@ -122,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     p["train"].add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.learning_rate=1e-4 method.r=16"
     )
+    p["run"].add_argument("method", help="a method with a preset in configs/methods/ (see `peftbench methods`)")
+    p["run"].add_argument(
+        "--mode", choices=("dev", "full"), default="full",
+        help="full: the study's setting (default); dev: a tiny model and data, about a minute on CPU",
+    )  # fmt: skip
+    p["run"].add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p["run"].add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.learning_rate=1e-4 method.r=16"
+    )
     p["evaluate"].add_argument("run_dir", type=Path, help="a run directory written by `peftbench train`")
     p["score"].add_argument(
         "predictions", type=Path, help="JSONL lines with id, task, prediction, references[, category]"
@@ -145,15 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     p["demo"].add_argument("--model", default="tiny-t5", help="tiny preset to use: tiny-t5 (default) or tiny-llama")
     p["demo"].add_argument("--methods", help="comma-separated methods (default: lora,adapter_houlsby,prompt,full)")
     p["demo"].add_argument("--quick", action="store_true", help="a much shorter demo (for smoke tests)")
-    for name in ("train", "evaluate", "demo"):
+    for name in ("train", "run", "evaluate", "demo"):
         p[name].add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``peftbench`` command; user errors print one line and exit with status 2."""
-    args = build_parser().parse_args(argv)
-    guard = stop_during_startup() if args.command in ("train", "demo") else contextlib.nullcontext()
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (`run lora --mode dev seed=3`); anything else is an error.
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    guard = stop_during_startup() if args.command in ("train", "run", "demo") else contextlib.nullcontext()
     try:
         with guard:
             _quiet_libraries()

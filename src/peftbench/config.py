@@ -48,6 +48,8 @@ class DataConfig:
     """At most this many evaluation instances per task, taken from the first 100 (the official set)."""
     num_validation_tasks: int = 0
     """Training tasks carved out (seeded) for validation; the study's default_train_707_val_50 uses 50."""
+    num_train_tasks: int | None = None
+    """Train on only this many training tasks (nested seeded subsets; the study sweeps 8 … 707); None = all."""
     english_only: bool = True
     """Keep only tasks whose input, output and instruction languages are all English."""
     max_source_length: int = 1024
@@ -101,6 +103,9 @@ class TrainConfig:
     eval_steps: int = 5000
     """Score the validation tasks (ROUGE-L) every this many steps and keep the best weights in best/
     (the study: 5000); needs data.num_validation_tasks > 0; 0 disables."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers for losses, learning rate and validation scores: tensorboard, wandb (as in
+    transformers' TrainingArguments). Not part of the config hash."""
 
 
 @dataclass
@@ -117,6 +122,24 @@ class EvalConfig:
     """Score with the cross-lingual track (ROUGE-L over GPT-2 tokens)."""
     xlingual_tokenizer: str = "gpt2"
     """Tokenizer name or path for the cross-lingual track."""
+
+
+_SHORT = {"num_virtual_tokens": "tok", "init_r": "r"}
+"""Short forms of size knobs in run names."""
+
+
+@dataclass
+class LaunchConfig:
+    """How a run is launched; not part of the config hash (where and how it runs, not what it computes)."""
+
+    num_processes: int = 1
+    """Processes (one per GPU) per run; above 1 the sweep launchers start it with `accelerate launch`."""
+    accelerate_config: str | None = None
+    """accelerate config file (configs/accelerate/*.yaml: DDP, DeepSpeed ZeRO-2/3, FSDP); None = plain DDP."""
+    time_limit_min: int = 1440
+    """Slurm time limit per job, in minutes; the job is signalled before it and requeues itself."""
+    gpus_per_process: int = 1
+    """GPUs requested per process on Slurm (0 for CPU-only jobs)."""
 
 
 @dataclass
@@ -138,7 +161,9 @@ class ExperimentConfig:
     output_dir: str = "runs"
     """Directory the run directory is created in."""
     run_name: str | None = None
-    """Run directory name; None = '<method>-<config hash>'."""
+    """Run directory name; None = '<method>-<key hyperparameters>-<config hash>' (see resolved_run_name)."""
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    """How the run is launched (processes, accelerate config, Slurm time limit)."""
 
     @property
     def method_name(self) -> str:
@@ -158,13 +183,29 @@ class ExperimentConfig:
 
     def config_hash(self) -> str:
         """A short hash of everything that determines the results (not where they are written)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "run_name")}
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "run_name", "launch")}
+        payload["train"] = {k: v for k, v in payload["train"].items() if k != "report_to"}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
     def resolved_run_name(self) -> str:
-        """The run directory's name."""
-        return self.run_name or f"{self.method_name}-{self.config_hash()}"
+        """The run directory's name: ``run_name``, else readable and unique, e.g. ``lora-r8-lr5e-4-s42-1a2b3c4d5e``
+        (method, its size, learning rate, training-task count when set, seed, config hash)."""
+        if self.run_name:
+            return self.run_name
+        from peftbench.methods import get_method
+
+        parts = [self.method_name]
+        knob = get_method(self.method_name).size_knob
+        if knob is not None and self.method.get(knob.field) is not None:
+            parts.append(f"{_SHORT.get(knob.field, knob.field)}{self.method[knob.field]}")
+        if self.train.learning_rate is not None:
+            mantissa, exponent = f"{self.train.learning_rate:.2e}".split("e")
+            parts.append(f"lr{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}")
+        if self.data.num_train_tasks is not None:
+            parts.append(f"t{self.data.num_train_tasks}")
+        parts += [f"s{self.seed}", self.config_hash()]
+        return "-".join(parts)
 
     def run_dir(self) -> Path:
         """Where this run writes its files."""
@@ -434,6 +475,8 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append("data.max_source_length must be >= 16")
     if d.max_target_length < 1:
         problems.append("data.max_target_length must be >= 1")
+    if d.num_train_tasks is not None and d.num_train_tasks < 1:
+        problems.append("data.num_train_tasks must be >= 1 (or null for all)")
     for name in ("num_pos_examples", "num_neg_examples", "num_validation_tasks"):
         if getattr(d, name) < 0:
             problems.append(f"data.{name} must be >= 0")
@@ -443,6 +486,12 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append("eval.num_beams must be >= 1")
     if cfg.run_name is not None and ("/" in cfg.run_name or cfg.run_name in ("", ".", "..")):
         problems.append("run_name must be a plain directory name")
+    unknown_trackers = sorted(set(t.report_to) - {"tensorboard", "wandb"})
+    if unknown_trackers:
+        problems.append(f"train.report_to: unknown tracker(s) {', '.join(unknown_trackers)}; use tensorboard, wandb")
+    launch = cfg.launch
+    if launch.num_processes < 1 or launch.time_limit_min < 1 or launch.gpus_per_process < 0:
+        problems.append("launch.num_processes and launch.time_limit_min must be >= 1, gpus_per_process >= 0")
     if problems:
         raise PeftbenchError("invalid config: " + "; ".join(problems))
 

@@ -133,6 +133,10 @@ class SuperNIConfig:
     """Training tasks carved out as validation tasks (the study's ``default_train_707_val_50`` uses 50)."""
     english_only: bool = True
     """Keep only tasks whose input, output and instruction languages are all ``["English"]``."""
+    num_train_tasks: int | None = None
+    """Train on only this many of the training tasks (after validation carving); ``None`` takes all. The
+    subset is a prefix of one seeded shuffle, so smaller counts are subsets of larger ones (the study's
+    training-task curve: 8 … 707)."""
     seed: int = 42
     """Seed for the validation carving, the training-instance shuffle and the training-target choice."""
 
@@ -307,6 +311,7 @@ def _validate_config(config: SuperNIConfig) -> None:
     _check_int("max_train_instances_per_task", config.max_train_instances_per_task, 1, allow_none=True)
     _check_int("max_eval_instances_per_task", config.max_eval_instances_per_task, 1, allow_none=True)
     _check_int("num_validation_tasks", config.num_validation_tasks, 0, allow_none=False)
+    _check_int("num_train_tasks", config.num_train_tasks, 1, allow_none=True)
     _check_int("seed", config.seed, -(2**63), allow_none=False)
     if not isinstance(config.split, str) or not config.split.strip() or "/" in config.split:
         raise PeftbenchError(f"superni config: split must be a directory name, got {config.split!r}")
@@ -490,6 +495,16 @@ def load_superni(
     validation_names = sorted(random.Random(config.seed).sample(sorted(train_names), config.num_validation_tasks))
     validation_set = set(validation_names)
     train_names = [n for n in train_names if n not in validation_set]
+    if config.num_train_tasks is not None:
+        if config.num_train_tasks > len(train_names):
+            raise _fail(
+                train_file,
+                f"num_train_tasks={config.num_train_tasks} but only {len(train_names)} training tasks are available",
+            )
+        order = sorted(train_names)
+        random.Random(f"train-tasks-{config.seed}").shuffle(order)
+        keep = set(order[: config.num_train_tasks])
+        train_names = [n for n in train_names if n in keep]
 
     skipped = 0
 

@@ -35,6 +35,7 @@ from peftbench.data.superni import SuperNIConfig, SuperNIData, load_superni
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.evaluation.metrics import score_predictions
+from peftbench.experiments.presets import DEMO_DATA
 from peftbench.io import atomic_write_json, atomic_write_text, load_tensors, peak_memory_mb, save_tensors
 from peftbench.methods import MethodSpec, get_method, trainable_parameters
 from peftbench.methods.budget import match_budget
@@ -94,11 +95,12 @@ def load_data(cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> Supe
     """Loads and encodes the configured SuperNI split."""
     d = cfg.data
     data_cfg = SuperNIConfig(
-        data_dir=d.data_dir,
+        data_dir=demo_data_dir() if d.data_dir == DEMO_DATA else d.data_dir,
         split=d.split,
         max_train_instances_per_task=d.max_train_instances_per_task,
         max_eval_instances_per_task=d.max_eval_instances_per_task,
         num_validation_tasks=d.num_validation_tasks,
+        num_train_tasks=d.num_train_tasks,
         english_only=d.english_only,
         seed=cfg.seed,
     )
@@ -114,6 +116,14 @@ def load_data(cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> Supe
         return len(tokenizer(text)["input_ids"])
 
     return load_superni(data_cfg, encoding, length_fn=length_fn, max_source_length=d.max_source_length, log=log)
+
+
+def demo_data_dir() -> Path:
+    """peftbench's generated demo tasks (``data.data_dir: "@demo"``), written once to the cache."""
+    from peftbench.data.demo_tasks import generate_demo_data
+    from peftbench.experiments.demo import DATA, cache_dir
+
+    return generate_demo_data(cache_dir() / "demo-data", **DATA)
 
 
 def tokenized(

@@ -1,0 +1,118 @@
+"""Presets (`peftbench run METHOD --mode dev|full`), shipped YAML files, training-task subsets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftbench.config import load_config
+from peftbench.data.encoding import EncodingConfig
+from peftbench.data.superni import SuperNIConfig, load_superni
+from peftbench.errors import PeftbenchError
+from peftbench.experiments.presets import available_presets, launch_command, preset_config, preset_dict
+from peftbench.methods import all_methods
+from tests.conftest import REPO, run_cli
+
+CONFIGS = REPO / "configs"
+
+
+def test_every_method_has_a_preset_and_every_preset_a_method():
+    assert available_presets() == sorted(spec.name for spec in all_methods())
+
+
+@pytest.mark.parametrize("method", [spec.name for spec in all_methods()])
+@pytest.mark.parametrize("mode", ["dev", "full"])
+def test_every_preset_loads_in_both_modes(method, mode):
+    cfg = preset_config(method, mode)
+    assert cfg.method_name == method
+    lines = (CONFIGS / "methods" / f"{method}.yaml").read_text().splitlines()
+    assert any(line.startswith(f"# peftbench run {method} --mode {mode}") for line in lines[:3])
+    if mode == "dev":
+        assert cfg.model.name == "tiny-t5" and cfg.launch.num_processes == 1 and cfg.train.max_steps <= 50
+    else:
+        assert cfg.model.name == "google/t5-xl-lm-adapt" and cfg.data.num_validation_tasks == 50
+        assert cfg.train.num_epochs == 4 and cfg.train.save_steps == 1000 and cfg.train.eval_steps == 5000
+
+
+def test_study_schedules_per_method():
+    full, lora = preset_config("full"), preset_config("lora")
+    assert (full.train.lr_scheduler, full.train.warmup_ratio) == ("constant", 0.0)
+    assert (lora.train.lr_scheduler, lora.train.warmup_ratio) == ("linear", 0.03)
+    assert full.launch.accelerate_config.endswith("deepspeed_zero3.yaml")
+    assert lora.launch.accelerate_config.endswith("ddp.yaml") and lora.launch.num_processes == 8
+    assert full.eval.batch_size < lora.eval.batch_size  # evaluation batch by method size
+    assert lora.method["r"] == lora.method["alpha"] == 64
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "presets").glob("*.yaml")), ids=lambda p: p.name)
+def test_preset_layers_say_how_they_are_used(path):
+    assert path.read_text().startswith("# peftbench run METHOD --mode")
+    assert isinstance(yaml.safe_load(path.read_text()), dict)
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_parse_and_say_how_to_launch(path):
+    text = path.read_text()
+    assert text.startswith(f"# accelerate launch --config_file configs/accelerate/{path.name} -m peftbench")
+    loaded = yaml.safe_load(text)
+    assert loaded["distributed_type"] in ("MULTI_GPU", "DEEPSPEED", "FSDP")
+    assert loaded["num_machines"] == 1
+
+
+def test_overrides_and_bad_input():
+    cfg = preset_config("lora", "dev", ["method.r=4", "seed=7"])
+    assert cfg.method["r"] == 4 and cfg.seed == 7
+    with pytest.raises(PeftbenchError, match="no preset for method 'lorra'"):
+        preset_dict("lorra")
+    with pytest.raises(PeftbenchError, match="unknown mode"):
+        preset_dict("lora", "quick")
+
+
+def test_launch_command_uses_torchrun_or_accelerate():
+    one = preset_config("lora", "dev")
+    assert launch_command(one, ["train", "c.yaml"])[1:] == ["-m", "peftbench", "train", "c.yaml"]
+    two = preset_config("lora", "dev", ["launch.num_processes=2"])
+    assert "torch.distributed.run" in launch_command(two, ["train", "c.yaml"])
+    acc = preset_config("lora", "full")
+    command = launch_command(acc, ["train", "c.yaml"])
+    assert "accelerate.commands.launch" in command and command[command.index("--num_processes") + 1] == "8"
+    assert Path(command[command.index("--config_file") + 1]).is_file()
+
+
+def test_run_dev_end_to_end_then_nothing_to_do(tmp_path):
+    args = ("run", "lora", "--mode", "dev", f"output_dir={tmp_path}", "method.r=4", "train.max_steps=6",
+            "--no-progress")  # fmt: skip
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert run_dir.name.startswith("lora-r4-lr5e-3-s42-")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 6 and metrics["data"]["validation_tasks"] == 2
+    assert load_config(run_dir / "config.yaml").data.data_dir == "@demo"
+    again = run_cli(*args)
+    assert again.returncode == 0 and "already finished" in again.stdout + again.stderr
+
+
+def test_run_print_config_and_errors():
+    shown = run_cli("run", "adapter_parallel", "--mode", "dev", "--print-config", "method.size=16")
+    assert shown.returncode == 0 and yaml.safe_load(shown.stdout)["method"]["size"] == 16
+    bad = run_cli("run", "nope")
+    assert bad.returncode == 2 and "no preset for method 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _load(data_dir: Path, **extra):
+    cfg = SuperNIConfig(data_dir=str(data_dir), split="mini", max_train_instances_per_task=2, **extra)
+    return load_superni(cfg, EncodingConfig())
+
+
+def test_training_task_subsets_are_nested(superni_mini):
+    every = _load(superni_mini).train_tasks
+    subsets = [_load(superni_mini, num_train_tasks=n).train_tasks for n in (2, 5, len(every))]
+    assert [len(s) for s in subsets] == [2, 5, len(every)]
+    assert set(subsets[0]) < set(subsets[1]) < set(subsets[2]) == set(every)
+    assert _load(superni_mini, num_train_tasks=5, seed=1).train_tasks != subsets[1]  # seeded
+    with pytest.raises(PeftbenchError, match="only 22 training tasks"):
+        _load(superni_mini, num_train_tasks=100)
