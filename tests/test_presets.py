@@ -116,3 +116,24 @@ def test_training_task_subsets_are_nested(superni_mini):
     assert _load(superni_mini, num_train_tasks=5, seed=1).train_tasks != subsets[1]  # seeded
     with pytest.raises(PeftbenchError, match="only 22 training tasks"):
         _load(superni_mini, num_train_tasks=100)
+
+
+def test_tensorboard_logging(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proc = run_cli("run", "lora", "--mode", "dev", f"output_dir={tmp_path}", "train.max_steps=10",
+                   "train.report_to=[tensorboard]", "train.logging_steps=2", "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    events = sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, sorted(str(p) for p in run_dir.rglob("*"))
+    acc = EventAccumulator(str(run_dir / "tensorboard"))  # scalars; hyperparameters sit in a sub-directory
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/learning_rate", "validation/rougeL", "test/rougeL"} <= tags
+    assert [e.step for e in acc.Scalars("train/loss")] == [2, 4, 6, 8, 10]
+
+
+def test_unknown_or_missing_tracker_is_one_line():
+    proc = run_cli("run", "lora", "--mode", "dev", "train.report_to=[mlflow]", "--print-config")
+    assert proc.returncode == 2 and "unknown tracker(s) mlflow" in proc.stderr

@@ -217,6 +217,8 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        log_with=trackers(cfg),
+        project_dir=run_dir,
     )
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)
@@ -225,6 +227,10 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     with run_log(run_dir / LOG_FILE), stop_on_signals() as stop, run_state(run_dir) as state:
+        if cfg.train.report_to:  # TensorBoard: <run_dir>/tensorboard/; W&B: project "peftbench", run = run name
+            accelerator.init_trackers(
+                "tensorboard", config=_flat(cfg.to_dict()), init_kwargs={"wandb": {"name": run_dir.name}}
+            )
         trainable, total = count_parameters(model)
         say(
             f"run {run_dir} | method {spec.name} | trainable {trainable:,} / {total:,} "
@@ -273,8 +279,31 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
                 train=result, params=(trainable, total), data_stats=data.stats, resume=True, stop=stop,
             )  # fmt: skip
             say(headline(run_dir.name, metrics), quiet)
+            accelerator.log({f"test/{k}": float(v) for k, v in metrics["overall"].items()}, step=result.steps)
         accelerator.wait_for_everyone()
+        accelerator.end_training()
     return RunResult(run_dir, finished_metrics(run_dir) or {})
+
+
+def trackers(cfg: ExperimentConfig) -> list[str] | None:
+    """accelerate trackers for ``train.report_to``; a one-line error when one is not installed."""
+    import importlib.util
+
+    for name in cfg.train.report_to:
+        if importlib.util.find_spec(name) is None:
+            raise PeftbenchError(f"train.report_to includes {name!r} but it is not installed (pip install {name})")
+    return list(cfg.train.report_to) or None
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config as flat ``section.key`` scalars (what trackers accept as hyperparameters)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
 
 
 def validation_scorer(

@@ -221,6 +221,7 @@ def fit(
                 losses.append((step, mean))
                 bar.set_postfix(loss=f"{mean:.4f}")
                 log.info("step %d/%d loss %.4f lr %.3g", step, steps, mean, scheduler.get_last_lr()[0])
+                accelerator.log({"train/loss": mean, "train/learning_rate": scheduler.get_last_lr()[0]}, step=step)
                 running, seen = torch.zeros((), device=accelerator.device), 0
             if pause:
                 time.sleep(pause)
@@ -228,6 +229,7 @@ def fit(
                 score = validate(accelerator.unwrap_model(model))
                 state["validation"].append((step, score))
                 log.info("step %d validation score %.4f", step, score)
+                accelerator.log({"validation/rougeL": score}, step=step)
                 if checkpointing is not None and (state["best"] is None or score > state["best"][1]):
                     state["best"] = (step, score)
                     if accelerator.is_main_process:
