@@ -53,6 +53,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from peftbench.experiments.launchers import exit_status, launch_local, launch_slurm, summary
+    from peftbench.experiments.sweep import estimated_trainable, expand, load_sweep, plan_table
+
+    sweep = load_sweep(args.sweep)
+    runs = expand(sweep)
+    if args.dry_run:
+        print(plan_table(runs, *estimated_trainable(runs)))
+        return 0
+    if args.launcher == "slurm":
+        outcomes = launch_slurm(runs, sweep.slurm, wait=args.wait, progress=not args.no_progress)
+    else:
+        outcomes = launch_local(runs, jobs=args.jobs, progress=not args.no_progress)
+    print(summary(outcomes))
+    return exit_status(outcomes)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from peftbench.experiments.run import evaluate_run
 
@@ -111,6 +128,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         cmd_run,
         "train + evaluate a named preset: the study's setting for METHOD (--mode full) or a CPU-sized one",
     ),
+    "sweep": (
+        cmd_sweep,
+        "run a grid of presets (methods x hyperparameters x seeds x task counts), locally or on Slurm",
+    ),
     "evaluate": (cmd_evaluate, "(re)evaluate a finished run from its saved trainable weights"),
     "score": (cmd_score, "score a predictions JSONL file with the official SuperNI metrics"),
     "report": (cmd_report, "tabulate and plot every finished run below a directory"),
@@ -152,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p["run"].add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.learning_rate=1e-4 method.r=16"
     )
+    p["sweep"].add_argument("sweep", type=Path, help="sweep YAML (see configs/sweeps/)")
+    p["sweep"].add_argument("--launcher", choices=("local", "slurm"), default="local", help="default: local")
+    p["sweep"].add_argument("--dry-run", action="store_true", help="print the runs (and their sizes), run nothing")
+    p["sweep"].add_argument("--jobs", type=int, default=1, help="local: runs at the same time (default 1)")
+    p["sweep"].add_argument("--wait", action="store_true", help="slurm: wait for every job, then summarise")
     p["evaluate"].add_argument("run_dir", type=Path, help="a run directory written by `peftbench train`")
     p["score"].add_argument(
         "predictions", type=Path, help="JSONL lines with id, task, prediction, references[, category]"
@@ -175,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p["demo"].add_argument("--model", default="tiny-t5", help="tiny preset to use: tiny-t5 (default) or tiny-llama")
     p["demo"].add_argument("--methods", help="comma-separated methods (default: lora,adapter_houlsby,prompt,full)")
     p["demo"].add_argument("--quick", action="store_true", help="a much shorter demo (for smoke tests)")
-    for name in ("train", "run", "evaluate", "demo"):
+    for name in ("train", "run", "sweep", "evaluate", "demo"):
         p[name].add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
