@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/peftbench demo
 
 test: $(STAMP)
+	scripts/ensure-slurm.sh
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 
