@@ -219,7 +219,10 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=trackers(cfg),
         project_dir=run_dir,
+        # without a GPU, accelerate needs cpu=True to join a torchrun / accelerate launch process group (gloo)
+        cpu=not torch.cuda.is_available(),
     )
+    quiet = quiet or not accelerator.is_main_process  # one console, not one per rank
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)
     model, tokenizer = build_model(cfg)

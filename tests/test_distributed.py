@@ -1,0 +1,101 @@
+"""`peftbench train` under torchrun with 2 CPU processes (gloo): same result as 1 process, and pre-emption.
+
+A 2-rank run with per-device batch 4 sees, at every optimizer step, the same two batches as a 1-rank run
+with per-device batch 4 and gradient accumulation 2 (accelerate deals batches round-robin), so within an
+epoch the two must agree to float tolerance. A 2-rank run stopped by SIGTERM saves one checkpoint for both
+ranks and resumes to the same weights as an uninterrupted 2-rank run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from peftbench.io import load_tensors
+from tests.conftest import run_cli, tiny_mini_config
+
+STEPS = 5  # 22 tasks x 2 examples / batch 4 = 11 batches an epoch: 5 steps of 2 batches stay in epoch 1
+
+
+def _config(data_dir, out, name, accumulation, **train):
+    cfg = tiny_mini_config(data_dir, out, run_name=name)
+    cfg["train"] = {"max_steps": STEPS, "per_device_batch_size": 4, "gradient_accumulation_steps": accumulation,
+                    "logging_steps": 1, "learning_rate": 3e-3, **train}  # fmt: skip
+    return cfg
+
+
+def _torchrun(*args, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **kwargs.pop("env", {})}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "peftbench", *args]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True, **kwargs)  # fmt: skip
+
+
+def _weights(run_dir):
+    return load_tensors(run_dir / "trainable.safetensors")
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    from tests.conftest import SUPERNI_MINI
+
+    if not (SUPERNI_MINI / "tasks").is_dir():
+        pytest.skip(f"shared SuperNI sample not found at {SUPERNI_MINI}")
+    root = tmp_path_factory.mktemp("ddp")
+    path = root / "two.yaml"
+    path.write_text(yaml.safe_dump(_config(SUPERNI_MINI, root / "runs", "two", 1)))
+    proc = _torchrun("train", str(path), "--no-progress")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    return root, path, root / "runs" / "two", out
+
+
+def test_two_ranks_match_one_rank_with_the_same_global_batch(two_rank_run, superni_mini, tmp_path):
+    root, _, two_dir, out = two_rank_run
+    assert out.count("trainable 24,576") == 2  # the start line and the headline, from rank 0 only
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump(_config(superni_mini, tmp_path / "runs", "one", 2)))
+    proc = run_cli("train", str(one), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = _weights(tmp_path / "runs" / "one"), _weights(two_dir)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
+    two_metrics = json.loads((two_dir / "metrics.json").read_text())
+    assert two_metrics["train"]["steps"] == STEPS
+    assert json.loads((root / "runs" / "two" / "run_state.json").read_text())["status"] == "finished"
+
+
+def test_two_rank_run_preempted_by_sigterm_resumes_to_the_same_weights(two_rank_run, tmp_path):
+    _, path, two_dir, _ = two_rank_run
+    args = ("train", str(path), f"output_dir={tmp_path / 'runs'}", "--no-progress")
+    proc = _torchrun(*args, env={"PEFTBENCH_TEST_SLOW_STEPS": "1.0"})
+    log = tmp_path / "runs" / "two" / "train.log"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (log.is_file() and "step 2/5" in log.read_text()):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)  # as Slurm does: every process of the job
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, out[-3000:]
+    ckpts = sorted((tmp_path / "runs" / "two" / "checkpoints").glob("checkpoint-*"))
+    assert ckpts, out[-3000:]
+    manifest = json.loads((ckpts[-1] / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and {"rng_state_rank0.json", "rng_state_rank1.json"} <= set(manifest["files"])
+    assert 2 <= manifest["step"] < STEPS
+
+    again = _torchrun(*args)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out[-3000:]
+    assert f"resuming from {ckpts[-1].name}" in out
+    a, b = _weights(tmp_path / "runs" / "two"), _weights(two_dir)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
