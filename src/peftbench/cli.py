@@ -92,8 +92,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from peftbench.experiments.report import write_report
 
     files = write_report(args.runs_dir, args.output)
+    if files.summary:
+        print("best configuration per method:\n" + files.summary + "\n")
     print(files.table)
-    print(f"\nwrote {files.markdown}, {files.csv}, {files.plot}")
+    written = [files.markdown, files.html, files.csv, files.configurations_csv, *files.plots]
+    print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
 

@@ -1,11 +1,17 @@
-"""Side-by-side report of every run below a directory: Markdown and CSV tables and a PNG plot."""
+"""Side-by-side report of every run below a directory: Markdown, CSV, PNG plots and one HTML page.
+
+The report has three levels: the best configuration per method (chosen on validation ROUGE-L, as the study
+does, then reported on the test tasks, mean ± std over seeds), every configuration over its seeds, and
+every run. Plots: ROUGE-L vs trainable %, learning-rate sensitivity, training-task count, per category.
+"""
 
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,13 @@ class ReportFiles:
     csv: Path
     plot: Path
     table: str
-    """The Markdown table, for printing."""
+    """The per-run Markdown table, for printing."""
+    html: Path | None = None
+    configurations_csv: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+    """Every PNG written (``plot`` first)."""
+    summary: str = ""
+    """The best-configuration-per-method Markdown table, for printing."""
 
 
 def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
@@ -148,28 +160,88 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_report(runs_dir: str | Path, output_dir: str | Path | None = None) -> ReportFiles:
-    """Writes ``report.md``, ``report.csv`` and ``report.png`` for every finished run below ``runs_dir``."""
+    """Writes ``report.{md,html,csv,png}``, ``report_configurations.csv`` and the study's plots
+    (``report_lr.png``, ``report_tasks.png``, ``report_categories.png`` where the runs vary those) for every
+    finished run below ``runs_dir``."""
+    from peftbench.experiments import study_report as sr
+    from peftbench.experiments.analysis import configurations
+
     runs = collect_runs(runs_dir)
-    out = Path(output_dir) if output_dir is not None else Path(runs_dir)
+    root = Path(runs_dir)
+    out = Path(output_dir) if output_dir is not None else root
     out.mkdir(parents=True, exist_ok=True)
     header, rows, categories = report_rows(runs)
     table = markdown_table(header, rows, categories)
+    configs = configurations(runs, root)
+    chosen, how = sr.selection(configs)
+    untrained = next((m["overall"]["rougeL"] for m in runs if m["method"] == "untrained"), None)
+
+    plots: list[tuple[Path, str]] = []
+    main_plot = out / "report.png"
+    if chosen:
+        sr.plot_best_vs_params(chosen, untrained, how, main_plot)
+    else:
+        plot_rouge_vs_params(runs, main_plot)
+    plots.append((main_plot, "ROUGE-L vs trainable parameters"))
+    for name, draw, alt in (
+        ("report_lr.png", lambda p: sr.plot_learning_rates(configs, p), "Learning-rate sensitivity"),
+        ("report_tasks.png", lambda p: sr.plot_task_counts(configs, p), "Training-task count vs ROUGE-L"),
+        ("report_categories.png", lambda p: sr.plot_categories(chosen, p), "ROUGE-L per category"),
+    ):
+        if draw(out / name):
+            plots.append((out / name, alt))
+        else:
+            (out / name).unlink(missing_ok=True)  # a stale plot from an earlier report would mislead
+
+    best_header, best_rows = sr.best_table(chosen)
+    conf_header, conf_rows = sr.configurations_table(configs)
+    summary = sr.markdown(best_header, best_rows) if best_rows else ""
     notes = sorted({f"- {m['method']}: {m['trainable_params_note']}" for m in runs if m.get("trainable_params_note")})
-    md = f"# peftbench report: {Path(runs_dir)}\n\n{table}\n"
+    note_text = ""
     if notes:
-        md += "\nTrainable-parameter counts are the parameters trained and stored.\n" + "\n".join(notes) + "\n"
-    kinds = sorted({str(m.get("peak_memory_kind")) for m in runs if m.get("peak_memory_kind")})
-    if "cpu_peak_rss" in kinds:
-        md += (
-            "\nPeak memory on CPU is the process's peak resident set (it includes earlier work in the same process).\n"
-        )
-    md += "\n![ROUGE-L vs trainable parameters](report.png)\n"
+        note_text += "Trainable-parameter counts are the parameters trained and stored.\n" + "\n".join(notes) + "\n"
+    if "cpu_peak_rss" in {str(m.get("peak_memory_kind")) for m in runs}:
+        note_text += "\nPeak memory on CPU is the process's peak resident set "
+        note_text += "(it includes earlier work in the same process).\n"
+    seeds = sorted({len(c.runs) for c in configs})
+    md = f"# peftbench report: {root}\n\n"
+    if summary:
+        md += f"## Best configuration per method\n\n{how[0].upper() + how[1:]}; mean ± std over seeds.\n\n{summary}\n\n"
+    if conf_rows:
+        md += f"## All configurations\n\n{len(configs)} configurations, {'/'.join(map(str, seeds))} seed(s) each."
+        md += "\n\n"
+        md += sr.markdown(conf_header, conf_rows) + "\n\n"
+    md += f"## Runs\n\n{table}\n\n{note_text}\n"
+    md += "\n".join(f"![{alt}]({path.name})" for path, alt in plots) + "\n"
+
+    title = f"peftbench report: {html.escape(str(root))}"
+    page = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
+            f"<style>{sr.CSS}</style></head><body><h1>{title}</h1>"]  # fmt: skip
+    if best_rows:
+        intro = f"<p>{html.escape(how[0].upper() + how[1:])}; mean ± std over seeds.</p>"
+        page += ["<h2>Best configuration per method</h2>", intro, sr.html_table(best_header, best_rows)]
+    page += [sr.image_tag(path, alt) for path, alt in plots]
+    if conf_rows:
+        page += ["<h2>All configurations</h2>", sr.html_table(conf_header, conf_rows)]
+    page += [
+        "<h2>Runs</h2>",
+        sr.html_table(header, [[_fmt(v, h) for v, h in zip(r, header, strict=True)] for r in rows]),
+    ]
+    page += [f"<pre>{html.escape(note_text)}</pre>" if note_text else "", "</body></html>"]
+
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
-    paths = ReportFiles(out / "report.md", out / "report.csv", out / "report.png", table)
+    conf_buf = io.StringIO()
+    conf_writer = csv.writer(conf_buf)
+    conf_writer.writerow([*conf_header, "best"])
+    for c, row in zip(configs, conf_rows, strict=True):
+        conf_writer.writerow([*row, "yes" if chosen.get(c.method) is c else ""])
+    paths = ReportFiles(out / "report.md", out / "report.csv", main_plot, table, out / "report.html",
+                        out / "report_configurations.csv", [p for p, _ in plots], summary)  # fmt: skip
     atomic_write_text(paths.markdown, md)
     atomic_write_text(paths.csv, buf.getvalue())
-    plot_rouge_vs_params(runs, paths.plot)
+    atomic_write_text(paths.configurations_csv, conf_buf.getvalue())
+    atomic_write_text(paths.html, "\n".join(page))
     return paths

@@ -225,7 +225,8 @@ def fit(
                 running, seen = torch.zeros((), device=accelerator.device), 0
             if pause:
                 time.sleep(pause)
-            if validate is not None and train.eval_steps > 0 and step % train.eval_steps == 0:
+            # every eval_steps, and at the end: the final weights' validation score selects configurations
+            if validate is not None and train.eval_steps > 0 and (step % train.eval_steps == 0 or step == steps):
                 score = validate(accelerator.unwrap_model(model))
                 state["validation"].append((step, score))
                 log.info("step %d validation score %.4f", step, score)

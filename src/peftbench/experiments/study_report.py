@@ -1,0 +1,187 @@
+"""The study's tables and plots: configurations over seeds, best per method (chosen on validation),
+ROUGE-L vs trainable %, learning-rate sensitivity, training-task count, per-category bars, and one HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from peftbench.experiments.analysis import Configuration, best_by, best_per_method
+from peftbench.io import atomic_write_bytes
+
+MARKERS = "os^Dv<>pPX*h"
+
+
+def _pm(value: tuple[float, float] | None, digits: int = 2) -> str:
+    if value is None or math.isnan(value[0]):
+        return "–"
+    return f"{value[0]:.{digits}f} ± {value[1]:.{digits}f}"
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def selection(configs: list[Configuration]) -> tuple[dict[str, Configuration], str]:
+    """One configuration per method for the summary, and how it was chosen."""
+    best = best_per_method(configs)
+    if best:
+        return best, "chosen on validation ROUGE-L (final weights), reported on the test tasks"
+    chosen: dict[str, Configuration] = {}
+    for config in configs:
+        current = chosen.get(config.method)
+        if current is None or config.test()[0] > current.test()[0]:
+            chosen[config.method] = config
+    return chosen, "runs have no validation tasks, so this is the best mean *test* score (not the study's protocol)"
+
+
+def best_table(chosen: dict[str, Configuration]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "configuration", "seeds", "trainable %", "validation ROUGE-L", "test ROUGE-L", "test EM",
+              "train time (s)", "peak memory (MB)"]  # fmt: skip
+    rows = []
+    for method in sorted(chosen):
+        c = chosen[method]
+        rows.append([method, c.label, str(len(c.runs)), f"{c.trainable_percent:.4f}", _pm(c.validation()),
+                     _pm(c.test()), _pm(c.test("exact_match")), _opt(c.mean_of("train_time_s"), ".1f"),
+                     _opt(c.mean_of("peak_memory_mb"), ".0f")])  # fmt: skip
+    return header, rows
+
+
+def configurations_table(configs: list[Configuration]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "configuration", "seeds", "trainable %", "validation ROUGE-L", "test ROUGE-L", "test EM"]
+    rows = [[c.method, c.label, ", ".join(map(str, c.seeds)), f"{c.trainable_percent:.4f}", _pm(c.validation()),
+             _pm(c.test()), _pm(c.test("exact_match"))] for c in configs]  # fmt: skip
+    return header, rows
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def html_table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# --------------------------------------------------------------------------------------------------
+# Plots
+
+
+def _figure(draw: Callable[[Any], bool], path: Path, size: tuple[float, float] = (7, 4.5)) -> bool:
+    """Draws with ``draw(ax)``; writes the PNG when it drew something. Returns whether it did."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size, dpi=120)
+    try:
+        if not draw(ax):
+            return False
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        atomic_write_bytes(path, buf.getvalue())
+        return True
+    finally:
+        plt.close(fig)
+
+
+def plot_best_vs_params(chosen: dict[str, Configuration], untrained: float | None, how: str, path: Path) -> bool:
+    def draw(ax) -> bool:
+        for i, method in enumerate(sorted(chosen)):
+            c = chosen[method]
+            mean, std = c.test()
+            if c.trainable_percent <= 0:
+                continue
+            ax.errorbar([c.trainable_percent], [mean], yerr=[std], fmt=MARKERS[i % len(MARKERS)], markersize=8,
+                        capsize=4, label=f"{method} ({c.label})")  # fmt: skip
+        if untrained is not None:
+            ax.axhline(untrained, color="grey", linestyle="--", label="untrained base")
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("trainable parameters (% of the model, log scale)")
+        ax.set_ylabel("test ROUGE-L (mean ± std over seeds)")
+        ax.set_title("Best configuration per method" + ("" if how.startswith("chosen on validation") else " (on test)"))
+        ax.legend(fontsize=7, loc="best")
+        return bool(chosen)
+
+    return _figure(draw, path)
+
+
+def _curves(configs: list[Configuration], attribute: str, xlabel: str, title: str, log_x: bool, path: Path) -> bool:
+    def draw(ax) -> bool:
+        drawn = False
+        for i, method in enumerate(sorted({c.method for c in configs})):
+            points = best_by(configs, method, attribute)
+            if len(points) < 2:
+                continue
+            xs = list(points)
+            means = [points[x].test()[0] for x in xs]
+            stds = [points[x].test()[1] for x in xs]
+            ax.errorbar(xs, means, yerr=stds, marker=MARKERS[i % len(MARKERS)], capsize=3, label=method)
+            drawn = True
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test ROUGE-L (mean ± std over seeds)")
+        ax.set_title(title)
+        ax.legend(fontsize=8, loc="best")
+        return drawn
+
+    return _figure(draw, path)
+
+
+def plot_learning_rates(configs: list[Configuration], path: Path) -> bool:
+    return _curves(configs, "learning_rate", "learning rate (log scale)",
+                   "Learning-rate sensitivity (best other settings per rate)", True, path)  # fmt: skip
+
+
+def plot_task_counts(configs: list[Configuration], path: Path) -> bool:
+    return _curves(configs, "train_tasks", "training tasks (log scale)",
+                   "Training-task count (best other settings per count)", True, path)  # fmt: skip
+
+
+def plot_categories(chosen: dict[str, Configuration], path: Path) -> bool:
+    categories = sorted({c for config in chosen.values() for m in config.runs for c in m.get("per_category", {})})
+
+    def draw(ax) -> bool:
+        if not categories or not chosen:
+            return False
+        methods = sorted(chosen)
+        width = 0.8 / len(methods)
+        for i, method in enumerate(methods):
+            values = [chosen[method].category(c) for c in categories]
+            xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(categories))]
+            ax.bar(xs, [v[0] for v in values], width, yerr=[v[1] for v in values], capsize=2, label=method)
+        ax.set_xticks(range(len(categories)))
+        ax.set_xticklabels([c.replace("_", " ") for c in categories], rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("test ROUGE-L")
+        ax.set_title("Per category (best configuration per method)")
+        ax.legend(fontsize=8, loc="best")
+        return True
+
+    return _figure(draw, path, size=(max(7.0, 0.9 * len(categories) + 3), 4.8))
+
+
+def image_tag(path: Path, alt: str) -> str:
+    """An <img> with the PNG embedded, so the HTML page is one self-contained file."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    caption = html.escape(alt)
+    image = f'<img alt="{caption}" src="data:image/png;base64,{data}">'
+    return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;
+margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
+img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:0.85em}"""
