@@ -102,7 +102,10 @@ def test_report_renders_every_run(trained_runs):
     proc = run_cli("report", str(root), "-o", str(root / "report"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (root / "report" / "report.md").read_text()
-    assert md.count("| lora |") == 2 and md.count("| adapter_houlsby |") == 1
+    runs = md.split("## Runs")[1]
+    assert runs.count("| lora |") == 2 and runs.count("| adapter_houlsby |") == 1
+    best = md.split("## Best configuration per method")[1].split("## All configurations")[0]
+    assert best.count("| lora |") == 1 and best.count("| adapter_houlsby |") == 1  # one row per method
     csv_lines = (root / "report" / "report.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 4 and csv_lines[0].startswith("run,method,model,seed,hyperparameters,trainable params")
     png = (root / "report" / "report.png").read_bytes()
