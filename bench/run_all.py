@@ -1,0 +1,29 @@
+"""Every benchmark, one result line each: `python bench/run_all.py [--quick] [--device cuda]`.
+
+See docs/benchmarks.md for what each measures and the latest figures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ("train_bench.py", "eval_bench.py", "score_bench.py", "checkpoint_bench.py")
+
+
+def main() -> int:
+    failed = []
+    for script in SCRIPTS:
+        print(f"# {script}", flush=True)
+        code = subprocess.call([sys.executable, str(HERE / script), *sys.argv[1:]], cwd=HERE)
+        if code:
+            failed.append(script)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
