@@ -211,5 +211,5 @@ def run_demo(
         run_experiment(cfg, progress=progress)
     files = write_report(runs_dir, out)
     tqdm.write("\n" + files.table)
-    tqdm.write(f"\nreport: {files.markdown} | {files.csv} | {files.plot}")
+    tqdm.write(f"\nreport: {files.markdown} | {files.html} | {files.csv} | " + " | ".join(map(str, files.plots)))
     return out

@@ -136,7 +136,8 @@ def _curves(configs: list[Configuration], attribute: str, xlabel: str, title: st
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test ROUGE-L (mean ± std over seeds)")
         ax.set_title(title)
-        ax.legend(fontsize=8, loc="best")
+        if drawn:
+            ax.legend(fontsize=8, loc="best")
         return drawn
 
     return _figure(draw, path)
