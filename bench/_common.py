@@ -31,7 +31,7 @@ def report(name: str, value: float, unit: str, ratio: float | None = None, basel
     """Prints and returns one result line."""
     text = f"{name}: {value:,.4g} {unit}"
     if ratio is not None:
-        text += f" ({ratio:.2f}x vs {baseline})"
+        text += f" ({ratio:.3g}x vs {baseline})"
     if goal:
         text += f" [goal {goal}]"
     print(text, flush=True)

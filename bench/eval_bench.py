@@ -18,7 +18,7 @@ import torch
 from _common import best_time, parser, report, sync
 
 from peftbench.config import config_from_dict
-from peftbench.data.collate import generation_batch
+from peftbench.data.collate import generation_batch, sorted_batches
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.experiments.run import build_model, load_data, tokenized
 
@@ -73,6 +73,13 @@ def measure(model_name: str, device: str, quick: bool) -> str:
     assert differ == 0, f"{differ} of {len(base)} predictions differ between the two batchings"
     n = len(features)
     lengths = [len(f.prompt_ids) for f in features]
+    bs = kwargs["batch_size"]
+    file_order = sum(max(lengths[i : i + bs]) * len(lengths[i : i + bs]) for i in range(0, n, bs))
+    ours_padded = sum(max(lengths[i] for i in b) * len(b) for b in
+                      sorted_batches(lengths, bs, by_tokens=True, extra=kwargs["max_new_tokens"]))  # fmt: skip
+    real_share = 100 * sum(lengths) / file_order
+    report(f"eval {model_name} prompt tokens that are real (not padding)", 100 * sum(lengths) / ours_padded, "%",
+           ours_padded / file_order, f"file-order batches' {real_share:.1f}%: padded tokens")  # fmt: skip
     return report(f"eval {model_name} ({n} prompts, {min(lengths)}-{max(lengths)} tokens)", n / ours_t,
                   "examples/s", base_t / ours_t, f"Tk-Instruct-style file-order batches ({n / base_t:.1f}/s); "
                   "identical predictions", goal=">= 3x")  # fmt: skip

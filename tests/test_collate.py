@@ -79,6 +79,17 @@ def test_evaluation_batches_are_sorted_longest_first():
     assert batches == [[1, 3], [4, 0], [2]]
 
 
+def test_token_budget_batches_grow_as_prompts_shrink():
+    lengths = [100, 10, 50, 100, 25, 10, 10, 10, 10, 10, 10]
+    batches = list(sorted_batches(lengths, 2, by_tokens=True, extra=0))  # budget 2 x 100 = 200 tokens
+    assert batches == [[0, 3], [2, 4, 1, 5], [6, 7, 8, 9, 10]]
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:  # no batch pads more tokens than the first one
+        assert max(lengths[i] for i in batch) * len(batch) <= 200
+    # generated tokens count in the budget: (100 + 100) x 2 = 400 = at most 3 examples of 10 + 100
+    assert [len(b) for b in sorted_batches(lengths, 2, by_tokens=True, extra=100)] == [2, 2, 3, 3, 1]
+
+
 def test_truncation_of_a_real_superni_prompt_keeps_the_cue(superni_mini):
     from peftbench.data.encoding import EncodingConfig, encode_source
     from peftbench.data.superni import load_task

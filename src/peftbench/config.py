@@ -113,7 +113,10 @@ class EvalConfig:
     """Generation and scoring on the test split."""
 
     batch_size: int = 32
-    """Examples per generation batch (batches are formed from length-sorted examples)."""
+    """Examples per generation batch for the longest prompts (batches are formed from length-sorted examples)."""
+    batch_by_tokens: bool = True
+    """Let batches of shorter prompts hold more examples, within the token budget of the first (longest)
+    batch: batch_size x (longest prompt + max_new_tokens). Off: every batch has batch_size examples."""
     max_new_tokens: int | None = None
     """Generation length limit; None = data.max_target_length."""
     num_beams: int = 1

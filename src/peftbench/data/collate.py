@@ -154,8 +154,23 @@ def length_grouped_batches(
     return [batches[i] for i in perm]
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Evaluation batches: indices sorted longest first (out-of-memory shows up on the first batch)."""
+def sorted_batches(
+    lengths: Sequence[int], batch_size: int, by_tokens: bool = False, extra: int = 0
+) -> Iterator[list[int]]:
+    """Evaluation batches: indices sorted longest first (out-of-memory shows up on the first batch).
+
+    With ``by_tokens``, a batch of shorter sequences holds more of them: each batch takes as many as fit in
+    the token budget of the first one, ``batch_size x (longest + extra)`` (``extra`` = tokens generated per
+    example, so the budget bounds the KV cache too), never fewer than ``batch_size``.
+    """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    for i in range(0, len(order), batch_size):
-        yield order[i : i + batch_size]
+    if not by_tokens or not order:
+        for i in range(0, len(order), batch_size):
+            yield order[i : i + batch_size]
+        return
+    budget = batch_size * (lengths[order[0]] + extra)
+    start = 0
+    while start < len(order):
+        size = max(batch_size, budget // (lengths[order[start]] + extra))  # the batch's longest is its first
+        yield order[start : start + size]
+        start += size

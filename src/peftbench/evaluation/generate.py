@@ -54,19 +54,21 @@ def generate_predictions(
     progress: bool = True,
     desc: str = "evaluate",
     stop: StopFlag | None = None,
+    batch_by_tokens: bool = True,
 ) -> list[dict]:
     """Generates a prediction for every example, appending to ``out_path`` (JSONL) batch by batch.
 
     Lines are ``{"id", "task", "category", "prediction", "references"}`` — the format ``peftbench score``
     reads. Each batch's lines are flushed and fsynced before the next batch starts. Returns the records in
     batch order (the same order whether or not the evaluation was interrupted). With ``out_path=None``
-    nothing is written (validation during training).
+    nothing is written (validation during training). Batches are formed from length-sorted prompts; with
+    ``batch_by_tokens`` later (shorter) batches hold more examples, within the first batch's token budget.
     """
     was_training = model.training
     model.eval()
     out_path = Path(out_path) if out_path is not None else None
     lengths = [len(f.prompt_ids) for f in features]
-    batches = list(sorted_batches(lengths, batch_size))
+    batches = list(sorted_batches(lengths, batch_size, by_tokens=batch_by_tokens, extra=max_new_tokens))
     existing = _existing_predictions(out_path) if out_path is not None else {}
     done_ids = {features[i].id for idx in batches if all(features[i].id in existing for i in idx) for i in idx}
     if (

@@ -322,6 +322,7 @@ def validation_scorer(
             trained, tokenizer, features, None, batch_size=cfg.eval.batch_size,
             max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length, num_beams=cfg.eval.num_beams,
             encoder_decoder=is_encoder_decoder(trained), device=device, progress=False,
+            batch_by_tokens=cfg.eval.batch_by_tokens,
         )  # fmt: skip
         return float(score_predictions(records)["overall"]["rougeL"])
 
@@ -401,6 +402,7 @@ def evaluate_and_write(
         device=device,
         progress=progress,
         stop=stop,
+        batch_by_tokens=cfg.eval.batch_by_tokens,
     )
     eval_time = time.perf_counter() - start
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
