@@ -125,16 +125,21 @@ def load_model(cfg: ModelConfig, vocab_size: int = _VOCAB) -> PreTrainedModel:
             torch.manual_seed(cfg.init_seed)
             model = TINY_PRESETS[cfg.name](vocab_size)
         return model.to(dtype)
-    try:
-        config = AutoConfig.from_pretrained(cfg.name)
-    except (OSError, ValueError) as exc:
-        hint = "" if Path(cfg.name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
-        raise PeftbenchError(f"cannot load model {cfg.name!r}: {_first_line(exc)}{hint}") from None
-    auto = AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM
+    _, auto = _auto_config(cfg.name)
     try:
         return auto.from_pretrained(cfg.name, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise PeftbenchError(f"cannot load model {cfg.name!r}: {_first_line(exc)}") from None
+
+
+def _auto_config(name: str) -> tuple[PretrainedConfig, type]:
+    """A hub name's or local path's config and the Auto class that builds it (one-line errors)."""
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        hint = "" if Path(name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
+        raise PeftbenchError(f"cannot load model {name!r}: {_first_line(exc)}{hint}") from None
+    return config, (AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM)
 
 
 def model_skeleton(cfg: ModelConfig) -> PreTrainedModel:
@@ -147,12 +152,7 @@ def model_skeleton(cfg: ModelConfig) -> PreTrainedModel:
         vocab = len(load_tokenizer(cfg))
         with torch.device("meta"):
             return TINY_PRESETS[cfg.name](vocab)
-    try:
-        config = AutoConfig.from_pretrained(cfg.name)
-    except (OSError, ValueError) as exc:
-        hint = "" if Path(cfg.name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
-        raise PeftbenchError(f"cannot load model config {cfg.name!r}: {_first_line(exc)}{hint}") from None
-    auto = AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM
+    config, auto = _auto_config(cfg.name)
     with torch.device("meta"):  # (accelerate's init_empty_weights would untie tied embeddings)
         return auto.from_config(config, dtype=_DTYPES[cfg.dtype])
 

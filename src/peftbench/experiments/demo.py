@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from peftbench.config import ExperimentConfig, config_from_dict
 from peftbench.data.demo_tasks import DEMO_SPLIT, GENERATOR_VERSION, PRETRAIN_SPLIT, generate_demo_data
 from peftbench.errors import PeftbenchError
+from peftbench.experiments.presets import deep_merge
 from peftbench.experiments.report import write_report
 from peftbench.experiments.run import (
     WEIGHTS_FILE,
@@ -76,16 +76,6 @@ TRAIN = {"max_steps": 1000, "per_device_batch_size": 16}
 """Instruction tuning of each method on the demo split."""
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def cache_dir() -> Path:
     """Where pre-trained demo bases are cached ($PEFTBENCH_CACHE, default ~/.cache/peftbench)."""
     return Path(os.environ.get("PEFTBENCH_CACHE", Path.home() / ".cache" / "peftbench"))
@@ -107,9 +97,9 @@ def demo_texts(data_dir: Path) -> Iterator[str]:
 
 def pretrained_base(model: str, data_dir: Path, quick: bool, progress: bool) -> Path:
     """The tiny base after brief pre-training, from the cache or trained now; returns a model directory."""
-    raw = _merge(_merge(COMMON, PRETRAIN), {"model": {"name": model}})
+    raw = deep_merge(deep_merge(COMMON, PRETRAIN), {"model": {"name": model}})
     if quick:
-        raw = _merge(raw, {"train": {"max_steps": 40}, "data": {"max_eval_instances_per_task": 4}})
+        raw = deep_merge(raw, {"train": {"max_steps": 40}, "data": {"max_eval_instances_per_task": 4}})
     # The key covers everything the base depends on (config, generator settings, tokenizer), not paths.
     import transformers
 
@@ -121,7 +111,7 @@ def pretrained_base(model: str, data_dir: Path, quick: bool, progress: bool) -> 
         "architecture": architecture, "transformers": transformers.__version__,
     }  # fmt: skip
     key = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:12]
-    raw = _merge(raw, {"data": {"data_dir": str(data_dir)}})
+    raw = deep_merge(raw, {"data": {"data_dir": str(data_dir)}})
     target = cache_dir() / "bases" / f"{model}-{key}"
     if (target / "config.json").is_file():
         tqdm.write(f"pre-trained base: {target} (cached)")
@@ -130,8 +120,8 @@ def pretrained_base(model: str, data_dir: Path, quick: bool, progress: bool) -> 
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = target.parent / f".tokenizer-{target.name}"
     train_tokenizer(demo_texts(data_dir), vocab_size=TOKENIZER_VOCAB).save_pretrained(tokenizer_dir)
-    raw = _merge(raw, {"model": {"tokenizer": str(tokenizer_dir)}})
-    cfg = config_from_dict(_merge(raw, {"output_dir": str(target.parent), "run_name": f".run-{target.name}"}))
+    raw = deep_merge(raw, {"model": {"tokenizer": str(tokenizer_dir)}})
+    cfg = config_from_dict(deep_merge(raw, {"output_dir": str(target.parent), "run_name": f".run-{target.name}"}))
     result = run_experiment(cfg, progress=progress)
     model_obj, tokenizer = build_model(cfg)
     load_trainable(model_obj, result.run_dir / WEIGHTS_FILE)
@@ -145,9 +135,9 @@ def pretrained_base(model: str, data_dir: Path, quick: bool, progress: bool) -> 
 
 def method_config(method: str, base_dir: Path, data_dir: Path, runs_dir: Path, quick: bool) -> ExperimentConfig:
     """The demo's config for one method on top of the pre-trained base."""
-    raw = _merge(COMMON, {"train": TRAIN})
-    raw = _merge(raw, METHODS.get(method, {}))
-    raw = _merge(raw, {
+    raw = deep_merge(COMMON, {"train": TRAIN})
+    raw = deep_merge(raw, METHODS.get(method, {}))
+    raw = deep_merge(raw, {
         "method": {"name": method},
         "model": {"name": str(base_dir)},
         "data": {"data_dir": str(data_dir), "split": DEMO_SPLIT},
@@ -155,7 +145,7 @@ def method_config(method: str, base_dir: Path, data_dir: Path, runs_dir: Path, q
         "run_name": method,
     })  # fmt: skip
     if quick:
-        raw = _merge(raw, {"train": {"max_steps": 10}, "data": {"max_eval_instances_per_task": 4}})
+        raw = deep_merge(raw, {"train": {"max_steps": 10}, "data": {"max_eval_instances_per_task": 4}})
     return config_from_dict(raw)
 
 

@@ -40,20 +40,25 @@ def _check_rank(name: str, value: int) -> None:
 
 
 @dataclass
-class DoraConfig:
-    """Hyperparameters of DoRA (weight-decomposed LoRA)."""
+class RankConfig:
+    """The options DoRA, LoHa and LoKr share."""
 
     r: int = 8
-    """Rank of the direction update."""
+    """Rank of the update (LoKr: of its low-rank Kronecker factor, full when r >= half its larger side)."""
     alpha: int | None = None
-    """Scaling numerator (update scaled by alpha / r); None means alpha = r."""
+    """Scaling numerator (the update is scaled by alpha / r); None means alpha = r."""
     dropout: float = 0.0
-    """Dropout on the update branch's input."""
+    """Dropout on the update branch."""
     target_modules: list[str] | None = None
     """Module names to adapt; None = peft's default for the architecture."""
 
     def __post_init__(self) -> None:
         _check_rank("r", self.r)
+
+
+@dataclass
+class DoraConfig(RankConfig):
+    """Hyperparameters of DoRA (weight-decomposed LoRA)."""
 
 
 def apply_dora(model: nn.Module, config: DoraConfig) -> nn.Module:
@@ -181,65 +186,34 @@ class AdaLoraHooks:
 
 
 @dataclass
-class LohaConfig:
+class LohaConfig(RankConfig):
     """Hyperparameters of LoHa."""
-
-    r: int = 8
-    """Rank of each of the two Hadamard factors."""
-    alpha: int | None = None
-    """Scaling numerator; None means alpha = r."""
-    dropout: float = 0.0
-    """Dropout on the update branch."""
-    target_modules: list[str] | None = None
-    """Module names to adapt; None = peft's default for the architecture."""
-
-    def __post_init__(self) -> None:
-        _check_rank("r", self.r)
-
-
-def apply_loha(model: nn.Module, config: LohaConfig) -> nn.Module:
-    """Wraps the model with peft LoHa."""
-    return wrap(
-        model,
-        PeftLoHaConfig(
-            task_type=task_type(model),
-            r=config.r,
-            alpha=config.alpha if config.alpha is not None else config.r,
-            rank_dropout=config.dropout,
-            target_modules=config.target_modules,
-        ),
-    )
 
 
 @dataclass
-class LokrConfig:
+class LokrConfig(RankConfig):
     """Hyperparameters of LoKr."""
 
-    r: int = 8
-    """Rank of the low-rank Kronecker factor (full when r >= half its larger side, as in peft)."""
-    alpha: int | None = None
-    """Scaling numerator; None means alpha = r."""
-    dropout: float = 0.0
-    """Dropout on the update branch."""
-    target_modules: list[str] | None = None
-    """Module names to adapt; None = peft's default for the architecture."""
 
-    def __post_init__(self) -> None:
-        _check_rank("r", self.r)
+def _lycoris(peft_config_cls: type):
+    def apply(model: nn.Module, config: RankConfig) -> nn.Module:
+        return wrap(
+            model,
+            peft_config_cls(
+                task_type=task_type(model),
+                r=config.r,
+                alpha=config.alpha if config.alpha is not None else config.r,
+                rank_dropout=config.dropout,
+                target_modules=config.target_modules,
+            ),
+        )
+
+    apply.__doc__ = f"Wraps the model with peft {peft_config_cls.__name__.removesuffix('Config')}."
+    return apply
 
 
-def apply_lokr(model: nn.Module, config: LokrConfig) -> nn.Module:
-    """Wraps the model with peft LoKr."""
-    return wrap(
-        model,
-        PeftLoKrConfig(
-            task_type=task_type(model),
-            r=config.r,
-            alpha=config.alpha if config.alpha is not None else config.r,
-            rank_dropout=config.dropout,
-            target_modules=config.target_modules,
-        ),
-    )
+apply_loha = _lycoris(PeftLoHaConfig)
+apply_lokr = _lycoris(PeftLoKrConfig)
 
 
 @dataclass
