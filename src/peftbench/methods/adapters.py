@@ -175,14 +175,15 @@ def hidden_size(model: nn.Module) -> int:
     raise PeftbenchError(f"cannot find the hidden size of a {config.model_type} model")
 
 
-def insert_after_outputs(
-    model: nn.Module, name: str, placement: str, make: Callable[[int, torch.Tensor], nn.Module]
-) -> nn.Module:
-    """Freezes ``model`` and attaches ``make(width, weight)`` as ``adapter`` after the chosen output projections."""
-    reason = supports_for(name, OUTPUT_PROJECTIONS)(getattr(model, "config", None))
+def placement_targets(
+    model: nn.Module, name: str, placement: str, table: dict[str, tuple[str, str]], attr: str
+) -> list[tuple[str, nn.Module]]:
+    """Freezes ``model`` and returns the modules ``placement`` selects from ``table`` (model_type -> (attention
+    suffix, feed-forward suffix)); one-line errors for an unknown architecture, no match, or a second apply."""
+    reason = supports_for(name, table)(getattr(model, "config", None))
     if reason is not None:
         raise PeftbenchError(reason)
-    attn_suffix, ffn_suffix = OUTPUT_PROJECTIONS[model.config.model_type]
+    attn_suffix, ffn_suffix = table[model.config.model_type]
     suffixes = {"attention": (attn_suffix,), "feed_forward": (ffn_suffix,), "both": (attn_suffix, ffn_suffix)}[
         placement
     ]
@@ -191,8 +192,16 @@ def insert_after_outputs(
     if not targets:
         raise PeftbenchError(f"{name}: found no module ending in {' or '.join(suffixes)} in the model")
     for module_name, module in targets:
-        if hasattr(module, "adapter"):
+        if hasattr(module, attr):
             raise PeftbenchError(f"{name}: {module_name} already has an adapter (apply called twice?)")
+    return targets
+
+
+def insert_after_outputs(
+    model: nn.Module, name: str, placement: str, make: Callable[[int, torch.Tensor], nn.Module]
+) -> nn.Module:
+    """Freezes ``model`` and attaches ``make(width, weight)`` as ``adapter`` after the chosen output projections."""
+    for _, module in placement_targets(model, name, placement, OUTPUT_PROJECTIONS, "adapter"):
         module.adapter = make(output_dim(module), module.weight)
         module.register_forward_hook(_run_adapter)
     return model

@@ -18,14 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from peftbench.errors import PeftbenchError
-from peftbench.methods import MethodSpec, freeze_all, register
+from peftbench.methods import MethodSpec, register
 from peftbench.methods.adapters import (
     SIZE_KNOB,
     BottleneckAdapter,
     bottleneck_size,
     check_common,
     hidden_size,
+    placement_targets,
     supports_for,
 )
 
@@ -87,20 +87,10 @@ class ParallelAdapter(BottleneckAdapter):
 
 def apply(model: nn.Module, config: ParallelAdapterConfig) -> nn.Module:
     """Attaches parallel adapters beside the configured sub-layers of every layer; trains only them."""
-    reason = supports_for("adapter_parallel", SUBLAYERS)(getattr(model, "config", None))
-    if reason is not None:
-        raise PeftbenchError(reason)
+    targets = placement_targets(model, "adapter_parallel", config.placement, SUBLAYERS, "parallel_adapter")
     d = hidden_size(model)
     m = bottleneck_size(config.size, config.reduction_factor, d, 64)
-    attn, ffn = SUBLAYERS[model.config.model_type]
-    suffixes = {"attention": (attn,), "feed_forward": (ffn,), "both": (attn, ffn)}[config.placement]
-    freeze_all(model)
-    targets = [(n, mod) for n, mod in model.named_modules() if n.endswith(suffixes)]
-    if not targets:
-        raise PeftbenchError(f"adapter_parallel: found no module ending in {' or '.join(suffixes)} in the model")
-    for module_name, module in targets:
-        if hasattr(module, "parallel_adapter"):
-            raise PeftbenchError(f"adapter_parallel: {module_name} already has one (apply called twice?)")
+    for _, module in targets:
         weight = next(module.parameters())
         module.parallel_adapter = ParallelAdapter(d, m, config, weight)
         module.register_forward_hook(_add_parallel, with_kwargs=True)
