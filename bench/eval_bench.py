@@ -20,7 +20,7 @@ from _common import best_time, parser, report, sync
 from peftbench.config import config_from_dict
 from peftbench.data.collate import generation_batch, sorted_batches
 from peftbench.evaluation.generate import generate_predictions
-from peftbench.experiments.run import build_model, load_data, tokenized
+from peftbench.experiments.run import build_model, prepare_data
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "superni-mini"
 
@@ -49,8 +49,7 @@ def measure(model_name: str, device: str, quick: bool) -> str:
     torch.manual_seed(0)
     model, tokenizer = build_model(cfg, apply_method=False)
     model.to(device).eval()
-    data = load_data(cfg, tokenizer)
-    features = tokenized(cfg, tokenizer, data.test, model)
+    features = prepare_data(cfg, tokenizer, model).test
     enc_dec = bool(model.config.is_encoder_decoder)
     kwargs = {"batch_size": 16, "max_new_tokens": 16}
 

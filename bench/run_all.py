@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("train_bench.py", "eval_bench.py", "score_bench.py", "checkpoint_bench.py")
+SCRIPTS = ("train_bench.py", "eval_bench.py", "data_bench.py", "score_bench.py", "checkpoint_bench.py")
 
 
 def main() -> int:

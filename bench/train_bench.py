@@ -24,7 +24,7 @@ import torch
 from _common import parser, report, sync
 
 from peftbench.config import config_from_dict
-from peftbench.experiments.run import build_model, load_data, tokenized
+from peftbench.experiments.run import build_model, prepare_data
 from peftbench.methods import get_method
 from peftbench.training.trainer import epoch_loader, fit, resolve_schedule
 
@@ -41,8 +41,7 @@ def _setup(quick: bool, device: str):
     })  # fmt: skip
     torch.manual_seed(0)
     model, tokenizer = build_model(cfg)
-    data = load_data(cfg, tokenizer)
-    features = tokenized(cfg, tokenizer, data.train, model)
+    features = prepare_data(cfg, tokenizer, model).train
     return cfg, tokenizer, features
 
 

@@ -99,4 +99,3 @@ def test_two_rank_run_preempted_by_sigterm_resumes_to_the_same_weights(two_rank_
     a, b = _weights(tmp_path / "runs" / "two"), _weights(two_dir)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
-

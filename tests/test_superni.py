@@ -156,12 +156,40 @@ def test_whole_load_is_deterministic(mini_dir: Path) -> None:
     assert [e.id for e in first.train] == [e.id for e in second.train]
 
 
-def test_length_fn_is_passed_to_encoding(mini_dir: Path) -> None:
+def _char_lengths(texts: list[str]) -> list[int]:
+    return [len(t) for t in texts]
+
+
+def test_lengths_fn_is_passed_to_encoding(mini_dir: Path) -> None:
     config = SuperNIConfig(data_dir=str(mini_dir), split="mini", max_eval_instances_per_task=3)
-    data = load_superni(config, EncodingConfig(num_pos_examples=2), length_fn=len, max_source_length=1)
+    data = load_superni(config, EncodingConfig(num_pos_examples=2), lengths_fn=_char_lengths, max_source_length=1)
     assert all(" Positive Example " not in e.source for e in data.train + data.test)
-    unlimited = load_superni(config, EncodingConfig(num_pos_examples=2), length_fn=len)
+    unlimited = load_superni(config, EncodingConfig(num_pos_examples=2), lengths_fn=_char_lengths)
     assert all(" Positive Example 2 -\n" in e.source for e in unlimited.test)
+
+
+def test_batched_demonstration_fitting_matches_one_instance_at_a_time(mini_dir: Path) -> None:
+    """Batched measuring (one call per demonstration and task) keeps exactly what encode_source keeps."""
+    from peftbench.data.encoding import encode_source
+
+    config = SuperNIConfig(data_dir=str(mini_dir), split="mini", max_eval_instances_per_task=20)
+    encoding = EncodingConfig(num_pos_examples=3, num_neg_examples=2, add_explanation=True)
+    calls: list[int] = []
+
+    def lengths(texts: list[str]) -> list[int]:
+        calls.append(len(texts))
+        return _char_lengths(texts)
+
+    data = load_superni(config, encoding, lengths_fn=lengths, max_source_length=900)
+    tasks = {name: load_task(mini_dir / "tasks" / f"{name}.json") for name in data.train_tasks + data.test_tasks}
+    inputs = {inst["id"]: inst["input"] for task in tasks.values() for inst in task.instances}
+    kept = set()
+    for ex in data.train + data.test:
+        one = encode_source(tasks[ex.task], inputs[ex.id], encoding, length_fn=len, max_source_length=900)
+        assert ex.source == one
+        kept.add(ex.source.count(" Example "))
+    assert len(kept) >= 3  # the budget drops some demonstrations but not all: the test exercises the rounds
+    assert max(calls) > 1 and len(calls) <= 5 * 2 * len(tasks)
 
 
 def test_default_split_names_missing_tasks_in_one_line(mini_dir: Path) -> None:

@@ -66,6 +66,10 @@ class DataConfig:
     """Tk-Instruct encoding: include the demonstrations' explanations."""
     add_task_name: bool = False
     """Tk-Instruct encoding: prefix the prompt with the task name."""
+    cache: bool = True
+    """Keep the tokenised examples in $PEFTBENCH_CACHE/features (default ~/.cache/peftbench/features) and
+    reuse them while data files, selection, encoding, tokenizer and lengths are unchanged. Not part of the
+    config hash."""
 
 
 @dataclass
@@ -188,6 +192,7 @@ class ExperimentConfig:
         """A short hash of everything that determines the results (not where they are written)."""
         payload = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "run_name", "launch")}
         payload["train"] = {k: v for k, v in payload["train"].items() if k != "report_to"}
+        payload["data"] = {k: v for k, v in payload["data"].items() if k != "cache"}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 

@@ -38,7 +38,7 @@ from peftbench.errors import PeftbenchError
 if TYPE_CHECKING:
     from peftbench.data.superni import Task
 
-__all__ = ["INSTANCE_HEADER", "OUTPUT_CUE", "EncodingConfig", "encode_source"]
+__all__ = ["INSTANCE_HEADER", "OUTPUT_CUE", "EncodingConfig", "encode_source", "encode_sources"]
 
 OUTPUT_CUE = "Output: "
 """The final cue every encoded source ends with (Tk-Instruct: ``task_input += "Output: "``)."""
@@ -104,19 +104,24 @@ def _format_demonstration(kind: str, number: int, example: Mapping[str, Any], ad
 def _add_demonstrations(
     kind: str,
     examples: Sequence[Mapping[str, Any]],
-    prefix: str,
-    task_input: str,
+    prefixes: Sequence[str],
+    task_inputs: Sequence[str],
     config: EncodingConfig,
-    fits: Callable[[str], bool],
-) -> list[str]:
-    """Format demonstrations in order, stopping at the first that does not fit (Tk-Instruct's ``break``)."""
-    kept: list[str] = []
+    fits: Callable[[list[str]], list[bool]] | None,
+) -> list[list[str]]:
+    """Each instance's demonstrations, in order, stopping at the first that does not fit (Tk-Instruct's
+    ``break``). One ``fits`` call per demonstration for all instances still adding (a batched tokenizer
+    call); without ``fits`` every requested demonstration is kept."""
+    kept: list[list[str]] = [[] for _ in task_inputs]
+    adding = list(range(len(task_inputs)))
     count = config.num_pos_examples if kind == "Positive" else config.num_neg_examples
     for idx, example in enumerate(examples[:count]):
         block = _format_demonstration(kind, idx + 1, example, config.add_explanation)
-        if not fits(prefix + " ".join(kept) + block + task_input):
-            break
-        kept.append(block)
+        if fits is not None and adding:
+            ok = fits([prefixes[i] + " ".join(kept[i]) + block + task_inputs[i] for i in adding])
+            adding = [i for i, good in zip(adding, ok, strict=True) if good]
+        for i in adding:
+            kept[i].append(block)
     return kept
 
 
@@ -141,11 +146,30 @@ def encode_source(
     Returns:
         The prompt text; it always ends with :data:`OUTPUT_CUE` (``"Output: "``) and is never truncated.
     """
-    task_input = INSTANCE_HEADER
-    task_input += f"Input: {instance_input.strip()}"
-    task_input = _period_if_missing(task_input)
-    task_input += "\n"
-    task_input += OUTPUT_CUE
+    lengths_fn = None if length_fn is None else (lambda texts: [length_fn(t) for t in texts])
+    return encode_sources(task, [instance_input], config, lengths_fn, max_source_length)[0]
+
+
+def encode_sources(
+    task: Task,
+    instance_inputs: Sequence[str],
+    config: EncodingConfig,
+    lengths_fn: Callable[[list[str]], list[int]] | None = None,
+    max_source_length: int | None = None,
+) -> list[str]:
+    """:func:`encode_source` for many instances of one task, measuring demonstrations in batches.
+
+    ``lengths_fn`` takes a list of texts and returns their lengths in model tokens (one batched tokenizer
+    call); the result is the same as calling :func:`encode_source` on each input.
+    """
+    task_inputs = []
+    for instance_input in instance_inputs:
+        task_input = INSTANCE_HEADER
+        task_input += f"Input: {instance_input.strip()}"
+        task_input = _period_if_missing(task_input)
+        task_input += "\n"
+        task_input += OUTPUT_CUE
+        task_inputs.append(task_input)
 
     task_name = f"{task.name}. " if config.add_task_name else ""
 
@@ -154,19 +178,22 @@ def encode_source(
         definition = _period_if_missing("Definition: " + task.definition.strip())
         definition += "\n\n"
 
-    def fits(text: str) -> bool:
-        if length_fn is None or max_source_length is None:
-            return True
-        return length_fn(text) <= max_source_length
+    fits = None
+    if lengths_fn is not None and max_source_length is not None:
+        budget = max_source_length
 
-    pos_examples = _add_demonstrations("Positive", task.positive_examples, definition, task_input, config, fits)
+        def fits(texts: list[str]) -> list[bool]:
+            return [n <= budget for n in lengths_fn(texts)]
+
+    pos_examples = _add_demonstrations(
+        "Positive", task.positive_examples, [definition] * len(task_inputs), task_inputs, config, fits
+    )
     # Tk-Instruct measures negatives against definition + " ".join(pos) + " ".join(neg) + candidate + input.
     neg_examples = _add_demonstrations(
-        "Negative",
-        task.negative_examples,
-        definition + " ".join(pos_examples),
-        task_input,
-        config,
+        "Negative", task.negative_examples, [definition + " ".join(pos) for pos in pos_examples], task_inputs, config,
         fits,
-    )
-    return task_name + definition + "".join(pos_examples) + "".join(neg_examples) + task_input
+    )  # fmt: skip
+    return [
+        task_name + definition + "".join(pos) + "".join(neg) + task_input
+        for pos, neg, task_input in zip(pos_examples, neg_examples, task_inputs, strict=True)
+    ]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.data.encoding import EncodingConfig, encode_source
+from peftbench.data.encoding import EncodingConfig, encode_sources
 from peftbench.errors import PeftbenchError
 
 __all__ = [
@@ -385,7 +385,7 @@ def _warn_skipped(log: logging.Logger, path: Path, skipped: list[str]) -> None:
 def load_superni(
     config: SuperNIConfig,
     encoding: EncodingConfig,
-    length_fn: Callable[[str], int] | None = None,
+    lengths_fn: Callable[[list[str]], list[int]] | None = None,
     max_source_length: int | None = None,
     log: logging.Logger | None = None,
 ) -> SuperNIData:
@@ -401,10 +401,10 @@ def load_superni(
     Args:
         config: Data location and selection settings.
         encoding: Which task elements go into each prompt.
-        length_fn: Optional ``Callable[[str], int]`` giving a text's length in model tokens; with
-            ``max_source_length`` it drops demonstration examples that do not fit (see
-            :func:`peftbench.data.encoding.encode_source`).
-        max_source_length: Token budget of a source, used only with ``length_fn``.
+        lengths_fn: Optional ``Callable[[list[str]], list[int]]`` giving texts' lengths in model tokens (one
+            batched tokenizer call per demonstration and task); with ``max_source_length`` it drops
+            demonstration examples that do not fit (see :func:`peftbench.data.encoding.encode_source`).
+        max_source_length: Token budget of a source, used only with ``lengths_fn``.
         log: Logger for warnings (skipped instances) and the summary; defaults to this module's logger.
 
     Returns:
@@ -508,17 +508,19 @@ def load_superni(
 
     skipped = 0
 
-    def encode(text: str, task: Task) -> str:
-        return encode_source(task, text, encoding, length_fn=length_fn, max_source_length=max_source_length)
+    def encode(task: Task, instances: list[dict[str, Any]]) -> list[str]:
+        inputs = [inst["input"] for inst in instances]
+        return encode_sources(task, inputs, encoding, lengths_fn=lengths_fn, max_source_length=max_source_length)
 
     train: list[Example] = []
     for name in train_names:
         sel = selected[name]
         skipped += len(sel.train_skipped)
         _warn_skipped(log, sel.path, sel.train_skipped)
+        sources = encode(sel.task, [inst for inst, _, _ in sel.train])
         train.extend(
-            Example(inst["id"], name, sel.task.category, encode(inst["input"], sel.task), target, refs)
-            for inst, target, refs in sel.train
+            Example(inst["id"], name, sel.task.category, source, target, refs)
+            for (inst, target, refs), source in zip(sel.train, sources, strict=True)
         )
 
     def evaluation(names: list[str]) -> list[Example]:
@@ -528,9 +530,10 @@ def load_superni(
             sel = selected[name]
             skipped += len(sel.eval_skipped)
             _warn_skipped(log, sel.path, sel.eval_skipped)
+            sources = encode(sel.task, [inst for inst, _ in sel.eval])
             examples.extend(
-                Example(inst["id"], name, sel.task.category, encode(inst["input"], sel.task), refs[0], refs)
-                for inst, refs in sel.eval
+                Example(inst["id"], name, sel.task.category, source, refs[0], refs)
+                for (inst, refs), source in zip(sel.eval, sources, strict=True)
             )
         return examples
 

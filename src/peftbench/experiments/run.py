@@ -29,9 +29,10 @@ from transformers import PreTrainedTokenizerBase
 
 import peftbench
 from peftbench.config import ExperimentConfig, config_from_dict, dump_config
-from peftbench.data.collate import Features, featurize
+from peftbench.data.cache import Lengths, PreparedData, prepare_features
+from peftbench.data.collate import Features
 from peftbench.data.encoding import EncodingConfig
-from peftbench.data.superni import SuperNIConfig, SuperNIData, load_superni
+from peftbench.data.superni import SuperNIConfig
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.evaluation.metrics import score_predictions
@@ -91,11 +92,14 @@ def run_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def load_data(cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> SuperNIData:
-    """Loads and encodes the configured SuperNI split."""
+def prepare_data(
+    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, model: nn.Module, progress: bool = False
+) -> PreparedData:
+    """The configured SuperNI split, encoded and tokenised for this model (through the feature cache when
+    ``data.cache`` is on; see :mod:`peftbench.data.cache`)."""
     d = cfg.data
     data_cfg = SuperNIConfig(
-        data_dir=demo_data_dir() if d.data_dir == DEMO_DATA else d.data_dir,
+        data_dir=str(demo_data_dir()) if d.data_dir == DEMO_DATA else d.data_dir,
         split=d.split,
         max_train_instances_per_task=d.max_train_instances_per_task,
         max_eval_instances_per_task=d.max_eval_instances_per_task,
@@ -111,11 +115,22 @@ def load_data(cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase) -> Supe
         add_explanation=d.add_explanation,
         add_task_name=d.add_task_name,
     )
+    enc_dec = is_encoder_decoder(model)
+    source_limit = d.max_source_length
+    if not enc_dec:  # prompt and target share the context: leave room for the target
+        positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        if positions:
+            source_limit = min(source_limit, int(positions) - d.max_target_length)
+    lengths = Lengths(source_limit, d.max_target_length, enc_dec, demonstration_budget=d.max_source_length)
+    cache = feature_cache_dir() if d.cache else None
+    return prepare_features(data_cfg, encoding, tokenizer, lengths, cache_dir=cache, log=log, progress=progress)
 
-    def length_fn(text: str) -> int:
-        return len(tokenizer(text)["input_ids"])
 
-    return load_superni(data_cfg, encoding, length_fn=length_fn, max_source_length=d.max_source_length, log=log)
+def feature_cache_dir() -> Path:
+    """Where tokenised examples are cached: ``$PEFTBENCH_CACHE/features`` (default ~/.cache/peftbench/features)."""
+    from peftbench.experiments.demo import cache_dir
+
+    return cache_dir() / "features"
 
 
 def demo_data_dir() -> Path:
@@ -124,20 +139,6 @@ def demo_data_dir() -> Path:
     from peftbench.experiments.demo import DATA, cache_dir
 
     return generate_demo_data(cache_dir() / "demo-data", **DATA)
-
-
-def tokenized(
-    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, examples: list, model: nn.Module
-) -> list[Features]:
-    """Tokenises examples with the config's length limits for this model's architecture."""
-    d = cfg.data
-    enc_dec = is_encoder_decoder(model)
-    source_limit = d.max_source_length
-    if not enc_dec:  # prompt and target share the context: leave room for the target
-        positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-        if positions:
-            source_limit = min(source_limit, int(positions) - d.max_target_length)
-    return featurize(examples, tokenizer, source_limit, d.max_target_length, enc_dec)
 
 
 def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
@@ -226,7 +227,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)
     model, tokenizer = build_model(cfg)
-    data = load_data(cfg, tokenizer)  # bad data fails here, before a run directory exists
+    data = prepare_data(cfg, tokenizer, model, progress)  # bad data fails here, before a run directory exists
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     with run_log(run_dir / LOG_FILE), stop_on_signals() as stop, run_state(run_dir) as state:
@@ -248,8 +249,9 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
                 quiet,
             )
         log.info("data: %s", data.stats)
-        train_features = tokenized(cfg, tokenizer, data.train, model)
-        test_features = tokenized(cfg, tokenizer, data.test, model)
+        if data.cache_path is not None:
+            log.info("data: tokenised examples %s %s", "read from" if data.from_cache else "cached in", data.cache_path)
+        train_features, test_features = data.train, data.test
         if state.get("trained") and (run_dir / WEIGHTS_FILE).is_file():
             load_trainable(model, run_dir / WEIGHTS_FILE)
             model.to(accelerator.device)
@@ -268,7 +270,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
                 model, train_features, cfg.train, resolve_schedule(cfg.train, spec), accelerator,
                 seed=cfg.seed, pad_id=tokenizer.pad_token_id, encoder_decoder=is_encoder_decoder(model),
                 progress=progress, checkpointing=checkpointing, stop=stop,
-                validate=validation_scorer(cfg, tokenizer, data.validation, model, accelerator.device),
+                validate=validation_scorer(cfg, tokenizer, data.validation, accelerator.device),
                 hooks=spec.training_hooks,
             )  # fmt: skip
             model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
@@ -310,12 +312,11 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def validation_scorer(
-    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, examples: list, model: nn.Module, device: torch.device
+    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, features: list[Features], device: torch.device
 ) -> Callable[[nn.Module], float] | None:
     """ROUGE-L on the validation tasks (the study's model-selection metric), or None without validation tasks."""
-    if not examples or cfg.train.eval_steps <= 0:
+    if not features or cfg.train.eval_steps <= 0:
         return None
-    features = tokenized(cfg, tokenizer, examples, model)
 
     def score(trained: nn.Module) -> float:
         records = generate_predictions(
@@ -448,8 +449,8 @@ def evaluate_untrained(cfg: ExperimentConfig, *, progress: bool = True, quiet: b
     with run_log(run_dir / LOG_FILE):
         set_seed(cfg.seed)
         model, tokenizer = build_model(cfg, apply_method=False)
-        data = load_data(cfg, tokenizer)
-        features = tokenized(cfg, tokenizer, data.test, model)
+        data = prepare_data(cfg, tokenizer, model, progress)
+        features = data.test
         _, total = count_parameters(model)
         metrics = evaluate_and_write(
             model,
@@ -480,8 +481,8 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = True, quiet: bool = Fa
         if not untrained:
             load_trainable(model, run_dir / WEIGHTS_FILE)
         trainable, total = count_parameters(model)
-        data = load_data(cfg, tokenizer)
-        features = tokenized(cfg, tokenizer, data.test, model)
+        data = prepare_data(cfg, tokenizer, model, progress)
+        features = data.test
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         train = TrainResult(**previous["train"]) if previous.get("train") else None
