@@ -8,7 +8,9 @@ from peftbench.data.collate import (
     IGNORE_INDEX,
     Features,
     generation_batch,
+    generation_batches,
     length_grouped_batches,
+    prefix_generation_batch,
     sorted_batches,
     tokenize_prompt,
     tokenize_target,
@@ -88,6 +90,58 @@ def test_token_budget_batches_grow_as_prompts_shrink():
         assert max(lengths[i] for i in batch) * len(batch) <= 200
     # generated tokens count in the budget: (100 + 100) x 2 = 400 = at most 3 examples of 10 + 100
     assert [len(b) for b in sorted_batches(lengths, 2, by_tokens=True, extra=100)] == [2, 2, 3, 3, 1]
+
+
+def _feature(i: int, task: str, ids: list[int]) -> Features:
+    return Features(str(i), task, "c", ids, [1], ("x",))
+
+
+def test_generation_batches_share_a_task_prefix_and_keep_tasks_together():
+    shared_a, shared_b = list(range(100, 140)), list(range(200, 220))
+    feats = [
+        _feature(0, "a", shared_a + [5] * 10),
+        _feature(1, "b", [*shared_b, 6, 7]),
+        _feature(2, "a", [*shared_a, 5, 8]),
+        _feature(3, "c", [9] * 70),  # alone in its task: no prefix to share
+        _feature(4, "a", shared_a + [5] * 3),
+        _feature(5, "b", shared_b + [6] * 9),
+        _feature(6, "d", [3] * 8 + [4]),  # shares only 8 tokens (< MIN_SHARED_PREFIX) with the next
+        _feature(7, "d", [3] * 8 + [2, 2]),
+        _feature(8, "a", shared_a + [5] * 20),
+    ]
+    lengths = [len(f.prompt_ids) for f in feats]
+    plain = generation_batches(feats, 2, True, 4, share_prefix=False)
+    assert [b.indices for b in plain] == list(sorted_batches(lengths, 2, by_tokens=True, extra=4))
+    assert all(b.prefix == 0 for b in plain)
+
+    plan = generation_batches(feats, 2, True, 4, share_prefix=True)
+    assert sorted(i for b in plan for i in b.indices) == list(range(len(feats)))
+    by_task = {}
+    for n, batch in enumerate(plan):
+        tasks = {feats[i].task for i in batch.indices}
+        if batch.prefix:
+            assert len(tasks) == 1
+            by_task.setdefault(tasks.pop(), []).append((n, batch.prefix))
+    assert sorted(by_task) == ["a", "b"]
+    assert {p for _, p in by_task["a"]} == {41} and {p for _, p in by_task["b"]} == {21}  # shared + common token
+    for positions in by_task.values():  # a task's batches are consecutive (its prefix is encoded once)
+        numbers = [n for n, _ in positions]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    # Longest first: the cross-task batch with the 70-token prompt, then task a (60), task b (29), the rest.
+    assert (plan[0].indices, plan[0].prefix) == ([3, 7], 0)
+    assert plan[1].indices[0] == 8 and plan[1].prefix == 41 and plan[-1].indices == [6]
+    rest = [i for b in plan if not b.prefix for i in b.indices]
+    assert sorted(rest) == [3, 6, 7]
+    budget = 2 * (max(lengths) + 4)
+    for batch in plan:  # the split's token budget holds for every batch
+        assert len(batch.indices) <= 2 or max(lengths[i] + 4 for i in batch.indices) * len(batch.indices) <= budget
+
+
+def test_prefix_batch_puts_padding_between_prefix_and_rest():
+    feats = [_feature(0, "a", [7, 7, 7, 1, 2]), _feature(1, "a", [7, 7, 7, 3])]
+    batch = prefix_generation_batch(feats, 3, pad_id=0)
+    assert batch["input_ids"].tolist() == [[7, 7, 7, 1, 2], [7, 7, 7, 0, 3]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 1]]
 
 
 def test_truncation_of_a_real_superni_prompt_keeps_the_cue(superni_mini):

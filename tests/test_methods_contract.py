@@ -7,6 +7,7 @@ then loading in a fresh process, reproduces the logits and greedy predictions ex
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -17,7 +18,15 @@ import pytest
 import torch
 
 from peftbench.config import config_from_dict
-from peftbench.data.collate import Features, generation_batch, tokenize_prompt, tokenize_target, training_batch
+from peftbench.data.collate import (
+    Features,
+    generation_batch,
+    generation_batches,
+    tokenize_prompt,
+    tokenize_target,
+    training_batch,
+)
+from peftbench.evaluation.generate import encode_prefix, generate_ids, prefix_cache_supported
 from peftbench.experiments.run import build_model, save_trainable
 from peftbench.io import load_tensors, save_tensors
 from peftbench.methods import all_methods, trainable_parameters
@@ -62,6 +71,52 @@ def _predictions(model, tokenizer, feats, enc_dec) -> list[str]:
     return tokenizer.batch_decode(out, skip_special_tokens=True)
 
 
+SHARED_DEFINITION = "Definition: Repeat the words of the input in the same order, then stop.\n\n"
+SHARED_INPUTS = ["red fox", "a cat sat", "2 and 3", "blue", "the old man and the sea", "yes no"]
+
+
+def _with_step_logits(model, chunk, **kwargs) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """``generate_ids``' ids and the next-token logits of every generation step (from the output layer)."""
+    seen: list[torch.Tensor] = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(o[:, -1].clone()))
+    try:
+        ids = generate_ids(model, chunk, **kwargs).tolist()
+    finally:
+        hook.remove()
+    return ids, seen
+
+
+def _shared_prefix_predictions(model, tokenizer, enc_dec: bool) -> tuple[list, list, bool]:
+    """Generated ids and per-step logits with the task's shared prompt prefix encoded once vs without, and
+    whether it was used (logits, not only ids: a random tiny model answers every prompt alike)."""
+    feats = [
+        Features(str(i), "shared", "c",
+                 tokenize_prompt(tokenizer, f"{SHARED_DEFINITION}Now complete the following example -\nInput: {x}.\n"
+                                 "Output: ", 512, enc_dec), [tokenizer.eos_token_id], (x,))
+        for i, x in enumerate(SHARED_INPUTS)
+    ]  # fmt: skip
+    # A random tiny model's next-token logits hardly depend on the context; scaled-up weight matrices make
+    # them depend on it, so a wrong mask or position in the shared-prefix path shows in the logits.
+    model = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 2 and "embed" not in name and "lm_head" not in name:
+                param.mul_(8.0)
+    supported = prefix_cache_supported(model, enc_dec, 1)
+    plan = generation_batches(feats, 4, True, 6, share_prefix=supported)
+    common = {"pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id, "max_new_tokens": 6,
+              "num_beams": 1, "encoder_decoder": enc_dec, "device": "cpu"}  # fmt: skip
+    plain, shared = [], []
+    for batch in plan:
+        chunk = [feats[i] for i in batch.indices]
+        plain.append(_with_step_logits(model, chunk, prefix=0, prefix_cache=None, **common))
+        if batch.prefix:
+            cache = encode_prefix(model, chunk[0].prompt_ids[: batch.prefix], "cpu")
+            shared.append(_with_step_logits(model, chunk, prefix=batch.prefix, prefix_cache=cache, **common))
+    used = any(b.prefix for b in plan)
+    return plain, shared if used else plain, used
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     """Trains every method on every model once; keeps what the tests below check."""
@@ -101,6 +156,7 @@ def trained(tmp_path_factory) -> dict:
                 "numel": sum(p.numel() for p in model.parameters() if p.requires_grad),
                 "saved": load_tensors(run_dir / "trainable.safetensors"),
                 "predictions": _predictions(model, tokenizer, feats, enc_dec),
+                "shared_prefix": _shared_prefix_predictions(model, tokenizer, enc_dec),
                 "run_dir": run_dir,
                 "logits": logits,
             }
@@ -248,3 +304,18 @@ def test_trainable_count_matches_hand_computed_formula(trained, model, method):
     expected = _expected_count(model, method)
     assert expected > 0, f"no formula for {method}; add one"
     assert trained[(model, method)]["counts"][0] == expected
+
+
+@pytest.mark.parametrize(("model", "method"), CASES)
+def test_shared_prefix_generation_gives_the_same_predictions(trained, model, method):
+    """Encoding a task's shared prompt prefix once (decoder-only) changes no prediction; it is used by every
+    method except those with virtual tokens, and never for encoder-decoder models."""
+    plain, shared, used = trained[(model, method)]["shared_prefix"]
+    assert sum(len(ids) for ids, _ in plain) == len(SHARED_INPUTS) and len(shared) == len(plain)
+    for (plain_ids, plain_logits), (shared_ids, shared_logits) in zip(plain, shared, strict=True):
+        assert shared_ids == plain_ids
+        assert len(shared_logits) == len(plain_logits) > 0
+        for a, b in zip(plain_logits, shared_logits, strict=True):
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    virtual_tokens = method in ("prompt", "prefix", "ptuning")
+    assert used == (model == "tiny-llama" and not virtual_tokens)

@@ -195,22 +195,108 @@ def length_grouped_batches(
 
 
 def sorted_batches(
-    lengths: Sequence[int], batch_size: int, by_tokens: bool = False, extra: int = 0
+    lengths: Sequence[int], batch_size: int, by_tokens: bool = False, extra: int = 0, budget: int | None = None
 ) -> Iterator[list[int]]:
     """Evaluation batches: indices sorted longest first (out-of-memory shows up on the first batch).
 
     With ``by_tokens``, a batch of shorter sequences holds more of them: each batch takes as many as fit in
     the token budget of the first one, ``batch_size x (longest + extra)`` (``extra`` = tokens generated per
-    example, so the budget bounds the KV cache too), never fewer than ``batch_size``.
+    example, so the budget bounds the KV cache too), or in ``budget`` when given; never fewer than
+    ``batch_size``.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     if not by_tokens or not order:
         for i in range(0, len(order), batch_size):
             yield order[i : i + batch_size]
         return
-    budget = batch_size * (lengths[order[0]] + extra)
+    if budget is None:
+        budget = batch_size * (lengths[order[0]] + extra)
     start = 0
     while start < len(order):
         size = max(batch_size, budget // (lengths[order[start]] + extra))  # the batch's longest is its first
         yield order[start : start + size]
         start += size
+
+
+@dataclass(frozen=True)
+class GenerationBatch:
+    """Indices of one evaluation batch and the prompt prefix its examples share (0 = none)."""
+
+    indices: list[int]
+    prefix: int = 0
+    """Leading prompt tokens identical in every example of the batch (encoded once, then reused)."""
+
+
+MIN_SHARED_PREFIX = 16
+"""Shorter shared prefixes are not worth a separate prefix pass."""
+
+
+def generation_batches(
+    features: Sequence[Features],
+    batch_size: int,
+    by_tokens: bool,
+    extra: int,
+    share_prefix: bool = False,
+) -> list[GenerationBatch]:
+    """The evaluation batches, longest prompts first (see :func:`sorted_batches`).
+
+    With ``share_prefix``, the examples of each task are batched together when their prompts share a
+    prefix of at least :data:`MIN_SHARED_PREFIX` tokens (SuperNI: the definition and the instance header,
+    about three quarters of a prompt), so that the prefix is encoded once per task; the batches of a task
+    are consecutive. Examples of tasks without one are batched across tasks as usual. Token budgets are
+    those of the whole split.
+    """
+    lengths = [len(f.prompt_ids) for f in features]
+    if not lengths:
+        return []
+    budget = batch_size * (max(lengths) + extra)
+    groups: dict[str, list[int]] = {}
+    for i, f in enumerate(features):
+        groups.setdefault(f.task if share_prefix else "", []).append(i)
+    # Units are sorted longest first: a task sharing a prefix (all its batches, kept together) or one batch.
+    units: list[tuple[tuple[int, int], list[GenerationBatch]]] = []
+    rest: list[int] = []
+    for members in groups.values():
+        prefix = _shared_prefix([features[i].prompt_ids for i in members]) if share_prefix else 0
+        if len(members) < 2 or prefix < MIN_SHARED_PREFIX:
+            rest += members
+            continue
+        batches = [
+            GenerationBatch([members[j] for j in b], prefix)
+            for b in sorted_batches([lengths[i] for i in members], batch_size, by_tokens, extra, budget)
+        ]
+        units.append(((-lengths[batches[0].indices[0]], members[0]), batches))
+    rest.sort()
+    for b in sorted_batches([lengths[i] for i in rest], batch_size, by_tokens, extra, budget):
+        idx = [rest[j] for j in b]
+        units.append(((-lengths[idx[0]], idx[0]), [GenerationBatch(idx)]))
+    units.sort(key=lambda unit: unit[0])
+    return [batch for _, batches in units for batch in batches]
+
+
+def _shared_prefix(rows: Sequence[list[int]]) -> int:
+    """Length of the longest common prefix of token rows, leaving at least one token of each row."""
+    low, high = min(rows), max(rows)  # lexicographic extremes: their common prefix is everyone's
+    n = 0
+    for a, b in zip(low, high, strict=False):
+        if a != b:
+            break
+        n += 1
+    return min(n, min(len(r) for r in rows) - 1)
+
+
+def prefix_generation_batch(features: Sequence[Features], prefix: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """A decoder-only prompt batch whose first ``prefix`` tokens are shared: ``prefix + padding + rest``.
+
+    The padding sits between the shared prefix and each prompt's own tokens (masked out); position ids
+    follow the attention mask, so every prompt sees the same positions as unpadded.
+    """
+    rests = [f.prompt_ids[prefix:] for f in features]
+    width = max(len(r) for r in rests)
+    shared = features[0].prompt_ids[:prefix]
+    return {
+        "input_ids": torch.tensor([shared + [pad_id] * (width - len(r)) + r for r in rests], dtype=torch.long),
+        "attention_mask": torch.tensor(
+            [[1] * prefix + [0] * (width - len(r)) + [1] * len(r) for r in rests], dtype=torch.long
+        ),
+    }

@@ -8,18 +8,21 @@ stops the loop after the current batch.
 from __future__ import annotations
 
 import contextlib
+import copy
+import inspect
 import json
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from peftbench.data.collate import Features, generation_batch, sorted_batches
+from peftbench.data.collate import Features, generation_batch, generation_batches, prefix_generation_batch
 from peftbench.io import atomic_write_text
 from peftbench.training.preemption import Preempted, StopFlag
 
@@ -55,6 +58,7 @@ def generate_predictions(
     desc: str = "evaluate",
     stop: StopFlag | None = None,
     batch_by_tokens: bool = True,
+    share_prefix: bool = True,
 ) -> list[dict]:
     """Generates a prediction for every example, appending to ``out_path`` (JSONL) batch by batch.
 
@@ -63,12 +67,15 @@ def generate_predictions(
     batch order (the same order whether or not the evaluation was interrupted). With ``out_path=None``
     nothing is written (validation during training). Batches are formed from length-sorted prompts; with
     ``batch_by_tokens`` later (shorter) batches hold more examples, within the first batch's token budget.
+    With ``share_prefix`` (decoder-only models, greedy, no virtual-token method), the prompt prefix shared
+    by a task's examples is encoded once and its KV cache reused by each of the task's batches.
     """
     was_training = model.training
     model.eval()
     out_path = Path(out_path) if out_path is not None else None
-    lengths = [len(f.prompt_ids) for f in features]
-    batches = list(sorted_batches(lengths, batch_size, by_tokens=batch_by_tokens, extra=max_new_tokens))
+    share_prefix = share_prefix and prefix_cache_supported(model, encoder_decoder, num_beams)
+    plan = generation_batches(features, batch_size, batch_by_tokens, max_new_tokens, share_prefix)
+    batches = [b.indices for b in plan]
     existing = _existing_predictions(out_path) if out_path is not None else {}
     done_ids = {features[i].id for idx in batches if all(features[i].id in existing for i in idx) for i in idx}
     if (
@@ -82,22 +89,22 @@ def generate_predictions(
     todo = sum(1 for idx in batches if features[idx[0]].id not in done_ids)
     bar = tqdm(total=len(batches), initial=len(batches) - todo, desc=desc, unit="batch", disable=not progress)
     with open(out_path, "a", encoding="utf-8") if out_path is not None else contextlib.nullcontext() as out:
-        for idx in batches:
+        prefix_cache: tuple[tuple[int, ...], Any] | None = None  # the current task's (prefix ids, KV cache)
+        for planned in plan:
+            idx = planned.indices
             chunk = [features[i] for i in idx]
             if chunk[0].id in done_ids:
                 records.extend(existing[f.id] for f in chunk)
                 continue
-            batch = {k: v.to(device) for k, v in generation_batch(chunk, pad_id, encoder_decoder).items()}
-            output = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                do_sample=False,
-                pad_token_id=pad_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            if not encoder_decoder:  # decoder-only output = prompt + continuation
-                output = output[:, batch["input_ids"].shape[1] :]
+            if planned.prefix:
+                shared = tuple(chunk[0].prompt_ids[: planned.prefix])
+                if prefix_cache is None or prefix_cache[0] != shared:
+                    prefix_cache = (shared, encode_prefix(model, shared, device))
+            output = generate_ids(
+                model, chunk, prefix=planned.prefix, prefix_cache=prefix_cache[1] if planned.prefix else None,
+                pad_id=pad_id, eos_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                encoder_decoder=encoder_decoder, device=device,
+            )  # fmt: skip
             texts = tokenizer.batch_decode(output, skip_special_tokens=True)
             lines = [_record(f, text.strip()) for f, text in zip(chunk, texts, strict=True)]
             if out is not None:
@@ -114,6 +121,72 @@ def generate_predictions(
     if was_training:
         model.train()
     return records
+
+
+@torch.no_grad()
+def generate_ids(
+    model: nn.Module,
+    chunk: Sequence[Features],
+    *,
+    prefix: int,
+    prefix_cache: Any,
+    pad_id: int,
+    eos_id: int,
+    max_new_tokens: int,
+    num_beams: int,
+    encoder_decoder: bool,
+    device: torch.device | str,
+) -> torch.Tensor:
+    """The generated token ids (continuations only) of one batch; with ``prefix`` > 0 the batch's first
+    ``prefix`` prompt tokens come from ``prefix_cache`` (:func:`encode_prefix`) instead of being encoded."""
+    extra: dict[str, Any] = {}
+    if prefix:
+        batch = {k: v.to(device) for k, v in prefix_generation_batch(chunk, prefix, pad_id).items()}
+        cache = copy.deepcopy(prefix_cache)  # generate appends to it
+        cache.batch_repeat_interleave(len(chunk))
+        extra[_cache_argument(model)] = cache
+    else:
+        batch = {k: v.to(device) for k, v in generation_batch(chunk, pad_id, encoder_decoder).items()}
+    output = model.generate(
+        **batch,
+        **extra,
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        do_sample=False,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+    )
+    return output if encoder_decoder else output[:, batch["input_ids"].shape[1] :]  # decoder-only: prompt + new
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def _cache_argument(model: nn.Module) -> str:
+    """The KV-cache keyword of this transformers version (``cache``; ``past_key_values`` before 5.x renamed it)."""
+    return "cache" if "cache" in inspect.signature(_base_model(model).forward).parameters else "past_key_values"
+
+
+def prefix_cache_supported(model: nn.Module, encoder_decoder: bool, num_beams: int) -> bool:
+    """Whether a shared prompt prefix can be encoded once and reused: decoder-only, greedy, position ids taken
+    from the attention mask (so padding between prefix and rest is invisible), and no method that adds
+    virtual tokens or its own past key values (peft's prompt, prefix and p-tuning)."""
+    if encoder_decoder or num_beams != 1:
+        return False
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        return False
+    return "position_ids" in inspect.signature(_base_model(model).forward).parameters
+
+
+@torch.no_grad()
+def encode_prefix(model: nn.Module, prefix: Sequence[int], device: torch.device | str) -> Any:
+    """The KV cache of one prompt prefix (batch 1)."""
+    ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 def _record(f: Features, prediction: str) -> dict:

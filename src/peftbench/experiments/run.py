@@ -323,7 +323,7 @@ def validation_scorer(
             trained, tokenizer, features, None, batch_size=cfg.eval.batch_size,
             max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length, num_beams=cfg.eval.num_beams,
             encoder_decoder=is_encoder_decoder(trained), device=device, progress=False,
-            batch_by_tokens=cfg.eval.batch_by_tokens,
+            batch_by_tokens=cfg.eval.batch_by_tokens, share_prefix=cfg.eval.share_prefix,
         )  # fmt: skip
         return float(score_predictions(records)["overall"]["rougeL"])
 
@@ -404,6 +404,7 @@ def evaluate_and_write(
         progress=progress,
         stop=stop,
         batch_by_tokens=cfg.eval.batch_by_tokens,
+        share_prefix=cfg.eval.share_prefix,
     )
     eval_time = time.perf_counter() - start
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
