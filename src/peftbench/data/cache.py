@@ -40,7 +40,8 @@ from transformers import PreTrainedTokenizerBase
 
 from peftbench.data.collate import Features, featurize
 from peftbench.data.encoding import EncodingConfig
-from peftbench.data.superni import SuperNIConfig, load_superni
+from peftbench.data.superni import SuperNIConfig, _read_task_list, load_superni
+from peftbench.errors import PeftbenchError
 
 logger = logging.getLogger(__name__)
 
@@ -119,15 +120,6 @@ def _file_state(path: Path) -> list[Any]:
     return [path.name, st.st_size, st.st_mtime_ns]
 
 
-def _split_names(path: Path) -> list[str]:
-    names = []
-    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        name = raw.split("#", 1)[0].strip()
-        if name:
-            names.append(name)
-    return names
-
-
 def cache_key(
     config: SuperNIConfig, encoding: EncodingConfig, tokenizer: PreTrainedTokenizerBase, lengths: Lengths
 ) -> str:
@@ -151,7 +143,8 @@ def cache_key(
             continue
         h.update(f"{name}: {len(raw)}\n".encode() + raw)
         if name != "excluded_tasks.txt":
-            listed += _split_names(path)
+            with contextlib.suppress(PeftbenchError):  # a bad split file is reported by the loader
+                listed += _read_task_list(path)
     tasks_dir = data_dir / "tasks"
     files = [_file_state(tasks_dir / f"{name}.json") for name in listed]
     selection = {k: v for k, v in asdict(config).items() if k != "data_dir"}
