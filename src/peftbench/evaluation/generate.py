@@ -147,7 +147,11 @@ def generate_ids(
         extra[_cache_argument(model)] = cache
     else:
         batch = {k: v.to(device) for k, v in generation_batch(chunk, pad_id, encoder_decoder).items()}
-    output = model.generate(
+    prompt_length = batch["input_ids"].shape[1]
+    generator = model
+    if _virtual_token_method(model) is not None:
+        generator, batch = _inject_virtual_tokens(model, batch, num_beams)
+    output = generator.generate(
         **batch,
         **extra,
         max_new_tokens=max_new_tokens,
@@ -156,7 +160,46 @@ def generate_ids(
         pad_token_id=pad_id,
         eos_token_id=eos_id,
     )
-    return output if encoder_decoder else output[:, batch["input_ids"].shape[1] :]  # decoder-only: prompt + new
+    if encoder_decoder or "input_ids" not in batch:  # generate returns only new tokens for inputs_embeds
+        return output
+    return output[:, prompt_length:]  # decoder-only: prompt + new
+
+
+def _virtual_token_method(model: nn.Module) -> str | None:
+    """peft's prompt-learning type of ``model`` ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"), else None."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is None or not getattr(peft_config, "is_prompt_learning", False):
+        return None
+    return str(getattr(peft_config.peft_type, "value", peft_config.peft_type))
+
+
+def _inject_virtual_tokens(model: nn.Module, batch: dict[str, torch.Tensor], num_beams: int) -> tuple[nn.Module, dict]:
+    """The base model and generation inputs that carry a peft prompt-learning method's virtual tokens.
+
+    peft 0.21's ``generate`` does not work with transformers 5's generation loop (which names the KV cache
+    ``cache`` and no longer passes ``cache_position``): a prefix goes under the old ``past_key_values`` key and
+    is dropped, and soft prompts are prepended again at every decoding step of a decoder-only model. So the
+    virtual tokens are injected here exactly as peft's *forward* (the training path) injects them, and the
+    base model generates: a soft prompt (prompt tuning, P-tuning) becomes ``inputs_embeds = [P; E(x)]`` with
+    the mask extended by ones; a prefix becomes the initial KV cache (``get_prompt``), with the decoder-only
+    mask extended by ones so that positions count the prefix, as in the forward pass.
+    ``tests/test_generation_fidelity.py`` checks every method against a cache-free greedy loop over the
+    forward pass.
+    """
+    kind = _virtual_token_method(model)
+    config = model.active_peft_config
+    base = model.get_base_model()
+    n_virtual = config.num_virtual_tokens
+    input_ids, mask = batch["input_ids"], batch["attention_mask"]
+    size = input_ids.shape[0]
+    ones = torch.ones(size, n_virtual, dtype=mask.dtype, device=mask.device)
+    if kind == "PREFIX_TUNING":
+        cache = model.get_prompt(batch_size=size * num_beams)  # generate does not expand a given cache for beams
+        with_mask = mask if base.config.is_encoder_decoder else torch.cat([ones, mask], dim=1)
+        return base, {"input_ids": input_ids, "attention_mask": with_mask, _cache_argument(base): cache}
+    embeds = model.word_embeddings(input_ids)
+    prompts = model.get_prompt(batch_size=size)[:, :n_virtual].to(embeds.dtype)
+    return base, {"inputs_embeds": torch.cat([prompts, embeds], dim=1), "attention_mask": torch.cat([ones, mask], 1)}
 
 
 def _base_model(model: nn.Module) -> nn.Module:
