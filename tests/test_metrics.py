@@ -513,3 +513,24 @@ def test_write_metrics_failure_keeps_old_file_and_no_temp(tmp_path: Path, monkey
         write_metrics({"a": 2}, target)
     assert json.loads(target.read_text(encoding="utf-8")) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_official_keys_are_what_superni_evaluation_writes() -> None:
+    """SuperNI's evaluation.py: ``category = "_".join(Categories[0].lower().split())`` and grouped metrics under
+    ``f"{metric}_for_{group}"`` (compute_grouped_metrics), next to the overall ``exact_match`` / ``rougeL``."""
+    records = [
+        _rec(0, "task190_snli", "yes", ["yes"], category="Textual Entailment"),
+        _rec(1, "task190_snli", "no", ["yes"], category="Textual Entailment"),
+        _rec(2, "task1356_xlsum", "the cat sat", ["the big cat ran"], category="Title  Generation"),
+    ]
+    out = score_predictions(records)
+    official = out["official"]
+    assert out["per_category"]["Textual Entailment"]["rougeL"] == official["rougeL_for_textual_entailment"] == 50.0
+    assert official["exact_match_for_title_generation"] == 0.0
+    assert official["exact_match_for_task190_snli"] == 50.0
+    assert official["rougeL"] == out["overall"]["rougeL"]
+    expected = {"exact_match", "rougeL"} | {
+        f"{m}_for_{g}" for m in ("exact_match", "rougeL")
+        for g in ("task190_snli", "task1356_xlsum", "textual_entailment", "title_generation")
+    }  # fmt: skip
+    assert set(official) == expected

@@ -105,8 +105,8 @@ def generate_predictions(
                 pad_id=pad_id, eos_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens, num_beams=num_beams,
                 encoder_decoder=encoder_decoder, device=device,
             )  # fmt: skip
-            texts = tokenizer.batch_decode(output, skip_special_tokens=True)
-            lines = [_record(f, text.strip()) for f, text in zip(chunk, texts, strict=True)]
+            texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            lines = [_record(f, clean_up_tokenization(text).strip()) for f, text in zip(chunk, texts, strict=True)]
             if out is not None:
                 out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
                 out.flush()
@@ -230,6 +230,23 @@ def encode_prefix(model: nn.Module, prefix: Sequence[int], device: torch.device 
     ids = torch.tensor([list(prefix)], dtype=torch.long, device=device)
     out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
     return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+def clean_up_tokenization(text: str) -> str:
+    """Tk-Instruct's decoding clean-up: transformers 4.18's ``clean_up_tokenization`` (on by default then, for
+    every tokenizer), which joins English contractions and punctuation to the preceding word ("do n't ." ->
+    "don't."). transformers 5 leaves it off by default and ignores it for BPE tokenizers, so it is applied here
+    explicitly, whatever the tokenizer, as Tk-Instruct's predictions were made."""
+    for spaced, joined in _CLEAN_UP:
+        text = text.replace(spaced, joined)
+    return text
+
+
+_CLEAN_UP = (
+    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+    (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+)  # fmt: skip
+"""transformers 4.18 ``PreTrainedTokenizerBase.clean_up_tokenization``, in its order."""
 
 
 def _record(f: Features, prediction: str) -> dict:

@@ -234,7 +234,7 @@ def score_predictions(
         progress: Show a tqdm progress bar.
 
     Returns:
-        ``{"overall": m, "per_category": {cat: m}, "per_task": {task: m}, "track": str}`` where
+        ``{"overall": m, "per_category": {cat: m}, "per_task": {task: m}, "track": str, "official": flat}`` where
         each ``m`` is ``{"exact_match", "rougeL", "num_examples"}``; scores are percentages
         rounded to 4 decimals and the group dicts are sorted by key.
 
@@ -261,12 +261,30 @@ def score_predictions(
             per_category.setdefault(str(category), _Sums()).add(em, rouge)
     if overall.n == 0:
         raise PeftbenchError("no predictions to score (the record list is empty)")
-    return {
+    result = {
         "overall": overall.result(),
         "per_category": {key: per_category[key].result() for key in sorted(per_category)},
         "per_task": {key: per_task[key].result() for key in sorted(per_task)},
         "track": "xlingual" if xlingual else "default",
     }
+    result["official"] = official_keys(result)
+    return result
+
+
+def official_category_key(category: str) -> str:
+    """A category as SuperNI's scorer names it: ``"Textual Entailment"`` -> ``"textual_entailment"``."""
+    return "_".join(category.lower().split())
+
+
+def official_keys(scores: Mapping) -> dict[str, float]:
+    """The flat dict SuperNI's ``evaluation.py`` writes: ``exact_match``, ``rougeL``, and per task and per
+    category (under its official key) ``exact_match_for_<group>`` / ``rougeL_for_<group>``."""
+    flat = {"exact_match": scores["overall"]["exact_match"], "rougeL": scores["overall"]["rougeL"]}
+    groups = [*scores["per_task"].items(), *((official_category_key(c), m) for c, m in scores["per_category"].items())]
+    for group, m in groups:
+        flat[f"exact_match_for_{group}"] = m["exact_match"]
+        flat[f"rougeL_for_{group}"] = m["rougeL"]
+    return flat
 
 
 # --------------------------------------------------------------------------- files
