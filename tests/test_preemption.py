@@ -41,7 +41,7 @@ def _config(out: Path, **train) -> Path:
             "num_validation_tasks": 2,
         },
         "train": {"max_steps": 30, "per_device_batch_size": 4, "logging_steps": 1, "save_steps": 7,
-                  "eval_steps": 10, "learning_rate": 1e-3, **train},
+                  "eval_steps": 12, "learning_rate": 1e-3, **train},
         "eval": {"batch_size": 4, "max_new_tokens": 8},
         "output_dir": str(out),
         "run_name": "run",
@@ -88,16 +88,27 @@ def _assert_same_result(run_dir: Path, reference: Path) -> None:
     for key in ("overall", "per_task", "per_category"):
         assert ma[key] == mb[key]
     assert ma["train"]["losses"] == mb["train"]["losses"] and ma["train"]["steps"] == mb["train"]["steps"]
-    # Validation during training (steps 10, 20, 30) and the best weights survive interruptions too.
-    assert [s for s, _ in ma["train"]["validation"]] == [10, 20, 30]
+    # Validation during training (every 12 steps, at each epoch's end, at the last step) and the choice of
+    # the best weights for the test survive interruptions too.
+    epoch = -(-ma["data"]["train_instances"] // 4)  # batches (= optimizer steps) per epoch
+    expected = sorted({*range(12, 31, 12), *range(epoch, 31, epoch), 30})
+    assert [s for s, _ in ma["train"]["validation"]] == expected
     assert (
         ma["train"]["validation"] == mb["train"]["validation"] and ma["train"]["best_step"] == mb["train"]["best_step"]
     )
-    assert json.loads((run_dir / "best" / "best.json").read_text()) == json.loads(
-        (reference / "best" / "best.json").read_text()
+    best_step, best_score = max(ma["train"]["validation"], key=lambda v: v[1])  # first of equal maxima
+    assert ma["weights"] == mb["weights"]
+    assert ma["weights"]["used"] == "best" and ma["weights"]["step"] == best_step == ma["train"]["best_step"]
+    assert ma["weights"]["validation_rougeL"] == best_score
+    entries = [sorted(p.name for p in (d / "best").iterdir()) for d in (run_dir, reference)]
+    assert entries[0] == entries[1] == [f"step-{best_step:08d}"], "stale or missing best/ entries"
+    best_dir = f"best/step-{best_step:08d}"
+    assert json.loads((run_dir / best_dir / "best.json").read_text()) == json.loads(
+        (reference / best_dir / "best.json").read_text()
     )
-    best_a, best_b = (load_tensors(d / "best" / "trainable.safetensors") for d in (run_dir, reference))
+    best_a, best_b = (load_tensors(d / best_dir / "trainable.safetensors") for d in (run_dir, reference))
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+    assert all(torch.equal(best_a[k], a[k]) for k in a), "the test was not scored with the best weights"
     lines = (run_dir / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == len({json.loads(x)["id"] for x in lines}) == ma["overall"]["num_examples"]
     assert sorted(lines) == sorted((reference / "predictions.jsonl").read_text().splitlines())
@@ -232,9 +243,21 @@ def test_best_weights_follow_the_validation_score(reference):
     metrics = json.loads((reference / "metrics.json").read_text())
     validation = metrics["train"]["validation"]
     best_step, best_score = max(validation, key=lambda v: (v[1], -v[0]))  # first step with the top score
-    best = json.loads((reference / "best" / "best.json").read_text())
-    assert best == {"step": best_step, "metric": "rougeL", "score": best_score}
+    best_dir = reference / "best" / f"step-{best_step:08d}"
+    best = json.loads((best_dir / "best.json").read_text())
+    assert {k: best[k] for k in ("step", "metric", "score")} == {
+        "step": best_step,
+        "metric": "rougeL",
+        "score": best_score,
+    }
     assert metrics["train"]["best_step"] == best_step
     assert metrics["data"]["validation_tasks"] == 2
-    weights = load_tensors(reference / "best" / "trainable.safetensors")
+    weights = load_tensors(best_dir / "trainable.safetensors")
     assert sum(t.numel() for t in weights.values()) == metrics["trainable_params"]
+    # The test split is scored with exactly these weights; the last ones are kept beside them.
+    tested = load_tensors(reference / "trainable.safetensors")
+    assert all(torch.equal(tested[k], weights[k]) for k in weights)
+    assert metrics["weights"]["step"] == best_step and metrics["weights"]["last_step"] == 30
+    if best_step != 30:
+        last = load_tensors(reference / "last.safetensors")
+        assert any(not torch.equal(last[k], weights[k]) for k in weights)

@@ -129,6 +129,10 @@ class EvalConfig:
     """Generation length limit; None = data.max_target_length."""
     num_beams: int = 1
     """Beam width; 1 = greedy decoding (the default of Tk-Instruct and the study)."""
+    weights: str = "best"
+    """Which trained weights the test split is scored with: 'best' (the highest validation ROUGE-L, as the
+    study loads the best checkpoint before testing) or 'last'. Without validation the last weights are used,
+    and metrics.json says so."""
     xlingual: bool = False
     """Score with the cross-lingual track (ROUGE-L over GPT-2 tokens)."""
     xlingual_tokenizer: str = "gpt2"
@@ -497,6 +501,8 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append("eval.batch_size must be >= 1")
     if e.num_beams < 1:
         problems.append("eval.num_beams must be >= 1")
+    if e.weights not in ("best", "last"):
+        problems.append("eval.weights must be best or last")
     if cfg.run_name is not None and ("/" in cfg.run_name or cfg.run_name in ("", ".", "..")):
         problems.append("run_name must be a plain directory name")
     unknown_trackers = sorted(set(t.report_to) - {"tensorboard", "wandb"})

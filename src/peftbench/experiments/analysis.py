@@ -2,7 +2,7 @@
 
 A *configuration* is a run's config without its seed (and without where or how it ran). Its test scores
 are averaged over seeds (mean ± sample standard deviation). The best configuration of a method is the one
-with the highest mean **validation** ROUGE-L of the final weights (the study's protocol: choose on the
+with the highest mean **validation** ROUGE-L of the tested weights (the study's protocol: choose on the
 validation tasks, report on the test tasks); runs without validation tasks cannot be selected this way.
 """
 
@@ -49,13 +49,16 @@ class Configuration:
         return _mean_std([m["overall"][metric] for m in self.runs])
 
     def validation(self) -> tuple[float, float] | None:
-        """Mean ± std of the final weights' validation ROUGE-L, or None when a run has none."""
+        """Mean ± std of the validation ROUGE-L of the weights each run was tested with (the best checkpoint's
+        under ``eval.weights: best``; runs from before that record: the final weights'), or None when a run
+        has none."""
         scores = []
         for m in self.runs:
+            tested = (m.get("weights") or {}).get("validation_rougeL")
             entries = (m.get("train") or {}).get("validation") or []
-            if not entries:
+            if tested is None and not entries:
                 return None
-            scores.append(float(entries[-1][1]))
+            scores.append(float(tested if tested is not None else entries[-1][1]))
         return _mean_std(scores)
 
     def category(self, name: str) -> tuple[float, float]:

@@ -68,6 +68,15 @@ def hyperparameters(m: dict[str, Any]) -> str:
     return " ".join(parts) or "-"
 
 
+def tested_weights(m: dict[str, Any]) -> str:
+    """Which weights the test was scored with: 'best@40 (val 23.10)', 'last@60', or '-' (untrained)."""
+    w = m.get("weights") or {}
+    if not w:
+        return "-" if m.get("method") == "untrained" or not m.get("train") else "last"
+    val = f" (val {w['validation_rougeL']:.2f})" if isinstance(w.get("validation_rougeL"), (int, float)) else ""
+    return f"{w['used']}@{w['step']}{val}"
+
+
 def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]], list[str]]:
     """Header, rows (for the CSV) and the categories; per category both exact match and ROUGE-L."""
     categories = sorted({c for m in runs for c in m.get("per_category", {})})
@@ -75,7 +84,7 @@ def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]],
     header += ["exact match", "ROUGE-L"]
     for c in categories:
         header += [f"EM {c}", f"ROUGE-L {c}"]
-    header += ["train time (s)", "peak memory (MB)"]
+    header += ["test weights", "train time (s)", "peak memory (MB)"]
     rows = []
     for m in runs:
         per_cat = m.get("per_category", {})
@@ -92,7 +101,7 @@ def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]],
         ]
         for c in categories:
             row += [per_cat[c]["exact_match"], per_cat[c]["rougeL"]] if c in per_cat else ["", ""]
-        row += [m.get("train_time_s", 0.0), m.get("peak_memory_mb", "")]
+        row += [tested_weights(m), m.get("train_time_s", 0.0), m.get("peak_memory_mb", "")]
         rows.append(row)
     return header, rows, categories
 

@@ -41,7 +41,7 @@ from peftbench.io import atomic_write_json, atomic_write_text, load_tensors, pea
 from peftbench.methods import MethodSpec, get_method, trainable_parameters
 from peftbench.methods.budget import match_budget
 from peftbench.models import count_parameters, is_encoder_decoder, load_model, load_tokenizer
-from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint
+from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
 from peftbench.training.preemption import Preempted, StopFlag, stop_on_signals
 from peftbench.training.trainer import Checkpointing, TrainResult, fit, resolve_schedule
 
@@ -49,6 +49,7 @@ log = logging.getLogger("peftbench")
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "trainable.safetensors"
+LAST_WEIGHTS_FILE = "last.safetensors"
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "train.log"
@@ -185,11 +186,16 @@ def load_trainable(model: nn.Module, path: Path) -> None:
         state = load_tensors(path)
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise PeftbenchError(f"{path}: cannot read weights ({exc})") from None
+    apply_trainable(model, state, str(path))
+
+
+def apply_trainable(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Loads a method's weights into the model; every trainable tensor must be there and nothing else."""
     expected = set(trainable_parameters(model))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise PeftbenchError(
-            f"{path} does not match the run's method: {len(missing)} missing tensor(s) "
+            f"{source} does not match the run's method: {len(missing)} missing tensor(s) "
             f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
         )
     model.load_state_dict(state, strict=False)
@@ -256,6 +262,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
             load_trainable(model, run_dir / WEIGHTS_FILE)
             model.to(accelerator.device)
             result = TrainResult(**state["train"])
+            weights = state.get("weights")
             say("training had finished; continuing the evaluation", quiet)
         else:
             resume = latest_valid_checkpoint(run_dir, cfg.config_hash(), accelerator.num_processes)
@@ -274,20 +281,52 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
                 hooks=spec.training_hooks,
             )  # fmt: skip
             model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
+            weights = None
             if accelerator.is_main_process:
+                weights = select_test_weights(model, cfg, result, run_dir)
+                say(weights["note"], quiet)
                 save_trainable(model, run_dir / WEIGHTS_FILE, cfg)
-                state.update(trained=True, train=asdict(result))
+                state.update(trained=True, train=asdict(result), weights=weights)
                 state.save()
         if accelerator.is_main_process:
             metrics = evaluate_and_write(
                 model, tokenizer, test_features, cfg, run_dir, accelerator.device, spec=spec, progress=progress,
                 train=result, params=(trainable, total), data_stats=data.stats, resume=True, stop=stop,
+                weights=weights,
             )  # fmt: skip
             say(headline(run_dir.name, metrics), quiet)
             accelerator.log({f"test/{k}": float(v) for k, v in metrics["overall"].items()}, step=result.steps)
         accelerator.wait_for_everyone()
         accelerator.end_training()
     return RunResult(run_dir, finished_metrics(run_dir) or {})
+
+
+def select_test_weights(model: nn.Module, cfg: ExperimentConfig, result: TrainResult, run_dir: Path) -> dict[str, Any]:
+    """Puts the weights the test split is scored with into ``model``, as the study does: the best validation
+    checkpoint (``eval.weights: best``, when validation ran), else the last weights. The last weights are
+    kept as ``last.safetensors`` when the best ones replace them. Returns what ``metrics.json["weights"]``
+    records: which weights, their step and validation ROUGE-L, and a plain sentence."""
+    scores = dict(result.validation)
+    last = {
+        "used": "last",
+        "step": result.steps,
+        "validation_rougeL": scores.get(result.steps),
+        "last_step": result.steps,
+    }
+    if cfg.eval.weights == "last":
+        return {**last, "note": f"test scored with the last weights (step {result.steps}; eval.weights=last)"}
+    if result.best_step is None:
+        return {**last, "note": "no validation tasks (data.num_validation_tasks or train.eval_steps is 0): "
+                f"the test is scored with the last weights (step {result.steps})"}  # fmt: skip
+    tensors, score = load_best(run_dir, result.best_step)
+    if result.best_step != result.steps:
+        save_trainable(model, run_dir / LAST_WEIGHTS_FILE, cfg)
+        apply_trainable(model, tensors, str(run_dir / "best"))
+    return {
+        "used": "best", "step": result.best_step, "validation_rougeL": score, "last_step": result.steps,
+        "note": f"test scored with the best validation weights: step {result.best_step} of {result.steps}, "
+        f"validation ROUGE-L {score:.2f}",
+    }  # fmt: skip
 
 
 def trackers(cfg: ExperimentConfig) -> list[str] | None:
@@ -382,6 +421,7 @@ def evaluate_and_write(
     data_stats: dict[str, Any],
     resume: bool = False,
     stop: StopFlag | None = None,
+    weights: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``.
 
@@ -424,6 +464,7 @@ def evaluate_and_write(
         "trainable_params_note": spec.count_note if spec is not None else "",
         "budget": budget_record(cfg, trainable) if spec is not None else None,
         "train": asdict(train) if train is not None else None,
+        "weights": weights,
         "train_time_s": train.train_time_s if train is not None else 0.0,
         "eval_time_s": round(eval_time, 3),
         "peak_memory_mb": peak,
@@ -499,6 +540,7 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = True, quiet: bool = Fa
             train=train,
             params=(0 if untrained else trainable, total),
             data_stats=data.stats,
+            weights=previous.get("weights"),
         )
         say(headline(run_dir.name, metrics), quiet)
     return RunResult(run_dir, metrics)

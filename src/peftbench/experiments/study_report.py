@@ -31,7 +31,7 @@ def selection(configs: list[Configuration]) -> tuple[dict[str, Configuration], s
     """One configuration per method for the summary, and how it was chosen."""
     best = best_per_method(configs)
     if best:
-        return best, "chosen on validation ROUGE-L (final weights), reported on the test tasks"
+        return best, "chosen on validation ROUGE-L (of the weights tested: eval.weights), reported on the test tasks"
     chosen: dict[str, Configuration] = {}
     for config in configs:
         current = chosen.get(config.method)

@@ -12,6 +12,7 @@ read back with ``weights_only=True``; everything else is JSON. Nothing is ever u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -184,24 +185,70 @@ def _fsync_dir(path: Path) -> None:
 
 
 BEST = "best"
+BEST_INFO = "best.json"
 
 
 def save_best(run_dir: Path, step: int, score: float, metric: str, trainable: dict[str, torch.Tensor]) -> Path:
-    """Replaces ``best/`` (the weights with the best validation score so far) atomically."""
-    final = run_dir / BEST
-    tmp = run_dir / f".tmp-{BEST}-{os.getpid()}"
+    """Keeps the weights with the best validation score so far as ``best/step-<N>/`` (weights and
+    ``best.json``: step, metric, score, the weights' SHA-256), written to a temporary directory and renamed.
+
+    The training state (checkpointed) names the best step, so a resumed run reads exactly that entry. Older
+    entries are removed by :func:`prune_best` only once no kept checkpoint names them, so a run that falls
+    back to an older checkpoint still finds the best weights its state names.
+    """
+    root = run_dir / BEST
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     save_tensors(trainable, tmp / WEIGHTS)
-    (tmp / "best.json").write_text(json.dumps({"step": step, "metric": metric, "score": score}, indent=1))
-    _fsync_file(tmp / "best.json")
-    old = run_dir / f".old-{BEST}-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
+    _fsync_file(tmp / WEIGHTS)
+    info = {"step": step, "metric": metric, "score": score, "sha256": _sha256(tmp / WEIGHTS)}
+    (tmp / BEST_INFO).write_text(json.dumps(info, indent=1))
+    _fsync_file(tmp / BEST_INFO)
+    final = root / _best_name(step)
+    if final.exists():  # a replayed step after resuming: the same weights again
+        shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(run_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(root)
     return final
+
+
+def prune_best(run_dir: Path, current: int | None) -> None:
+    """Removes ``best/step-*`` entries that neither the current best step nor any kept checkpoint names."""
+    root = run_dir / BEST
+    if not root.is_dir():
+        return
+    keep = {current}
+    for path in checkpoint_dirs(run_dir):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, IndexError):
+            best = json.loads((path / STATE).read_text())["best"]
+            keep.add(int(best[0]) if best else None)
+    for entry in root.glob("step-*"):
+        if not any(step is not None and entry.name == _best_name(step) for step in keep):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _best_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def load_best(run_dir: Path, step: int) -> tuple[dict[str, torch.Tensor], float]:
+    """The best weights saved at ``step`` and their validation score, after checking them against their
+    ``best.json`` (step and SHA-256); a one-line ``PeftbenchError`` when they are missing or damaged."""
+    path = run_dir / BEST / _best_name(step)
+    try:
+        info = json.loads((path / BEST_INFO).read_text())
+        if int(info["step"]) != step:
+            raise ValueError(f"it records step {info['step']}")
+        if _sha256(path / WEIGHTS) != info["sha256"]:
+            raise ValueError("its weights do not match their SHA-256")
+        return load_tensors(path / WEIGHTS), float(info["score"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PeftbenchError(
+            f"{path}: the best weights (validation step {step}) cannot be used ({exc}); "
+            "set eval.weights=last or train again"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------

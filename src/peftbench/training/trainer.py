@@ -33,6 +33,7 @@ from peftbench.training.checkpoint import (
     Checkpoint,
     capture_rng_state,
     load_checkpoint,
+    prune_best,
     restore_rng_state,
     save_best,
     save_checkpoint,
@@ -61,7 +62,7 @@ class TrainResult:
     validation: list[tuple[int, float]] = field(default_factory=list)
     """(step, validation ROUGE-L) pairs, when validation tasks are configured."""
     best_step: int | None = None
-    """Step of the weights kept in best/ (highest validation score)."""
+    """Step of the weights kept in best/ (highest validation score; the first such step on ties)."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ def fit(
     next optimizer-step boundary and raises ``Preempted``. Resuming restores weights, optimizer, scheduler,
     data position, loss accumulators and every RNG, so the run continues exactly as if never stopped.
     With ``validate`` (returns a score, higher is better) the model is scored every ``train.eval_steps``
-    steps and the best weights are kept in ``best/`` of the run directory. ``hooks`` (a method's
+    steps, at every epoch's end and at the last step, and the best weights are kept in ``best/`` of the run
+    directory (:func:`~peftbench.training.checkpoint.save_best`). ``hooks`` (a method's
     ``training_hooks``) builds the method's per-step hooks from the model and the run's step count; their
     state is checkpointed with the rest.
     """
@@ -225,8 +227,11 @@ def fit(
                 running, seen = torch.zeros((), device=accelerator.device), 0
             if pause:
                 time.sleep(pause)
-            # every eval_steps, and at the end: the final weights' validation score selects configurations
-            if validate is not None and train.eval_steps > 0 and (step % train.eval_steps == 0 or step == steps):
+            # every eval_steps, at each epoch's end and at the end of training (the study validates at
+            # eval_steps and epoch ends); the best score's weights are kept for the test evaluation
+            epoch_end = batches_done >= epoch_batches
+            if validate is not None and train.eval_steps > 0 and (step % train.eval_steps == 0 or step == steps
+                                                                  or epoch_end):  # fmt: skip
                 score = validate(accelerator.unwrap_model(model))
                 state["validation"].append((step, score))
                 log.info("step %d validation score %.4f", step, score)
@@ -247,6 +252,8 @@ def fit(
                 }  # fmt: skip
                 _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed, method_hooks)
                 last_saved = step
+                if accelerator.is_main_process:
+                    prune_best(checkpointing.run_dir, state["best"][0] if state["best"] else None)
             if stopping:
                 raise Preempted("training")
             if step >= steps:
@@ -257,6 +264,8 @@ def fit(
             continue
         break
     bar.close()
+    if checkpointing is not None and accelerator.is_main_process:
+        prune_best(checkpointing.run_dir, state["best"][0] if state["best"] else None)
     elapsed = state["train_time_s"] + time.perf_counter() - start
     peak, peak_kind = peak_memory_mb(accelerator.device)
     return TrainResult(
