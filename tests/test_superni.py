@@ -477,3 +477,37 @@ def test_training_target_is_a_seeded_choice(small: Path) -> None:
     assert {e.references for e in _load(small, split="custom").train if e.task == "train_a"} == {
         ("red", "green", "blue")
     }
+
+
+# --------------------------------------------------------------------------------------------- seeds
+
+
+def test_training_seed_does_not_change_the_data_but_data_seed_does(mini_dir: Path) -> None:
+    """`seed` is the training seed; everything that selects data follows `data.seed` (issue 11, part 4)."""
+    from peftbench.config import config_from_dict
+    from peftbench.experiments.run import build_model, prepare_data
+
+    data = {
+        "data_dir": str(mini_dir), "split": "mini", "num_validation_tasks": 4, "num_train_tasks": 9,
+        "max_train_instances_per_task": 3, "max_eval_instances_per_task": 2, "max_source_length": 48, "cache": False,
+    }  # fmt: skip
+    configs = {
+        "base": config_from_dict({"model": {"name": "tiny-t5"}, "data": data, "seed": 1}),
+        "seed": config_from_dict({"model": {"name": "tiny-t5"}, "data": data, "seed": 2}),
+        "data.seed": config_from_dict({"model": {"name": "tiny-t5"}, "data": {**data, "seed": 7}, "seed": 1}),
+    }
+    assert configs["base"].data.seed == 42  # the study's fixed data selection
+    model, tokenizer = build_model(configs["base"], apply_method=False)
+
+    def selection(name: str) -> tuple:
+        prepared = prepare_data(configs[name], tokenizer, model)
+        roles = (prepared.train, prepared.validation, prepared.test)
+        ids = tuple(tuple(f.id for f in role) for role in roles)
+        return prepared.train_tasks, prepared.validation_tasks, prepared.test_tasks, ids
+
+    base = selection("base")
+    assert selection("seed") == base
+    other = selection("data.seed")
+    assert other[1] != base[1] and other[0] != base[0]  # other validation tasks, other training subset
+    assert other[2] == base[2] and other[3][2] == base[3][2]  # the test set is the official one either way
+    assert configs["data.seed"].config_hash() != configs["base"].config_hash()
