@@ -205,7 +205,7 @@ def test_unwritable_cache_only_warns(data_dir: Path, tmp_path: Path, caplog) -> 
 def test_load_warnings_are_repeated_from_the_cache(data_dir: Path, tmp_path: Path, caplog) -> None:
     path = data_dir / "tasks" / "task005_test.json"
     task = json.loads(path.read_text())
-    task["Instances"][0]["output"] = [""]  # no usable reference: skipped with a warning
+    task["Instances"][0]["output"] = []  # no reference at all: skipped with a warning
     path.write_text(json.dumps(task))
     cache = tmp_path / "cache"
     with caplog.at_level(logging.WARNING):

@@ -513,3 +513,25 @@ def test_write_metrics_failure_keeps_old_file_and_no_temp(tmp_path: Path, monkey
         write_metrics({"a": 2}, target)
     assert json.loads(target.read_text(encoding="utf-8")) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_empty_references_score_as_the_official_scorer() -> None:
+    """Evaluation keeps empty strings among references (the official reference file does): an empty or
+    missing prediction then matches an empty reference exactly (EM 1) but has no ROUGE-L tokens (0), as
+    natural-instructions' eval/automatic/evaluation.py gives (re-implemented above as ``_official_metrics``)."""
+    cases = [
+        ("", [""]),
+        (None, [""]),
+        (".", [""]),  # punctuation only: normalised to "" for exact match, no ROUGE tokens either
+        ("kept", ["", "kept"]),
+        ("", ["", "kept"]),
+        ("something", [""]),
+        ("", ["", ""]),
+    ]
+    records = [_rec(i, "t", pred, refs) for i, (pred, refs) in enumerate(cases)]
+    out = score_predictions(records)
+    assert out["overall"] == _official_metrics([p or "" for p, _ in cases], [refs for _, refs in cases])
+    singles = [score_predictions([r])["overall"] for r in records]
+    assert [(s["exact_match"], s["rougeL"]) for s in singles] == [
+        (100.0, 0.0), (100.0, 0.0), (100.0, 0.0), (100.0, 100.0), (100.0, 0.0), (0.0, 0.0), (100.0, 0.0),
+    ]  # fmt: skip

@@ -339,24 +339,38 @@ def test_definition_as_plain_string_is_accepted(small: Path) -> None:
     assert _load(small, split="custom").test[0].source.startswith("Definition: Plain string definition!\n\n")
 
 
-def test_empty_outputs_are_skipped_and_counted(small: Path, caplog: pytest.LogCaptureFixture) -> None:
-    train = _task_data("train_a", 5)
+def test_empty_inputs_and_references_are_kept_as_the_official_reference_file_has_them(
+    small: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Evaluation keeps what natural-instructions' eval/leaderboard/create_reference_file.py keeps (the first 100
+    instances, ``references = output`` as is); training skips only instances without a non-empty output."""
+    train = _task_data("train_a", 6)
     train["Instances"][1]["output"] = []
     train["Instances"][3]["output"] = ["  "]
-    test = _task_data("test_a", 5)
+    train["Instances"][4]["input"] = ""  # kept for training, as Tk-Instruct keeps it
+    train["Instances"][5]["output"] = ["", "only"]
+    test = _task_data("test_a", 6)
     test["Instances"][0]["input"] = "   "
-    test["Instances"][2]["output"] = ["", "kept"]  # one usable output: kept, the empty one dropped
+    test["Instances"][2]["output"] = ["", "kept"]
+    test["Instances"][3]["output"] = [""]  # every output empty: still an instance of the official file
+    test["Instances"][4]["output"] = []  # no reference at all: cannot be scored, skipped
     (small / "tasks" / "train_a.json").write_text(json.dumps(train))
     (small / "tasks" / "test_a.json").write_text(json.dumps(test))
     with caplog.at_level(logging.WARNING, logger="peftbench.data.superni"):
         data = _load(small, split="custom")
     assert data.stats["skipped_instances"] == 3
-    assert sorted(e.id for e in data.train if e.task == "train_a") == ["train_a-0", "train_a-2", "train_a-4"]
-    assert [e.id for e in data.test] == ["test_a-1", "test_a-2", "test_a-3", "test_a-4"]
-    assert data.test[1].references == ("kept",) and data.test[1].target == "kept"
+    kept = {e.id: e for e in data.train if e.task == "train_a"}
+    assert sorted(kept) == ["train_a-0", "train_a-2", "train_a-4", "train_a-5"]
+    assert "Input: .\nOutput: " in kept["train_a-4"].source
+    assert kept["train_a-5"].target == "only" and kept["train_a-5"].references == ("", "only")
+    assert [e.id for e in data.test] == ["test_a-0", "test_a-1", "test_a-2", "test_a-3", "test_a-5"]
+    by_id = {e.id: e for e in data.test}
+    assert by_id["test_a-0"].source.endswith("Input: .\nOutput: ")
+    assert by_id["test_a-2"].references == ("", "kept") and by_id["test_a-2"].target == ""
+    assert by_id["test_a-3"].references == ("",) and by_id["test_a-3"].target == ""
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("train_a.json" in w and "skipped 2" in w for w in warnings)
-    assert any("test_a.json" in w and "skipped 1" in w for w in warnings)
+    assert any("train_a.json" in w and "skipped 2 training" in w for w in warnings)
+    assert any("test_a.json" in w and "skipped 1 evaluation" in w for w in warnings)
 
 
 def test_custom_logger_receives_warnings(small: Path) -> None:

@@ -11,8 +11,11 @@ Selection follows Tk-Instruct (``src/ni_dataset.py``): training instances are sh
 (``max_num_instances_per_task``); evaluation tasks use the first 100 instances of each task file (the official
 label-balanced evaluation set) and then the first ``max_eval_instances_per_task`` of those (Tk-Instruct
 shuffles before capping; we keep file order so a smaller cap is a prefix of the official set). The training
-target is one of the instance's outputs chosen at random (Tk-Instruct: ``random.choice(output)``); evaluation
-examples keep the first output as target; all outputs are references.
+target is one of the instance's non-empty outputs chosen at random (Tk-Instruct: ``random.choice(output)``);
+evaluation examples keep the first output as target; all outputs are references, exactly as the file has
+them (empty strings included, as the official reference file keeps them). Evaluation keeps instances with an
+empty input; training skips instances without a non-empty output (an empty target would teach the model to
+stop at once); see docs/fidelity.md.
 
 All randomness goes through ``random.Random`` objects seeded from :attr:`SuperNIConfig.seed` (and the task
 name, so a task's sample does not depend on which other tasks are listed).
@@ -114,7 +117,8 @@ class Example:
     target: str
     """The training target (a seeded random choice among the outputs; the first output for evaluation)."""
     references: tuple[str, ...]
-    """All non-empty outputs of the instance, in file order (for evaluation metrics)."""
+    """All outputs of the instance as in the file, empty strings included (for evaluation metrics; the official
+    reference file keeps them too)."""
 
 
 @dataclass
@@ -334,38 +338,41 @@ class _Selected:
     eval_skipped: list[str]
 
 
-def _references(instance: dict[str, Any]) -> tuple[str, ...] | None:
-    """Non-empty outputs, or ``None`` when the instance must be skipped (empty input or no output)."""
-    references = tuple(o for o in instance["output"] if o.strip())
-    if not references or not instance["input"].strip():
-        return None
-    return references
+def _training_targets(instance: dict[str, Any]) -> tuple[str, ...]:
+    """The outputs a training target may be: the non-empty ones, in file order (none: the instance is skipped)."""
+    return tuple(o for o in instance["output"] if o.strip())
 
 
 def _select(task: Task, path: Path, config: SuperNIConfig) -> _Selected:
-    """Pick the training and the evaluation instances of a task (whichever role it ends up in)."""
+    """Pick the training and the evaluation instances of a task (whichever role it ends up in).
+
+    Training takes any instance with a non-empty output (an empty input is kept, as Tk-Instruct keeps it);
+    its targets are its non-empty outputs. Evaluation keeps what the official reference file keeps
+    (``eval/leaderboard/create_reference_file.py``: the first 100 instances, ``references = output`` as is),
+    empty inputs and empty strings among the references included; only an instance with no output at all
+    is skipped, since no reference means no score (the official scorer's max over references fails on it).
+    """
     rng = random.Random(f"{config.seed}:{task.name}")
     usable: list[tuple[dict[str, Any], tuple[str, ...]]] = []
     train_skipped: list[str] = []
     for instance in task.instances:
-        references = _references(instance)
-        if references is None:
-            train_skipped.append(instance["id"])
+        targets = _training_targets(instance)
+        if targets:
+            usable.append((instance, targets))
         else:
-            usable.append((instance, references))
+            train_skipped.append(instance["id"])
     rng.shuffle(usable)
     if config.max_train_instances_per_task is not None:
         usable = usable[: config.max_train_instances_per_task]
-    train = [(instance, rng.choice(references), references) for instance, references in usable]
+    train = [(instance, rng.choice(targets), tuple(instance["output"])) for instance, targets in usable]
 
     evaluation: list[tuple[dict[str, Any], tuple[str, ...]]] = []
     eval_skipped: list[str] = []
     for instance in task.instances[:EVAL_INSTANCES_PER_TASK]:
-        references = _references(instance)
-        if references is None:
-            eval_skipped.append(instance["id"])
+        if instance["output"]:
+            evaluation.append((instance, tuple(instance["output"])))
         else:
-            evaluation.append((instance, references))
+            eval_skipped.append(instance["id"])
     if config.max_eval_instances_per_task is not None:
         evaluation = evaluation[: config.max_eval_instances_per_task]
     # Keep only the selected instances in memory: full SuperNI task files can be large.
@@ -373,10 +380,10 @@ def _select(task: Task, path: Path, config: SuperNIConfig) -> _Selected:
     return _Selected(slim, path, train, train_skipped, evaluation, eval_skipped)
 
 
-def _warn_skipped(log: logging.Logger, path: Path, skipped: list[str]) -> None:
+def _warn_skipped(log: logging.Logger, path: Path, skipped: list[str], why: str) -> None:
     if skipped:
         shown = ", ".join(skipped[:_SHOW_MISSING]) + (", ..." if len(skipped) > _SHOW_MISSING else "")
-        log.warning("%s: skipped %d instance(s) with empty input or output (%s)", path, len(skipped), shown)
+        log.warning("%s: skipped %d %s (%s)", path, len(skipped), why, shown)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -516,7 +523,7 @@ def load_superni(
     for name in train_names:
         sel = selected[name]
         skipped += len(sel.train_skipped)
-        _warn_skipped(log, sel.path, sel.train_skipped)
+        _warn_skipped(log, sel.path, sel.train_skipped, "training instance(s) without a non-empty output")
         sources = encode(sel.task, [inst for inst, _, _ in sel.train])
         train.extend(
             Example(inst["id"], name, sel.task.category, source, target, refs)
@@ -529,7 +536,7 @@ def load_superni(
         for name in names:
             sel = selected[name]
             skipped += len(sel.eval_skipped)
-            _warn_skipped(log, sel.path, sel.eval_skipped)
+            _warn_skipped(log, sel.path, sel.eval_skipped, "evaluation instance(s) without any output")
             sources = encode(sel.task, [inst for inst, _ in sel.eval])
             examples.extend(
                 Example(inst["id"], name, sel.task.category, source, refs[0], refs)
