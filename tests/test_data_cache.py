@@ -78,6 +78,9 @@ def test_cached_features_equal_a_fresh_build(data_dir: Path, tmp_path: Path) -> 
     assert len(fresh.train) == 18 and len(fresh.validation) == 6 and len(fresh.test) == 12
     _same(fresh, cold)
     _same(fresh, hot)
+    # Every training instance has two outputs: both targets' tokens are stored (the trainer draws one per epoch).
+    assert all(len(f.target_options) == 2 and f.target_options[0] == f.target_ids for f in hot.train)
+    assert all(f.target_options == () for f in hot.validation + hot.test)
     assert sorted(p.name for p in cache.iterdir()) == [cold.cache_path.name]  # no temporary leftovers
     assert sorted(p.name for p in cold.cache_path.iterdir()) == [META_FILE, TOKENS_FILE]
 

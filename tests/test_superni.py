@@ -475,22 +475,18 @@ def test_eval_uses_only_first_100_instances(small: Path) -> None:
     assert [e.id for e in capped.test] == ["test_a-0", "test_a-1", "test_a-2"]
 
 
-def test_training_target_is_a_seeded_choice(small: Path) -> None:
-    data = _task_data("train_a", 40)
+def test_training_examples_keep_every_non_empty_output_as_a_target(small: Path) -> None:
+    """The target is drawn per epoch by the trainer (collate.with_epoch_targets), so loading keeps them all."""
+    data = _task_data("train_a", 4)
     for instance in data["Instances"]:
-        instance["output"] = ["red", "green", "blue"]
+        instance["output"] = ["red", "", "green", "blue"]
     (small / "tasks" / "train_a.json").write_text(json.dumps(data))
-
-    def targets(seed: int) -> dict[str, str]:
-        return {e.id: e.target for e in _load(small, split="custom", seed=seed).train if e.task == "train_a"}
-
-    first = targets(1)
-    assert len(first) == 40 and set(first.values()) == {"red", "green", "blue"}
-    assert targets(1) == first
-    assert targets(2) != first
-    assert {e.references for e in _load(small, split="custom").train if e.task == "train_a"} == {
-        ("red", "green", "blue")
-    }
+    train = [e for e in _load(small, split="custom").train if e.task == "train_a"]
+    assert len(train) == 4
+    for example in train:
+        assert example.targets == ("red", "green", "blue") and example.target == "red"
+        assert example.references == ("red", "", "green", "blue")
+    assert all(e.targets == () for e in _load(small, split="custom").test)
 
 
 # --------------------------------------------------------------------------------------------- seeds

@@ -59,7 +59,7 @@ __all__ = [
     "tokenizer_fingerprint",
 ]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped whenever the layout of an entry changes (the code that fills an entry is keyed by its source, see
 :func:`code_fingerprint`)."""
 FEATURE_MODULES = (
@@ -281,6 +281,9 @@ def _encode(data: PreparedData) -> tuple[bytes, dict[str, Any]]:
         index = {name: i for i, name in enumerate(task_names)}
         arrays[f"{role}.prompt"], arrays[f"{role}.prompt_offsets"] = _flat([f.prompt_ids for f in feats])
         arrays[f"{role}.target"], arrays[f"{role}.target_offsets"] = _flat([f.target_ids for f in feats])
+        options = [ids for f in feats for ids in f.target_options]
+        arrays[f"{role}.options"], arrays[f"{role}.options_offsets"] = _flat(options)
+        arrays[f"{role}.option_counts"] = np.array([len(f.target_options) for f in feats], dtype=np.int32)
         arrays[f"{role}.task"] = np.array([index[f.task] for f in feats], dtype=np.int32)
         roles[role] = {
             "tasks": task_names,
@@ -369,10 +372,19 @@ def _read_entry(path: Path, vocab_size: int) -> PreparedData:
             ids, refs, tasks, cats = info["ids"], info["references"], info["tasks"], info["categories"]
             task_index = arrays[f"{role}.task"]
             n = len(ids)
+            counts = arrays[f"{role}.option_counts"]
+            if len(counts) != n or (n and int(counts.min()) < 0):
+                raise _Invalid(f"{role} option counts are inconsistent")
+            rows = {"prompt": n, "target": n, "options": int(counts.sum())}
             columns = {}
-            for part in ("prompt", "target"):
+            for part, count in rows.items():
                 flat, offsets = arrays[f"{role}.{part}"], arrays[f"{role}.{part}_offsets"]
-                if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != len(flat) or np.any(np.diff(offsets) < 0):
+                if (
+                    len(offsets) != count + 1
+                    or offsets[0] != 0
+                    or offsets[-1] != len(flat)
+                    or np.any(np.diff(offsets) < 0)
+                ):
                     raise _Invalid(f"{role} {part} offsets are inconsistent")
                 if len(flat) and (int(flat.min()) < 0 or int(flat.max()) >= vocab_size):
                     raise _Invalid(f"{role} {part} ids outside the tokenizer's vocabulary")
@@ -383,9 +395,13 @@ def _read_entry(path: Path, vocab_size: int) -> PreparedData:
                 raise _Invalid(f"{role} task index out of range")
             names = [tasks[i] for i in task_index.tolist()]
             categories = dict(zip(tasks, cats, strict=True))
+            option_rows = iter(columns["options"])
+            options = [tuple(next(option_rows) for _ in range(c)) for c in counts.tolist()]
             features[role] = [
-                Features(i, t, categories[t], p, g, tuple(r))
-                for i, t, p, g, r in zip(ids, names, columns["prompt"], columns["target"], refs, strict=True)
+                Features(i, t, categories[t], p, g, tuple(r), o)
+                for i, t, p, g, r, o in zip(
+                    ids, names, columns["prompt"], columns["target"], refs, options, strict=True
+                )
             ]
         lists = meta["task_lists"]
         return PreparedData(

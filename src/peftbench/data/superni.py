@@ -10,9 +10,11 @@ Expected layout (the original ``allenai/natural-instructions`` repository layout
 Selection follows Tk-Instruct (``src/ni_dataset.py``): training instances are shuffled and capped per task
 (``max_num_instances_per_task``); evaluation tasks use the first 100 instances of each task file (the official
 label-balanced evaluation set) and then the first ``max_eval_instances_per_task`` of those (Tk-Instruct
-shuffles before capping; we keep file order so a smaller cap is a prefix of the official set). The training
-target is one of the instance's non-empty outputs chosen at random (Tk-Instruct: ``random.choice(output)``);
-evaluation examples keep the first output as target; all outputs are references, exactly as the file has
+shuffles before capping; we keep file order so a smaller cap is a prefix of the official set). A training
+example keeps all its non-empty outputs as ``targets`` and each epoch trains on one of them drawn afresh
+(Tk-Instruct's collator: ``random.choice(output)`` per batch; here deterministic in the training seed, the
+epoch and the instance, see :func:`peftbench.data.collate.with_epoch_targets`); evaluation examples keep the
+first output as target; all outputs are references, exactly as the file has
 them (empty strings included, as the official reference file keeps them). Evaluation keeps instances with an
 empty input; training skips instances without a non-empty output (an empty target would teach the model to
 stop at once); see docs/fidelity.md.
@@ -115,10 +117,14 @@ class Example:
     source: str
     """The encoded prompt; ends with ``"Output: "``."""
     target: str
-    """The training target (a seeded random choice among the outputs; the first output for evaluation)."""
+    """The default target: the first non-empty output for training (each epoch draws one of ``targets``, see
+    :func:`peftbench.data.collate.with_epoch_targets`), the first output for evaluation."""
     references: tuple[str, ...]
     """All outputs of the instance as in the file, empty strings included (for evaluation metrics; the official
     reference file keeps them too)."""
+    targets: tuple[str, ...] = ()
+    """Training: the targets an epoch draws from, the instance's non-empty outputs in file order
+    (``targets[0] == target``). Empty for evaluation examples."""
 
 
 @dataclass
@@ -142,7 +148,8 @@ class SuperNIConfig:
     subset is a prefix of one seeded shuffle, so smaller counts are subsets of larger ones (the study's
     training-task curve: 8 … 707)."""
     seed: int = 42
-    """Seed for the validation carving, the training-instance shuffle and the training-target choice."""
+    """Seed for the validation carving, the training-task subsets and the training-instance shuffle (``data.seed``
+    of a run; the training target of each epoch is drawn from the training seed instead)."""
 
 
 @dataclass
@@ -332,7 +339,7 @@ class _Selected:
 
     task: Task
     path: Path
-    train: list[tuple[dict[str, Any], str, tuple[str, ...]]]
+    train: list[tuple[dict[str, Any], tuple[str, ...]]]
     train_skipped: list[str]
     eval: list[tuple[dict[str, Any], tuple[str, ...]]]
     eval_skipped: list[str]
@@ -364,7 +371,7 @@ def _select(task: Task, path: Path, config: SuperNIConfig) -> _Selected:
     rng.shuffle(usable)
     if config.max_train_instances_per_task is not None:
         usable = usable[: config.max_train_instances_per_task]
-    train = [(instance, rng.choice(targets), tuple(instance["output"])) for instance, targets in usable]
+    train = usable
 
     evaluation: list[tuple[dict[str, Any], tuple[str, ...]]] = []
     eval_skipped: list[str] = []
@@ -524,10 +531,10 @@ def load_superni(
         sel = selected[name]
         skipped += len(sel.train_skipped)
         _warn_skipped(log, sel.path, sel.train_skipped, "training instance(s) without a non-empty output")
-        sources = encode(sel.task, [inst for inst, _, _ in sel.train])
+        sources = encode(sel.task, [inst for inst, _ in sel.train])
         train.extend(
-            Example(inst["id"], name, sel.task.category, source, target, refs)
-            for (inst, target, refs), source in zip(sel.train, sources, strict=True)
+            Example(inst["id"], name, sel.task.category, source, targets[0], tuple(inst["output"]), targets)
+            for (inst, targets), source in zip(sel.train, sources, strict=True)
         )
 
     def evaluation(names: list[str]) -> list[Example]:
