@@ -156,3 +156,43 @@ def test_truncation_of_a_real_superni_prompt_keeps_the_cue(superni_mini):
         text = TOK.decode(ids, skip_special_tokens=True)
         assert len(ids) == 200
         assert text.startswith("Definition: Generate an overlapping word") and text.endswith("\nOutput: ")
+
+
+def test_multi_output_target_is_drawn_afresh_each_epoch_deterministically():
+    """Tk-Instruct's collator draws random.choice(output) per batch; here each epoch draws from (training seed,
+    epoch, id), so the target varies over epochs and a resumed epoch gets the same targets (issue 11, part 6)."""
+    from peftbench.config import TrainConfig
+    from peftbench.data.collate import epoch_target, featurize, training_length, with_epoch_targets
+    from peftbench.data.superni import Example
+    from peftbench.training.trainer import epoch_loader
+
+    source = "Definition: name a colour.\n\nNow complete the following example -\nInput: x.\nOutput: "
+    colours = ("red", "green", "blue violet")
+    multi = Example("t-0", "t", "c", source, colours[0], colours, colours)
+    single = Example("t-1", "t", "c", source, "only", ("only",), ("only",))
+    evaluation = Example("t-2", "t", "c", source, "red", colours)
+    feats = featurize([multi, single, evaluation], TOK, 128, 16, True)
+    options = [tokenize_target(TOK, c, 16) for c in colours]
+    assert feats[0].target_options == tuple(options) and feats[0].target_ids == options[0]
+    assert feats[1].target_options == () and feats[2].target_options == ()
+
+    drawn = [epoch_target(feats[0], seed=3, epoch=e) for e in range(8)]
+    assert len({tuple(t) for t in drawn}) > 1 and all(t in options for t in drawn)
+    assert drawn == [epoch_target(feats[0], seed=3, epoch=e) for e in range(8)]  # same (seed, epoch), same target
+    assert drawn != [epoch_target(feats[0], seed=4, epoch=e) for e in range(8)]
+    assert all(epoch_target(feats[1], 3, e) == feats[1].target_ids for e in range(8))
+
+    train = TrainConfig(per_device_batch_size=1)
+    for epoch in range(8):
+        epoch_feats = with_epoch_targets(feats[:2], 3, epoch)
+        assert epoch_feats[0].target_ids == drawn[epoch] and epoch_feats[1] is feats[1]
+        # Length grouping sees the lengths with the epoch's targets (T5: max(prompt, target) tokens).
+        assert training_length(epoch_feats[0], True) == max(len(feats[0].prompt_ids), len(drawn[epoch]))
+        batches = list(epoch_loader(feats[:2], train, seed=3, epoch=epoch, pad_id=0, encoder_decoder=True))
+        labels = [b["labels"][0][b["labels"][0] != IGNORE_INDEX].tolist() for b in batches]
+        assert drawn[epoch] in labels and feats[1].target_ids in labels
+        resumed = list(epoch_loader(feats[:2], train, seed=3, epoch=epoch, pad_id=0, encoder_decoder=True, skip=1))
+        assert all(
+            (a["labels"] == b["labels"]).all() and (a["input_ids"] == b["input_ids"]).all()
+            for a, b in zip(batches[1:], resumed, strict=True)
+        )

@@ -78,6 +78,9 @@ def test_cached_features_equal_a_fresh_build(data_dir: Path, tmp_path: Path) -> 
     assert len(fresh.train) == 18 and len(fresh.validation) == 6 and len(fresh.test) == 12
     _same(fresh, cold)
     _same(fresh, hot)
+    # Every training instance has two outputs: both targets' tokens are stored (the trainer draws one per epoch).
+    assert all(len(f.target_options) == 2 and f.target_options[0] == f.target_ids for f in hot.train)
+    assert all(f.target_options == () for f in hot.validation + hot.test)
     assert sorted(p.name for p in cache.iterdir()) == [cold.cache_path.name]  # no temporary leftovers
     assert sorted(p.name for p in cold.cache_path.iterdir()) == [META_FILE, TOKENS_FILE]
 
@@ -205,7 +208,7 @@ def test_unwritable_cache_only_warns(data_dir: Path, tmp_path: Path, caplog) -> 
 def test_load_warnings_are_repeated_from_the_cache(data_dir: Path, tmp_path: Path, caplog) -> None:
     path = data_dir / "tasks" / "task005_test.json"
     task = json.loads(path.read_text())
-    task["Instances"][0]["output"] = [""]  # no usable reference: skipped with a warning
+    task["Instances"][0]["output"] = []  # no reference at all: skipped with a warning
     path.write_text(json.dumps(task))
     cache = tmp_path / "cache"
     with caplog.at_level(logging.WARNING):
@@ -248,3 +251,29 @@ def test_run_config_switch_and_location(data_dir: Path, tmp_path: Path, monkeypa
     assert hot.from_cache and hot.cache_path == cold.cache_path
     _same(hot, uncached)
     assert max(len(f.prompt_ids) for f in hot.train) == 64
+
+
+def test_changed_feature_code_rebuilds(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """The key covers the source of the modules that build features: an edit to the prompt encoding or the
+    collation is never served old features (issue 11, part 5)."""
+    from peftbench.data import cache as cache_module
+
+    cache = tmp_path / "cache"
+    cold = _prepare(data_dir, cache)
+    hot = _prepare(data_dir, cache)
+    assert hot.from_cache and hot.cache_path == cold.cache_path  # unchanged code: the entry is reused
+    real = cache_module._code_files()
+    assert {p.name for p in real} >= {"superni.py", "encoding.py", "collate.py", "cache.py"}
+    for changed in ("encoding.py", "collate.py"):
+        copy = tmp_path / changed
+        original = next(p for p in real if p.name == changed)
+        copy.write_bytes(original.read_bytes() + b"\n# an edit\n")
+        monkeypatch.setattr(
+            cache_module, "_code_files", lambda copy=copy: [copy if p.name == copy.name else p for p in real]
+        )
+        edited = _prepare(data_dir, cache)
+        assert not edited.from_cache and edited.cache_path not in (None, cold.cache_path)
+        _same(edited, cold)
+        assert _prepare(data_dir, cache).from_cache
+    monkeypatch.setattr(cache_module, "_code_files", lambda: real)
+    assert _prepare(data_dir, cache).cache_path == cold.cache_path

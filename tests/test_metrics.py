@@ -534,3 +534,25 @@ def test_official_keys_are_what_superni_evaluation_writes() -> None:
         for g in ("task190_snli", "task1356_xlsum", "textual_entailment", "title_generation")
     }  # fmt: skip
     assert set(official) == expected
+
+
+def test_empty_references_score_as_the_official_scorer() -> None:
+    """Evaluation keeps empty strings among references (the official reference file does): an empty or
+    missing prediction then matches an empty reference exactly (EM 1) but has no ROUGE-L tokens (0), as
+    natural-instructions' eval/automatic/evaluation.py gives (re-implemented above as ``_official_metrics``)."""
+    cases = [
+        ("", [""]),
+        (None, [""]),
+        (".", [""]),  # punctuation only: normalised to "" for exact match, no ROUGE tokens either
+        ("kept", ["", "kept"]),
+        ("", ["", "kept"]),
+        ("something", [""]),
+        ("", ["", ""]),
+    ]
+    records = [_rec(i, "t", pred, refs) for i, (pred, refs) in enumerate(cases)]
+    out = score_predictions(records)
+    assert out["overall"] == _official_metrics([p or "" for p, _ in cases], [refs for _, refs in cases])
+    singles = [score_predictions([r])["overall"] for r in records]
+    assert [(s["exact_match"], s["rougeL"]) for s in singles] == [
+        (100.0, 0.0), (100.0, 0.0), (100.0, 0.0), (100.0, 100.0), (100.0, 0.0), (0.0, 0.0), (100.0, 0.0),
+    ]  # fmt: skip

@@ -339,24 +339,38 @@ def test_definition_as_plain_string_is_accepted(small: Path) -> None:
     assert _load(small, split="custom").test[0].source.startswith("Definition: Plain string definition!\n\n")
 
 
-def test_empty_outputs_are_skipped_and_counted(small: Path, caplog: pytest.LogCaptureFixture) -> None:
-    train = _task_data("train_a", 5)
+def test_empty_inputs_and_references_are_kept_as_the_official_reference_file_has_them(
+    small: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Evaluation keeps what natural-instructions' eval/leaderboard/create_reference_file.py keeps (the first 100
+    instances, ``references = output`` as is); training skips only instances without a non-empty output."""
+    train = _task_data("train_a", 6)
     train["Instances"][1]["output"] = []
     train["Instances"][3]["output"] = ["  "]
-    test = _task_data("test_a", 5)
+    train["Instances"][4]["input"] = ""  # kept for training, as Tk-Instruct keeps it
+    train["Instances"][5]["output"] = ["", "only"]
+    test = _task_data("test_a", 6)
     test["Instances"][0]["input"] = "   "
-    test["Instances"][2]["output"] = ["", "kept"]  # one usable output: kept, the empty one dropped
+    test["Instances"][2]["output"] = ["", "kept"]
+    test["Instances"][3]["output"] = [""]  # every output empty: still an instance of the official file
+    test["Instances"][4]["output"] = []  # no reference at all: cannot be scored, skipped
     (small / "tasks" / "train_a.json").write_text(json.dumps(train))
     (small / "tasks" / "test_a.json").write_text(json.dumps(test))
     with caplog.at_level(logging.WARNING, logger="peftbench.data.superni"):
         data = _load(small, split="custom")
     assert data.stats["skipped_instances"] == 3
-    assert sorted(e.id for e in data.train if e.task == "train_a") == ["train_a-0", "train_a-2", "train_a-4"]
-    assert [e.id for e in data.test] == ["test_a-1", "test_a-2", "test_a-3", "test_a-4"]
-    assert data.test[1].references == ("kept",) and data.test[1].target == "kept"
+    kept = {e.id: e for e in data.train if e.task == "train_a"}
+    assert sorted(kept) == ["train_a-0", "train_a-2", "train_a-4", "train_a-5"]
+    assert "Input: .\nOutput: " in kept["train_a-4"].source
+    assert kept["train_a-5"].target == "only" and kept["train_a-5"].references == ("", "only")
+    assert [e.id for e in data.test] == ["test_a-0", "test_a-1", "test_a-2", "test_a-3", "test_a-5"]
+    by_id = {e.id: e for e in data.test}
+    assert by_id["test_a-0"].source.endswith("Input: .\nOutput: ")
+    assert by_id["test_a-2"].references == ("", "kept") and by_id["test_a-2"].target == ""
+    assert by_id["test_a-3"].references == ("",) and by_id["test_a-3"].target == ""
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("train_a.json" in w and "skipped 2" in w for w in warnings)
-    assert any("test_a.json" in w and "skipped 1" in w for w in warnings)
+    assert any("train_a.json" in w and "skipped 2 training" in w for w in warnings)
+    assert any("test_a.json" in w and "skipped 1 evaluation" in w for w in warnings)
 
 
 def test_custom_logger_receives_warnings(small: Path) -> None:
@@ -461,19 +475,49 @@ def test_eval_uses_only_first_100_instances(small: Path) -> None:
     assert [e.id for e in capped.test] == ["test_a-0", "test_a-1", "test_a-2"]
 
 
-def test_training_target_is_a_seeded_choice(small: Path) -> None:
-    data = _task_data("train_a", 40)
+def test_training_examples_keep_every_non_empty_output_as_a_target(small: Path) -> None:
+    """The target is drawn per epoch by the trainer (collate.with_epoch_targets), so loading keeps them all."""
+    data = _task_data("train_a", 4)
     for instance in data["Instances"]:
-        instance["output"] = ["red", "green", "blue"]
+        instance["output"] = ["red", "", "green", "blue"]
     (small / "tasks" / "train_a.json").write_text(json.dumps(data))
+    train = [e for e in _load(small, split="custom").train if e.task == "train_a"]
+    assert len(train) == 4
+    for example in train:
+        assert example.targets == ("red", "green", "blue") and example.target == "red"
+        assert example.references == ("red", "", "green", "blue")
+    assert all(e.targets == () for e in _load(small, split="custom").test)
 
-    def targets(seed: int) -> dict[str, str]:
-        return {e.id: e.target for e in _load(small, split="custom", seed=seed).train if e.task == "train_a"}
 
-    first = targets(1)
-    assert len(first) == 40 and set(first.values()) == {"red", "green", "blue"}
-    assert targets(1) == first
-    assert targets(2) != first
-    assert {e.references for e in _load(small, split="custom").train if e.task == "train_a"} == {
-        ("red", "green", "blue")
+# --------------------------------------------------------------------------------------------- seeds
+
+
+def test_training_seed_does_not_change_the_data_but_data_seed_does(mini_dir: Path) -> None:
+    """`seed` is the training seed; everything that selects data follows `data.seed` (issue 11, part 4)."""
+    from peftbench.config import config_from_dict
+    from peftbench.experiments.run import build_model, prepare_data
+
+    data = {
+        "data_dir": str(mini_dir), "split": "mini", "num_validation_tasks": 4, "num_train_tasks": 9,
+        "max_train_instances_per_task": 3, "max_eval_instances_per_task": 2, "max_source_length": 48, "cache": False,
+    }  # fmt: skip
+    configs = {
+        "base": config_from_dict({"model": {"name": "tiny-t5"}, "data": data, "seed": 1}),
+        "seed": config_from_dict({"model": {"name": "tiny-t5"}, "data": data, "seed": 2}),
+        "data.seed": config_from_dict({"model": {"name": "tiny-t5"}, "data": {**data, "seed": 7}, "seed": 1}),
     }
+    assert configs["base"].data.seed == 42  # the study's fixed data selection
+    model, tokenizer = build_model(configs["base"], apply_method=False)
+
+    def selection(name: str) -> tuple:
+        prepared = prepare_data(configs[name], tokenizer, model)
+        roles = (prepared.train, prepared.validation, prepared.test)
+        ids = tuple(tuple(f.id for f in role) for role in roles)
+        return prepared.train_tasks, prepared.validation_tasks, prepared.test_tasks, ids
+
+    base = selection("base")
+    assert selection("seed") == base
+    other = selection("data.seed")
+    assert other[1] != base[1] and other[0] != base[0]  # other validation tasks, other training subset
+    assert other[2] == base[2] and other[3][2] == base[3][2]  # the test set is the official one either way
+    assert configs["data.seed"].config_hash() != configs["base"].config_hash()

@@ -43,15 +43,22 @@ class DataConfig:
     split: str = "default"
     """Name of the split directory under splits/."""
     max_train_instances_per_task: int | None = 100
-    """At most this many training instances per task (seeded sample); None = all."""
+    """At most this many training instances per task (a sample seeded by data.seed); None = all."""
     max_eval_instances_per_task: int | None = 100
     """At most this many evaluation instances per task, taken from the first 100 (the official set)."""
     num_validation_tasks: int = 0
-    """Training tasks carved out (seeded) for validation; the study's default_train_707_val_50 uses 50."""
+    """Training tasks carved out (seeded by data.seed) for validation; the study's default_train_707_val_50 uses
+    50 (its own 50 were never published, so the carve-out is ours, not theirs)."""
     num_train_tasks: int | None = None
-    """Train on only this many training tasks (nested seeded subsets; the study sweeps 8 … 707); None = all."""
+    """Train on only this many training tasks (nested subsets seeded by data.seed; the study sweeps 8 … 707);
+    None = all."""
     english_only: bool = True
     """Keep only tasks whose input, output and instruction languages are all English."""
+    seed: int = 42
+    """Seed of everything that selects data: the validation tasks, the training-task subsets, the training
+    instances of each task. Kept apart from the top-level ``seed`` (initialisation, data order, dropout,
+    each epoch's training target) so that runs over several seeds train and are scored on the same tasks
+    and instances (the study fixes data selection at 42 and varies only the training seed)."""
     max_source_length: int = 1024
     """Prompt length limit in tokens; truncation never removes the final 'Output:' cue."""
     max_target_length: int = 128
@@ -172,7 +179,8 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation."""
     seed: int = 42
-    """Seed of everything random: data sampling, method initialisation, data order, dropout."""
+    """Training seed: method initialisation, data order, each epoch's target draw, dropout. Data selection
+    has its own seed, data.seed, so a sweep over seed varies training only, on the same data."""
     output_dir: str = "runs"
     """Directory the run directory is created in."""
     run_name: str | None = None
@@ -478,6 +486,8 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append(f"train.lr_scheduler must be one of {', '.join(_SCHEDULERS)}")
     if not 0 <= cfg.seed < 2**32:
         problems.append("seed must be in [0, 2**32)")
+    if not 0 <= d.seed < 2**32:
+        problems.append("data.seed must be in [0, 2**32)")
     if cfg.model.init_seed < 0:
         problems.append("model.init_seed must be >= 0")
     if e.max_new_tokens is not None and e.max_new_tokens < 1:

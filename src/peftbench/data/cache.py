@@ -9,8 +9,10 @@ The key covers everything the features depend on: the resolved data directory, t
 files, the size and modification time (ns) of every listed task file, the instance selection
 (:class:`~peftbench.data.superni.SuperNIConfig`, seed included), the prompt encoding
 (:class:`~peftbench.data.encoding.EncodingConfig`), the tokenizer (its serialised vocabulary and rules, its
-special tokens and the ids of a probe text), the length limits, the architecture kind, and the versions of
-peftbench, transformers and tokenizers. Change any of them and a new entry is built; the old one stays until
+special tokens and the ids of a probe text), the length limits, the architecture kind, the source code of
+the modules that build features (:data:`FEATURE_MODULES`: loading and selection, prompt encoding,
+tokenisation and this module; an edit to any of them, even an uncommitted one, gives a new key), and the
+versions of peftbench, transformers and tokenizers. Change any of them and a new entry is built; the old one stays until
 the cache directory is deleted. Entries are written to a temporary directory and renamed into place (a killed
 process leaves no partial entry; concurrent runs of a sweep may both build, one rename wins), and are checked
 on every read (SHA-256 of the token file, offsets, id ranges); a damaged entry is logged, removed and rebuilt.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import importlib
 import itertools
 import json
 import logging
@@ -45,10 +48,27 @@ from peftbench.errors import PeftbenchError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CACHE_VERSION", "Lengths", "PreparedData", "cache_key", "prepare_features", "tokenizer_fingerprint"]
+__all__ = [
+    "CACHE_VERSION",
+    "FEATURE_MODULES",
+    "Lengths",
+    "PreparedData",
+    "cache_key",
+    "code_fingerprint",
+    "prepare_features",
+    "tokenizer_fingerprint",
+]
 
-CACHE_VERSION = 1
-"""Bumped whenever the layout of an entry or the meaning of its contents changes."""
+CACHE_VERSION = 2
+"""Bumped whenever the layout of an entry changes (the code that fills an entry is keyed by its source, see
+:func:`code_fingerprint`)."""
+FEATURE_MODULES = (
+    "peftbench.data.superni",
+    "peftbench.data.encoding",
+    "peftbench.data.collate",
+    "peftbench.data.cache",
+)
+"""The modules whose code builds the features: their source is part of the cache key."""
 
 ROLES = ("train", "validation", "test")
 TOKENS_FILE = "tokens.safetensors"
@@ -112,6 +132,24 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return h.hexdigest()
 
 
+def _code_files() -> list[Path]:
+    """The source files of :data:`FEATURE_MODULES`."""
+    return [Path(importlib.import_module(name).__file__ or name) for name in FEATURE_MODULES]
+
+
+def code_fingerprint() -> str:
+    """A hash of the source of the modules that build features (the bytes of their files), so that an edit to
+    the selection, the prompt encoding, the tokenisation or the cache layout never reuses old features."""
+    h = hashlib.sha256()
+    for path in _code_files():
+        try:
+            raw = path.read_bytes()
+        except OSError:  # e.g. a zipped install: the installed version still tells versions apart
+            raw = b"unreadable"
+        h.update(f"{path.name}: {len(raw)}\n".encode() + raw)
+    return h.hexdigest()
+
+
 def _file_state(path: Path) -> list[Any]:
     try:
         st = path.stat()
@@ -123,8 +161,9 @@ def _file_state(path: Path) -> list[Any]:
 def cache_key(
     config: SuperNIConfig, encoding: EncodingConfig, tokenizer: PreTrainedTokenizerBase, lengths: Lengths
 ) -> str:
-    """The entry name for these inputs; any change of data files, selection, encoding, tokenizer or limits
-    gives another key. Reads the split files and stats the task files they list (no task file is read)."""
+    """The entry name for these inputs; any change of data files, selection, encoding, tokenizer, limits or the
+    code that builds features gives another key. Reads the split files and stats the task files they list (no
+    task file is read)."""
     import tokenizers
     import transformers
 
@@ -151,6 +190,7 @@ def cache_key(
     payload = {
         "version": CACHE_VERSION,
         "software": [peftbench.__version__, transformers.__version__, tokenizers.__version__],
+        "code": code_fingerprint(),
         "data_dir": str(data_dir),
         "split_files": h.hexdigest(),
         "task_files": files,
@@ -241,6 +281,9 @@ def _encode(data: PreparedData) -> tuple[bytes, dict[str, Any]]:
         index = {name: i for i, name in enumerate(task_names)}
         arrays[f"{role}.prompt"], arrays[f"{role}.prompt_offsets"] = _flat([f.prompt_ids for f in feats])
         arrays[f"{role}.target"], arrays[f"{role}.target_offsets"] = _flat([f.target_ids for f in feats])
+        options = [ids for f in feats for ids in f.target_options]
+        arrays[f"{role}.options"], arrays[f"{role}.options_offsets"] = _flat(options)
+        arrays[f"{role}.option_counts"] = np.array([len(f.target_options) for f in feats], dtype=np.int32)
         arrays[f"{role}.task"] = np.array([index[f.task] for f in feats], dtype=np.int32)
         roles[role] = {
             "tasks": task_names,
@@ -329,10 +372,19 @@ def _read_entry(path: Path, vocab_size: int) -> PreparedData:
             ids, refs, tasks, cats = info["ids"], info["references"], info["tasks"], info["categories"]
             task_index = arrays[f"{role}.task"]
             n = len(ids)
+            counts = arrays[f"{role}.option_counts"]
+            if len(counts) != n or (n and int(counts.min()) < 0):
+                raise _Invalid(f"{role} option counts are inconsistent")
+            rows = {"prompt": n, "target": n, "options": int(counts.sum())}
             columns = {}
-            for part in ("prompt", "target"):
+            for part, count in rows.items():
                 flat, offsets = arrays[f"{role}.{part}"], arrays[f"{role}.{part}_offsets"]
-                if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != len(flat) or np.any(np.diff(offsets) < 0):
+                if (
+                    len(offsets) != count + 1
+                    or offsets[0] != 0
+                    or offsets[-1] != len(flat)
+                    or np.any(np.diff(offsets) < 0)
+                ):
                     raise _Invalid(f"{role} {part} offsets are inconsistent")
                 if len(flat) and (int(flat.min()) < 0 or int(flat.max()) >= vocab_size):
                     raise _Invalid(f"{role} {part} ids outside the tokenizer's vocabulary")
@@ -343,9 +395,13 @@ def _read_entry(path: Path, vocab_size: int) -> PreparedData:
                 raise _Invalid(f"{role} task index out of range")
             names = [tasks[i] for i in task_index.tolist()]
             categories = dict(zip(tasks, cats, strict=True))
+            option_rows = iter(columns["options"])
+            options = [tuple(next(option_rows) for _ in range(c)) for c in counts.tolist()]
             features[role] = [
-                Features(i, t, categories[t], p, g, tuple(r))
-                for i, t, p, g, r in zip(ids, names, columns["prompt"], columns["target"], refs, strict=True)
+                Features(i, t, categories[t], p, g, tuple(r), o)
+                for i, t, p, g, r, o in zip(
+                    ids, names, columns["prompt"], columns["target"], refs, options, strict=True
+                )
             ]
         lists = meta["task_lists"]
         return PreparedData(

@@ -8,6 +8,8 @@ ROUGE-L points on SuperNI). Generation pads on the left for decoder-only models.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,8 +32,12 @@ class Features:
     prompt_ids: list[int]
     """Tokens the model sees at generation time (with the tokenizer's special tokens)."""
     target_ids: list[int]
-    """Target tokens, ending with EOS."""
+    """Target tokens, ending with EOS (training: the default target, ``target_options[0]`` when there are
+    several; each epoch trains on the one :func:`with_epoch_targets` draws)."""
     references: tuple[str, ...]
+    target_options: tuple[list[int], ...] = ()
+    """Training examples with several non-empty outputs: the tokens of each (as ``target_ids``), the targets
+    the per-epoch draw picks from. Empty for a single target and for evaluation examples."""
 
 
 def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -117,7 +123,10 @@ def featurize(
                 cues[cue] = tokenizer(cue, add_special_tokens=False)["input_ids"]
         bodies = _ids(tokenizer, [body for body, _ in parts])
         targets = _ids(tokenizer, [ex.target for ex in chunk])
-        for ex, (_, cue), body_ids, target_ids in zip(chunk, parts, bodies, targets, strict=True):
+        several = [tuple(getattr(ex, "targets", ())) for ex in chunk]
+        several = [options if len(options) > 1 else () for options in several]
+        flat_options = iter(_ids(tokenizer, [t for options in several for t in options]) if any(several) else [])
+        for ex, (_, cue), body_ids, target_ids, options in zip(chunk, parts, bodies, targets, several, strict=True):
             features.append(
                 Features(
                     id=ex.id,
@@ -126,6 +135,7 @@ def featurize(
                     prompt_ids=_assemble(body_ids, cues[cue], affixes, max_source_length, encoder_decoder),
                     target_ids=[*target_ids[: max_target_length - 1], eos],
                     references=tuple(ex.references),
+                    target_options=tuple([*next(flat_options)[: max_target_length - 1], eos] for _ in options),
                 )
             )
         bar.update(len(chunk))
@@ -165,6 +175,25 @@ def generation_batch(features: Sequence[Features], pad_id: int, encoder_decoder:
         "input_ids": _pad(inputs, pad_id, left=left),
         "attention_mask": _pad([[1] * len(r) for r in inputs], 0, left=left),
     }
+
+
+def epoch_target(f: Features, seed: int, epoch: int) -> list[int]:
+    """The target ``f`` trains on in ``epoch``: one of ``f.target_options`` drawn afresh each epoch, as
+    Tk-Instruct's collator draws ``random.choice(output)`` per batch, but deterministic in (training seed,
+    epoch, instance id) so that a resumed run trains on the same targets; ``target_ids`` when there is
+    only one."""
+    options = f.target_options
+    if len(options) < 2:
+        return f.target_ids
+    return options[random.Random(f"{seed}:{epoch}:{f.id}").randrange(len(options))]
+
+
+def with_epoch_targets(features: Sequence[Features], seed: int, epoch: int) -> list[Features]:
+    """The features with ``target_ids`` set to each one's target of ``epoch`` (see :func:`epoch_target`)."""
+    return [
+        dataclasses.replace(f, target_ids=epoch_target(f, seed, epoch)) if len(f.target_options) > 1 else f
+        for f in features
+    ]
 
 
 def training_length(f: Features, encoder_decoder: bool) -> int:

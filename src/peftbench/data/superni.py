@@ -10,9 +10,14 @@ Expected layout (the original ``allenai/natural-instructions`` repository layout
 Selection follows Tk-Instruct (``src/ni_dataset.py``): training instances are shuffled and capped per task
 (``max_num_instances_per_task``); evaluation tasks use the first 100 instances of each task file (the official
 label-balanced evaluation set) and then the first ``max_eval_instances_per_task`` of those (Tk-Instruct
-shuffles before capping; we keep file order so a smaller cap is a prefix of the official set). The training
-target is one of the instance's outputs chosen at random (Tk-Instruct: ``random.choice(output)``); evaluation
-examples keep the first output as target; all outputs are references.
+shuffles before capping; we keep file order so a smaller cap is a prefix of the official set). A training
+example keeps all its non-empty outputs as ``targets`` and each epoch trains on one of them drawn afresh
+(Tk-Instruct's collator: ``random.choice(output)`` per batch; here deterministic in the training seed, the
+epoch and the instance, see :func:`peftbench.data.collate.with_epoch_targets`); evaluation examples keep the
+first output as target; all outputs are references, exactly as the file has
+them (empty strings included, as the official reference file keeps them). Evaluation keeps instances with an
+empty input; training skips instances without a non-empty output (an empty target would teach the model to
+stop at once); see docs/fidelity.md.
 
 All randomness goes through ``random.Random`` objects seeded from :attr:`SuperNIConfig.seed` (and the task
 name, so a task's sample does not depend on which other tasks are listed).
@@ -112,9 +117,14 @@ class Example:
     source: str
     """The encoded prompt; ends with ``"Output: "``."""
     target: str
-    """The training target (a seeded random choice among the outputs; the first output for evaluation)."""
+    """The default target: the first non-empty output for training (each epoch draws one of ``targets``, see
+    :func:`peftbench.data.collate.with_epoch_targets`), the first output for evaluation."""
     references: tuple[str, ...]
-    """All non-empty outputs of the instance, in file order (for evaluation metrics)."""
+    """All outputs of the instance as in the file, empty strings included (for evaluation metrics; the official
+    reference file keeps them too)."""
+    targets: tuple[str, ...] = ()
+    """Training: the targets an epoch draws from, the instance's non-empty outputs in file order
+    (``targets[0] == target``). Empty for evaluation examples."""
 
 
 @dataclass
@@ -138,7 +148,8 @@ class SuperNIConfig:
     subset is a prefix of one seeded shuffle, so smaller counts are subsets of larger ones (the study's
     training-task curve: 8 … 707)."""
     seed: int = 42
-    """Seed for the validation carving, the training-instance shuffle and the training-target choice."""
+    """Seed for the validation carving, the training-task subsets and the training-instance shuffle (``data.seed``
+    of a run; the training target of each epoch is drawn from the training seed instead)."""
 
 
 @dataclass
@@ -328,44 +339,47 @@ class _Selected:
 
     task: Task
     path: Path
-    train: list[tuple[dict[str, Any], str, tuple[str, ...]]]
+    train: list[tuple[dict[str, Any], tuple[str, ...]]]
     train_skipped: list[str]
     eval: list[tuple[dict[str, Any], tuple[str, ...]]]
     eval_skipped: list[str]
 
 
-def _references(instance: dict[str, Any]) -> tuple[str, ...] | None:
-    """Non-empty outputs, or ``None`` when the instance must be skipped (empty input or no output)."""
-    references = tuple(o for o in instance["output"] if o.strip())
-    if not references or not instance["input"].strip():
-        return None
-    return references
+def _training_targets(instance: dict[str, Any]) -> tuple[str, ...]:
+    """The outputs a training target may be: the non-empty ones, in file order (none: the instance is skipped)."""
+    return tuple(o for o in instance["output"] if o.strip())
 
 
 def _select(task: Task, path: Path, config: SuperNIConfig) -> _Selected:
-    """Pick the training and the evaluation instances of a task (whichever role it ends up in)."""
+    """Pick the training and the evaluation instances of a task (whichever role it ends up in).
+
+    Training takes any instance with a non-empty output (an empty input is kept, as Tk-Instruct keeps it);
+    its targets are its non-empty outputs. Evaluation keeps what the official reference file keeps
+    (``eval/leaderboard/create_reference_file.py``: the first 100 instances, ``references = output`` as is),
+    empty inputs and empty strings among the references included; only an instance with no output at all
+    is skipped, since no reference means no score (the official scorer's max over references fails on it).
+    """
     rng = random.Random(f"{config.seed}:{task.name}")
     usable: list[tuple[dict[str, Any], tuple[str, ...]]] = []
     train_skipped: list[str] = []
     for instance in task.instances:
-        references = _references(instance)
-        if references is None:
-            train_skipped.append(instance["id"])
+        targets = _training_targets(instance)
+        if targets:
+            usable.append((instance, targets))
         else:
-            usable.append((instance, references))
+            train_skipped.append(instance["id"])
     rng.shuffle(usable)
     if config.max_train_instances_per_task is not None:
         usable = usable[: config.max_train_instances_per_task]
-    train = [(instance, rng.choice(references), references) for instance, references in usable]
+    train = usable
 
     evaluation: list[tuple[dict[str, Any], tuple[str, ...]]] = []
     eval_skipped: list[str] = []
     for instance in task.instances[:EVAL_INSTANCES_PER_TASK]:
-        references = _references(instance)
-        if references is None:
-            eval_skipped.append(instance["id"])
+        if instance["output"]:
+            evaluation.append((instance, tuple(instance["output"])))
         else:
-            evaluation.append((instance, references))
+            eval_skipped.append(instance["id"])
     if config.max_eval_instances_per_task is not None:
         evaluation = evaluation[: config.max_eval_instances_per_task]
     # Keep only the selected instances in memory: full SuperNI task files can be large.
@@ -373,10 +387,10 @@ def _select(task: Task, path: Path, config: SuperNIConfig) -> _Selected:
     return _Selected(slim, path, train, train_skipped, evaluation, eval_skipped)
 
 
-def _warn_skipped(log: logging.Logger, path: Path, skipped: list[str]) -> None:
+def _warn_skipped(log: logging.Logger, path: Path, skipped: list[str], why: str) -> None:
     if skipped:
         shown = ", ".join(skipped[:_SHOW_MISSING]) + (", ..." if len(skipped) > _SHOW_MISSING else "")
-        log.warning("%s: skipped %d instance(s) with empty input or output (%s)", path, len(skipped), shown)
+        log.warning("%s: skipped %d %s (%s)", path, len(skipped), why, shown)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -516,11 +530,11 @@ def load_superni(
     for name in train_names:
         sel = selected[name]
         skipped += len(sel.train_skipped)
-        _warn_skipped(log, sel.path, sel.train_skipped)
-        sources = encode(sel.task, [inst for inst, _, _ in sel.train])
+        _warn_skipped(log, sel.path, sel.train_skipped, "training instance(s) without a non-empty output")
+        sources = encode(sel.task, [inst for inst, _ in sel.train])
         train.extend(
-            Example(inst["id"], name, sel.task.category, source, target, refs)
-            for (inst, target, refs), source in zip(sel.train, sources, strict=True)
+            Example(inst["id"], name, sel.task.category, source, targets[0], tuple(inst["output"]), targets)
+            for (inst, targets), source in zip(sel.train, sources, strict=True)
         )
 
     def evaluation(names: list[str]) -> list[Example]:
@@ -529,7 +543,7 @@ def load_superni(
         for name in names:
             sel = selected[name]
             skipped += len(sel.eval_skipped)
-            _warn_skipped(log, sel.path, sel.eval_skipped)
+            _warn_skipped(log, sel.path, sel.eval_skipped, "evaluation instance(s) without any output")
             sources = encode(sel.task, [inst for inst, _ in sel.eval])
             examples.extend(
                 Example(inst["id"], name, sel.task.category, source, refs[0], refs)

@@ -107,7 +107,7 @@ def prepare_data(
         num_validation_tasks=d.num_validation_tasks,
         num_train_tasks=d.num_train_tasks,
         english_only=d.english_only,
-        seed=cfg.seed,
+        seed=d.seed,
     )
     encoding = EncodingConfig(
         add_task_definition=d.add_task_definition,

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from peftbench.config import TrainConfig
-from peftbench.data.collate import Features, length_grouped_batches, training_batch, training_length
+from peftbench.data.collate import Features, length_grouped_batches, training_batch, training_length, with_epoch_targets
 from peftbench.errors import PeftbenchError
 from peftbench.io import peak_memory_mb
 from peftbench.methods import MethodSpec, TrainingHooks
@@ -105,7 +105,10 @@ def epoch_loader(
     encoder_decoder: bool,
     skip: int = 0,
 ) -> DataLoader:
-    """The DataLoader of one epoch, without its first ``skip`` batches; the order depends only on (seed, epoch)."""
+    """The DataLoader of one epoch, without its first ``skip`` batches; the order and each example's target (drawn
+    afresh each epoch among its outputs, see :func:`~peftbench.data.collate.with_epoch_targets`) depend only on
+    (seed, epoch). Length grouping uses the lengths with the epoch's targets."""
+    features = with_epoch_targets(features, seed, epoch)
     lengths = [training_length(f, encoder_decoder) for f in features]
     batches = length_grouped_batches(lengths, train.per_device_batch_size, seed, epoch, train.group_by_length)
     collate = partial(training_batch, pad_id=pad_id, encoder_decoder=encoder_decoder)
