@@ -124,12 +124,30 @@ def load_model(cfg: ModelConfig, vocab_size: int = _VOCAB) -> PreTrainedModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.init_seed)
             model = TINY_PRESETS[cfg.name](vocab_size)
-        return model.to(dtype)
+        return keep_fp32_modules(model.to(dtype), dtype)
     _, auto = _auto_config(cfg.name)
     try:
         return auto.from_pretrained(cfg.name, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise PeftbenchError(f"cannot load model {cfg.name!r}: {_first_line(exc)}") from None
+
+
+def keep_fp32_modules(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
+    """Puts back in fp32 the weights ``from_pretrained`` keeps in fp32 at this dtype (T5's ``wo`` in fp16:
+    ``_keep_in_fp32_modules``; ``_keep_in_fp32_modules_strict`` in fp16 and bf16), so that a tiny preset has the
+    dtypes of a loaded checkpoint. Names match as substrings of parameter names, as transformers matches them."""
+    keep = (
+        set(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
+        if dtype in (torch.float16, torch.bfloat16)
+        else set()
+    )
+    if dtype == torch.float16:
+        keep |= set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    if keep:
+        for name, p in model.named_parameters():
+            if any(key in name for key in keep):
+                p.data = p.data.float()
+    return model
 
 
 def _auto_config(name: str) -> tuple[PretrainedConfig, type]:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
@@ -40,6 +40,7 @@ from peftbench.experiments.presets import DEMO_DATA
 from peftbench.io import atomic_write_json, atomic_write_text, load_tensors, peak_memory_mb, save_tensors
 from peftbench.methods import MethodSpec, get_method, trainable_parameters
 from peftbench.methods.budget import match_budget
+from peftbench.methods.precision import keep_trainable_fp32
 from peftbench.models import count_parameters, is_encoder_decoder, load_model, load_tokenizer
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
 from peftbench.training.preemption import Preempted, StopFlag, stop_on_signals
@@ -143,7 +144,12 @@ def demo_data_dir() -> Path:
 
 
 def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """The base model with the configured method applied, and its tokenizer."""
+    """The base model with the configured method applied, and its tokenizer.
+
+    The method's trainable parameters are fp32 whatever ``model.dtype`` is (see ``methods.precision``); the
+    frozen base keeps ``model.dtype``. Full fine-tuning is the exception: it trains the base weights as loaded
+    (``check_master_weights`` refuses to train it in half precision without fp32 master weights).
+    """
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, vocab_size=len(tokenizer))
     if apply_method:
@@ -157,7 +163,24 @@ def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Mo
         except (ValueError, TypeError, NotImplementedError) as exc:  # e.g. peft refusing an architecture
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PeftbenchError(f"method {spec.name!r} cannot be applied to {cfg.model.name!r}: {first}") from None
+        if spec.fp32_trainable:
+            keep_trainable_fp32(model)
     return model, tokenizer
+
+
+def check_master_weights(cfg: ExperimentConfig, deepspeed: bool) -> None:
+    """Refuses (one line) to train a method without fp32 trainables, i.e. full fine-tuning, in a bf16/fp16 model:
+    AdamW on half-precision weights loses most updates. DeepSpeed with mixed precision keeps fp32 master weights
+    of its own, so a half-precision model is fine under it."""
+    spec = get_method(cfg.method_name)
+    if spec.fp32_trainable or cfg.model.dtype == "float32":
+        return
+    if deepspeed and cfg.train.mixed_precision != "no":
+        return
+    raise PeftbenchError(
+        f"method {spec.name!r} trains the base weights and would update them in {cfg.model.dtype}, losing most "
+        f"updates: use model.dtype: float32 with train.mixed_precision: bf16 (fp32 master weights), or DeepSpeed"
+    )
 
 
 def budget_record(cfg: ExperimentConfig, trainable: int) -> dict[str, Any] | None:
@@ -230,6 +253,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
         cpu=not torch.cuda.is_available(),
     )
     quiet = quiet or not accelerator.is_main_process  # one console, not one per rank
+    check_master_weights(cfg, deepspeed=accelerator.distributed_type == DistributedType.DEEPSPEED)
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)
     model, tokenizer = build_model(cfg)

@@ -80,6 +80,10 @@ class MethodSpec:
     """Trainable parameters as a formula (for docs/methods.md)."""
     training_hooks: Callable[[nn.Module, int], TrainingHooks] | None = None
     """Given the model and the run's optimizer steps, the method's per-step hooks (most methods: None)."""
+    fp32_trainable: bool = True
+    """Keep the trainable parameters in fp32 over a bf16/fp16 base (``build_model`` upcasts them). False only for
+    full fine-tuning, which trains the base weights themselves: in a half-precision base it needs fp32 master
+    weights from elsewhere (a float32 model with mixed precision, or DeepSpeed)."""
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

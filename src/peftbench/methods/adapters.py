@@ -22,6 +22,7 @@ from torch import nn
 
 from peftbench.errors import PeftbenchError
 from peftbench.methods import MethodSpec, SizeKnob, freeze_all, register
+from peftbench.methods.precision import trainable_dtype
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -108,7 +109,9 @@ def adapter_parameter_count(d: int, m: int) -> int:
 class BottleneckAdapter(nn.Module):
     """``h + up(act(down(h)))``; ``up`` is zero at init, so the adapter starts as the identity.
 
-    With ``residual=False`` it returns only the branch, ``up(act(down(h)))`` (for parallel adapters).
+    With ``residual=False`` it returns only the branch, ``up(act(down(h)))`` (for parallel adapters), in the
+    adapter's own dtype. Its weights are fp32 next to a half-precision base (``dtype`` is the base's): the
+    adapter computes in fp32 and returns ``h + branch`` in ``h``'s dtype.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class BottleneckAdapter(nn.Module):
     ) -> None:
         super().__init__()
         device = device if device is not None else "cpu"
+        dtype = trainable_dtype(dtype) if dtype is not None else None
         self.residual = residual
         # skip_init: no default (kaiming) init that would draw from the RNG only to be overwritten.
         self.down = nn.utils.skip_init(nn.Linear, d, m, dtype=dtype, device=device)
@@ -135,8 +139,9 @@ class BottleneckAdapter(nn.Module):
             nn.init.zeros_(self.up.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        branch = self.up(self.act(self.down(h)))
-        return h + branch if self.residual else branch
+        x = h.to(self.down.weight.dtype)
+        branch = self.up(self.act(self.down(x)))
+        return (x + branch).to(h.dtype) if self.residual else branch
 
 
 def _run_adapter(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from peftbench.methods.adapters import (
     insert_after_outputs,
     supports_for,
 )
+from peftbench.methods.precision import trainable_dtype
 
 
 @dataclass
@@ -111,21 +112,23 @@ class PHMLinear(nn.Module):
         return kron.reshape(self.d_in, self.d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight() + self.bias
+        return x.to(self.bias.dtype) @ self.weight() + self.bias
 
 
 class CompacterAdapter(nn.Module):
-    """``h + up(act(down(h)))`` with PHM down and up projections."""
+    """``h + up(act(down(h)))`` with PHM down and up projections, computed in the adapter's dtype (fp32 next to
+    a half-precision base) and returned in ``h``'s."""
 
     def __init__(self, d: int, m: int, rule: PHMRule, config: CompacterConfig, weight: torch.Tensor) -> None:
         super().__init__()
-        kwargs = {"rank": config.phm_rank, "std": config.init_std, "dtype": weight.dtype, "device": weight.device}
+        kwargs = {"rank": config.phm_rank, "std": config.init_std, "dtype": rule.weight.dtype, "device": weight.device}
         self.down = PHMLinear(d, m, rule, zero=False, **kwargs)
         self.act = ACTIVATIONS[config.non_linearity]()
         self.up = PHMLinear(m, d, rule, zero=True, **kwargs)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.up(self.act(self.down(h)))
+        x = h.to(self.up.bias.dtype)
+        return (x + self.up(self.act(self.down(x)))).to(h.dtype)
 
 
 def _apply(name: str):
@@ -139,8 +142,10 @@ def _apply(name: str):
             )
         if hasattr(model, "compacter_phm_rule"):
             raise PeftbenchError(f"{name}: the model already has Compacter adapters (apply called twice?)")
+        # Every adapter shares ``rule``, so all take its dtype: fp32 over a half-precision base (T5 in fp16 keeps
+        # its ``wo`` layers in fp32, so the dtype of the adapted layer is not one dtype across the model).
         weight = model.get_input_embeddings().weight
-        rule = PHMRule(n, weight.dtype, weight.device)
+        rule = PHMRule(n, trainable_dtype(weight.dtype), weight.device)
 
         def make(width: int, proj_weight: torch.Tensor) -> nn.Module:
             return CompacterAdapter(width, m, rule, config, proj_weight)

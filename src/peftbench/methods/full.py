@@ -32,5 +32,6 @@ register(
         lr_scheduler="constant",
         warmup_ratio=0.0,
         formula="every parameter of the model",
+        fp32_trainable=False,
     )
 )

@@ -71,10 +71,11 @@ def _add_parallel(module: nn.Module, args: tuple, kwargs: dict[str, Any], output
     """Forward hook on a sub-layer: adds the scaled adapter branch computed from the sub-layer's input."""
     x = args[0] if args else kwargs["hidden_states"]
     adapter = module.parallel_adapter
-    branch = adapter.scaling * adapter(x)
+    out = output[0] if isinstance(output, tuple) else output
+    branch = (adapter.scaling * adapter(x)).to(out.dtype)  # the adapter computes in its own (fp32) dtype
     if isinstance(output, tuple):
-        return (output[0] + branch, *output[1:])
-    return output + branch
+        return (out + branch, *output[1:])
+    return out + branch
 
 
 class ParallelAdapter(BottleneckAdapter):
