@@ -11,11 +11,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("train_bench.py", "eval_bench.py", "data_bench.py", "score_bench.py", "checkpoint_bench.py")
+MEASUREMENTS = ("fidelity_effects.py",)
+"""Not benchmarks: measured effects of fidelity choices (docs/fidelity.md), printed as `name: value` lines."""
 
 
 def main() -> int:
     failed = []
-    for script in SCRIPTS:
+    for script in SCRIPTS + MEASUREMENTS:
         print(f"# {script}", flush=True)
         code = subprocess.call([sys.executable, str(HERE / script), *sys.argv[1:]], cwd=HERE)
         if code:

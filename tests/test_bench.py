@@ -30,6 +30,8 @@ def test_script_imports_and_has_main(name: str) -> None:
 def test_run_all_lists_every_benchmark() -> None:
     run_all = importlib.import_module("run_all")
     assert sorted(run_all.SCRIPTS) == sorted(f"{n}.py" for n in SCRIPTS if n.endswith("_bench"))
+    assert all(name.removesuffix(".py") in SCRIPTS for name in run_all.MEASUREMENTS)
+    assert "fidelity_effects.py" in run_all.MEASUREMENTS
 
 
 def test_scale_generator_writes_a_loadable_checkout(tmp_path: Path) -> None:

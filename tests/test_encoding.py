@@ -245,3 +245,23 @@ def test_encoding_config_validation(kwargs: dict, field: str) -> None:
     with pytest.raises(PeftbenchError, match=field) as excinfo:
         EncodingConfig(**kwargs)
     assert "\n" not in str(excinfo.value)
+
+
+def test_decoder_only_demonstrations_fit_the_capped_prompt_limit(superni_mini: Path, tmp_path: Path) -> None:
+    """A decoder-only prompt limit is capped at positions - max_target_length; demonstrations must be fitted to
+    that cap (as Tk-Instruct fits them to its limit), or they push the instance itself out of the prompt."""
+    from peftbench.config import config_from_dict
+    from peftbench.experiments.run import build_model, prepare_data
+
+    cfg = config_from_dict({
+        "model": {"name": "tiny-gpt2"}, "method": {"name": "lora"},
+        "data": {"data_dir": str(superni_mini), "split": "mini", "max_eval_instances_per_task": 3,
+                 "max_train_instances_per_task": 1, "num_pos_examples": 2, "max_source_length": 1024,
+                 "max_target_length": 1024 - 700, "cache": False},
+        "output_dir": str(tmp_path),
+    })  # fmt: skip
+    model, tokenizer = build_model(cfg, apply_method=False)
+    prompts = [tokenizer.decode(f.prompt_ids) for f in prepare_data(cfg, tokenizer, model).test]
+    with_demos = [p for p in prompts if "Positive Example 1" in p]
+    assert with_demos, "no prompt kept a demonstration: the check below would be empty"
+    assert all("Now complete the following example" in p for p in with_demos)

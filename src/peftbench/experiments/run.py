@@ -123,7 +123,8 @@ def prepare_data(
         positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
         if positions:
             source_limit = min(source_limit, int(positions) - d.max_target_length)
-    lengths = Lengths(source_limit, d.max_target_length, enc_dec, demonstration_budget=d.max_source_length)
+    # demonstrations must fit the prompt limit the model really has (decoder-only: capped above)
+    lengths = Lengths(source_limit, d.max_target_length, enc_dec, demonstration_budget=source_limit)
     cache = feature_cache_dir() if d.cache else None
     return prepare_features(data_cfg, encoding, tokenizer, lengths, cache_dir=cache, log=log, progress=progress)
 
