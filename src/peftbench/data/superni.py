@@ -369,9 +369,7 @@ def _select(task: Task, path: Path, config: SuperNIConfig) -> _Selected:
         else:
             train_skipped.append(instance["id"])
     rng.shuffle(usable)
-    if config.max_train_instances_per_task is not None:
-        usable = usable[: config.max_train_instances_per_task]
-    train = usable
+    train = usable if config.max_train_instances_per_task is None else usable[: config.max_train_instances_per_task]
 
     evaluation: list[tuple[dict[str, Any], tuple[str, ...]]] = []
     eval_skipped: list[str] = []

@@ -149,8 +149,9 @@ def generate_ids(
         batch = {k: v.to(device) for k, v in generation_batch(chunk, pad_id, encoder_decoder).items()}
     prompt_length = batch["input_ids"].shape[1]
     generator = model
-    if _virtual_token_method(model) is not None:
-        generator, batch = _inject_virtual_tokens(model, batch, num_beams)
+    kind = _virtual_token_method(model)
+    if kind is not None:
+        generator, batch = _inject_virtual_tokens(model, kind, batch, num_beams)
     output = generator.generate(
         **batch,
         **extra,
@@ -173,7 +174,9 @@ def _virtual_token_method(model: nn.Module) -> str | None:
     return str(getattr(peft_config.peft_type, "value", peft_config.peft_type))
 
 
-def _inject_virtual_tokens(model: nn.Module, batch: dict[str, torch.Tensor], num_beams: int) -> tuple[nn.Module, dict]:
+def _inject_virtual_tokens(
+    model: nn.Module, kind: str, batch: dict[str, torch.Tensor], num_beams: int
+) -> tuple[nn.Module, dict]:
     """The base model and generation inputs that carry a peft prompt-learning method's virtual tokens.
 
     peft 0.21's ``generate`` does not work with transformers 5's generation loop (which names the KV cache
@@ -186,7 +189,6 @@ def _inject_virtual_tokens(model: nn.Module, batch: dict[str, torch.Tensor], num
     ``tests/test_generation_fidelity.py`` checks every method against a cache-free greedy loop over the
     forward pass.
     """
-    kind = _virtual_token_method(model)
     config = model.active_peft_config
     base = model.get_base_model()
     n_virtual = config.num_virtual_tokens
@@ -216,10 +218,7 @@ def prefix_cache_supported(model: nn.Module, encoder_decoder: bool, num_beams: i
     """Whether a shared prompt prefix can be encoded once and reused: decoder-only, greedy, position ids taken
     from the attention mask (so padding between prefix and rest is invisible), and no method that adds
     virtual tokens or its own past key values (peft's prompt, prefix and p-tuning)."""
-    if encoder_decoder or num_beams != 1:
-        return False
-    peft_config = getattr(model, "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+    if encoder_decoder or num_beams != 1 or _virtual_token_method(model) is not None:
         return False
     return "position_ids" in inspect.signature(_base_model(model).forward).parameters
 
