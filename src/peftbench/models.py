@@ -48,8 +48,8 @@ def _tiny_t5(vocab_size: int) -> PreTrainedModel:
         decoder_start_token_id=0,
         pad_token_id=0,
         eos_token_id=1,
-        feed_forward_proj="relu",
-        tie_word_embeddings=True,
+        feed_forward_proj="gated-gelu",  # T5 v1.1 / LM-adapted (the study's google/t5-xl-lm-adapt): wi_0, wi_1, wo
+        tie_word_embeddings=False,
     )
     return T5ForConditionalGeneration(cfg)
 

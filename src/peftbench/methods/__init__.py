@@ -139,6 +139,24 @@ def freeze_all(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def is_layer_norm(module: nn.Module) -> bool:
+    """True for the model's normalisation layers: ``nn.LayerNorm`` (GPT-2), T5's ``T5LayerNorm``, LLaMA's
+    ``LlamaRMSNorm`` and the like."""
+    return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
+
+
+def unfreeze_layer_norms(model: nn.Module) -> int:
+    """Trains every parameter of the model's layer norms (gains, and biases where they have them); returns how
+    many parameters that is. Houlsby et al. (Fig. 2) and Compacter train them next to their adapters."""
+    count = 0
+    for module in model.modules():
+        if is_layer_norm(module):
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(True)
+                count += p.numel()
+    return count
+
+
 # Each import below registers one method (a single `register(...)` line at the bottom of the module).
 from peftbench.methods import (  # noqa: E402, I001  (registration order = table order)
     full,  # noqa: F401

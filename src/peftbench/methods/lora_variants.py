@@ -10,8 +10,10 @@ Each wraps a frozen linear layer ``W`` with a trained update ``ΔW`` of a differ
 - VeRA: ``ΔW = Λ_b B Λ_d A`` with ``A``, ``B`` frozen random matrices shared by all layers and only the
   scaling vectors ``Λ_b``, ``Λ_d`` trained.
 
-Target modules default to peft's per-architecture choice (T5: q, v; LLaMA: q_proj, v_proj; GPT-2: c_attn;
-AdaLoRA: every attention and feed-forward projection).
+Target modules default to peft's per-architecture choice (T5: q, v; LLaMA: q_proj, v_proj; GPT-2: c_attn),
+except AdaLoRA, which adapts every weight matrix of every layer as its paper does (peft's ``all-linear``: T5's
+q, k, v, o of self- and cross-attention and wi or the gated wi_0, wi_1, and wo; LLaMA's q/k/v/o_proj and
+gate/up/down_proj; GPT-2's c_attn, c_proj, c_fc; never the output head).
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ class AdaLoraConfig:
     dropout: float = 0.0
     """Dropout on the update branch's input."""
     target_modules: list[str] | None = None
-    """Module names to adapt; None = peft's default (all attention and feed-forward projections)."""
+    """Module names to adapt; None = every linear layer but the output head (the paper's choice: "all weight
+    matrices"; peft's own default would skip T5's gated wi_0/wi_1 and adapt only q, v on LLaMA)."""
     tinit: int = 0
     """Optimizer steps before rank pruning starts."""
     tfinal: int = 0
@@ -131,7 +134,7 @@ def apply_adalora(model: nn.Module, config: AdaLoraConfig) -> nn.Module:
             target_r=config.final_rank(),
             lora_alpha=config.alpha if config.alpha is not None else config.init_r,
             lora_dropout=config.dropout,
-            target_modules=config.target_modules,
+            target_modules=config.target_modules if config.target_modules is not None else "all-linear",
             tinit=config.tinit,
             tfinal=config.tfinal,
             deltaT=config.delta_t,
@@ -274,7 +277,7 @@ register(
         name="adalora",
         config_cls=AdaLoraConfig,
         apply=apply_adalora,
-        summary="SVD-shaped updates whose ranks are pruned by importance during training (attention + FFN)",
+        summary="SVD-shaped updates of every weight matrix, ranks pruned by importance during training",
         paper="Zhang et al. 2023, Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (arXiv 2303.10512)",
         default_learning_rate=5e-4,
         size_knob=SizeKnob("init_r", conflicts=("target_r",)),

@@ -22,8 +22,10 @@ class PromptConfig:
 
     num_virtual_tokens: int = 20
     """Soft-prompt length (the study sweeps 8, 32, 128, 256)."""
-    init: str = "sample_vocab"
-    """Initialisation: 'random' or 'sample_vocab' (copies of randomly chosen vocabulary embeddings)."""
+    init: str = "random"
+    """Initialisation: 'random' (N(0, 1), peft's RANDOM; the study's choice) or 'sample_vocab' (copies of the
+    embeddings of tokens drawn uniformly from the whole vocabulary). Lester et al.'s best, copies of the 5,000 most
+    common tokens' embeddings, needs token frequencies peftbench does not have and is not implemented."""
 
     def __post_init__(self) -> None:
         if self.num_virtual_tokens < 1:
