@@ -346,8 +346,9 @@ def test_base_total_from_config_numbers_matches_the_skeleton(model):
 def test_formula_equals_the_trainable_count(spec, model, options):
     net = skeleton(model)
     reason = spec.supports(net.config)
-    if reason:
-        pytest.skip(reason)
+    if reason:  # declined in one line, and only where expected (peft's LoHa/LoKr cannot wrap GPT-2's Conv1D)
+        assert "\n" not in reason and spec.name in ("loha", "lokr") and net.config.model_type == "gpt2", reason
+        return
     method_config = build_method_config(spec.name, options)
     counted = count_trainable(spec, net, method_config)
     arch = architecture_symbols(net.config)

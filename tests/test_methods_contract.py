@@ -29,10 +29,10 @@ from peftbench.data.collate import (
 from peftbench.evaluation.generate import encode_prefix, generate_ids, prefix_cache_supported
 from peftbench.experiments.run import build_model, save_trainable
 from peftbench.io import load_tensors, save_tensors
-from peftbench.methods import all_methods, trainable_parameters
+from peftbench.methods import all_methods, is_layer_norm, trainable_parameters
 from peftbench.models import count_parameters, is_encoder_decoder
 
-MODELS = ("tiny-t5", "tiny-llama")
+MODELS = ("tiny-t5", "tiny-llama", "tiny-gpt2")
 METHODS = [spec.name for spec in all_methods()]
 PAIRS = [
     ("Definition: Copy the input.\n\nNow complete the following example -\nInput: red fox.\nOutput: ", "red fox"),
@@ -122,48 +122,48 @@ def trained(tmp_path_factory) -> dict:
     """Trains every method on every model once; keeps what the tests below check."""
     root = tmp_path_factory.mktemp("contract")
     results = {}
-    for model_name in MODELS:
-        for method in METHODS:
-            torch.manual_seed(0)
-            cfg = _config(model_name, method)
-            model, tokenizer = build_model(cfg)
-            enc_dec = is_encoder_decoder(model)
-            feats = _features(tokenizer, enc_dec)
-            before = {n: p.detach().clone() for n, p in model.named_parameters()}
-            params = [p for p in model.parameters() if p.requires_grad]
-            opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
-            batch = training_batch(feats, tokenizer.pad_token_id, enc_dec)
-            losses = []
-            model.train()
-            for _ in range(STEPS):
-                loss = model(**batch).loss
-                loss.backward()
-                opt.step()
-                opt.zero_grad()
-                losses.append(loss.item())
-            after = dict(model.named_parameters())
-            changed = {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
-            run_dir = root / f"{model_name}-{method}"
-            run_dir.mkdir()
-            save_trainable(model, run_dir / "trainable.safetensors", cfg)
-            logits = _logits(model, tokenizer, feats, enc_dec)
-            save_tensors({"logits": logits}, run_dir / "logits.safetensors")
-            results[(model_name, method)] = {
-                "losses": losses,
-                "changed": changed,
-                "trainable": set(trainable_parameters(model)),
-                "counts": count_parameters(model),
-                "numel": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "saved": load_tensors(run_dir / "trainable.safetensors"),
-                "predictions": _predictions(model, tokenizer, feats, enc_dec),
-                "shared_prefix": _shared_prefix_predictions(model, tokenizer, enc_dec),
-                "run_dir": run_dir,
-                "logits": logits,
-            }
+    for model_name, method in CASES:
+        torch.manual_seed(0)
+        cfg = _config(model_name, method)
+        model, tokenizer = build_model(cfg)
+        enc_dec = is_encoder_decoder(model)
+        feats = _features(tokenizer, enc_dec)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+        batch = training_batch(feats, tokenizer.pad_token_id, enc_dec)
+        losses = []
+        model.train()
+        for _ in range(STEPS):
+            loss = model(**batch).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+        after = dict(model.named_parameters())
+        changed = {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
+        run_dir = root / f"{model_name}-{method}"
+        run_dir.mkdir()
+        save_trainable(model, run_dir / "trainable.safetensors", cfg)
+        logits = _logits(model, tokenizer, feats, enc_dec)
+        save_tensors({"logits": logits}, run_dir / "logits.safetensors")
+        results[(model_name, method)] = {
+            "losses": losses,
+            "changed": changed,
+            "trainable": set(trainable_parameters(model)),
+            "counts": count_parameters(model),
+            "numel": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "saved": load_tensors(run_dir / "trainable.safetensors"),
+            "predictions": _predictions(model, tokenizer, feats, enc_dec),
+            "shared_prefix": _shared_prefix_predictions(model, tokenizer, enc_dec),
+            "run_dir": run_dir,
+            "logits": logits,
+        }
     return results
 
 
-CASES = [(m, meth) for m in MODELS for meth in METHODS]
+# peft's LoHa and LoKr wrap nn.Linear only, and GPT-2's projections are Conv1D: they refuse it in one line.
+CASES = [(m, meth) for m in MODELS for meth in METHODS if not (m == "tiny-gpt2" and meth in ("loha", "lokr"))]
 
 
 @pytest.mark.parametrize(("model", "method"), CASES)
@@ -181,8 +181,12 @@ def test_only_method_parameters_change(trained, model, method):
         # A PEFT method leaves the whole base model frozen: every trainable tensor is the method's own.
         base_names = {n for n, _ in build_model(_config(model, method), apply_method=False)[0].named_parameters()}
         method_names = {n.replace("base_model.model.", "") for n in r["trainable"]}
+        base = build_model(_config(model, method), apply_method=False)[0]
+        norms = {f"{m}.{p}" for m, mod in base.named_modules() if is_layer_norm(mod) for p, _ in mod.named_parameters()}
         if method == "bitfit":  # trains existing biases and the zero biases it adds
             assert all(n.endswith(".bias") for n in method_names)
+        elif method in ("adapter_houlsby", "compacter", "compacter_pp"):  # and the model's layer norms (papers)
+            assert method_names & base_names == norms
         else:
             assert not (method_names & base_names), sorted(method_names & base_names)[:5]
 
@@ -243,30 +247,54 @@ def test_every_method_is_covered():
 def _expected_count(model: str, method: str) -> int:
     """Trainable parameters worked out by hand from the tiny presets' shapes (not from the code under test).
 
-    tiny-t5: d_model 128, inner attention 4x32 = 128, d_ff 256, 2 encoder + 2 decoder layers (6 attention
-    blocks: 2 encoder self, 2 decoder self, 2 cross). tiny-llama: hidden 128, 4 query heads and 2 key/value
-    heads of 32 (k/v width 64), intermediate 256, 3 layers.
+    tiny-t5: d_model 128, inner attention 4x32 = 128, gated feed-forward (wi_0, wi_1: 128 -> 256, wo), 2 encoder
+    + 2 decoder layers (6 attention blocks: 2 encoder self, 2 decoder self, 2 cross), 12 layer norms of 128.
+    tiny-llama: hidden 128, 4 query heads and 2 key/value heads of 32 (k/v width 64), intermediate 256, 3 layers,
+    7 RMS norms. tiny-gpt2: n_embd 128, 3 layers, MLP 512, Conv1D projections with biases, 7 layer norms with
+    biases.
     """
     d = 128
     adapter = 2 * d * 64 + d + 64  # one bottleneck adapter of size 64
+    pfeiffer = 2 * d * 8 + d + 8  # Pfeiffer's default bottleneck: 128 // 16 = 8
     phm = 2 * (d + 4) + d + 4  # one Compacter adapter: m = 128 // 32 = 4, n = 4, rank 1, with biases
     mlp = 3 * (d * d + d)  # P-tuning's prompt encoder: d -> d -> d -> d
+    if model == "tiny-gpt2":
+        layers, ff, norms = 3, 512, 7 * 2 * d
+        return {
+            "lora": layers * 8 * (d + 3 * d),  # the fused c_attn, 128 -> 384
+            "prompt": 20 * d,
+            "prefix": 8 * layers * 2 * d,
+            "ia3": layers * (3 * d + ff),  # c_attn output, mlp.c_proj input
+            "bitfit": layers * (3 * d + d + ff + d + 2 * d) + d,  # every existing bias, layer norms' included
+            "adapter_houlsby": layers * 2 * adapter + norms,
+            "adapter_pfeiffer": layers * pfeiffer,
+            "adapter_parallel": layers * adapter,
+            "compacter": 4**3 + layers * 2 * phm + norms,
+            "compacter_pp": 4**3 + layers * phm + norms,
+            "dora": layers * (8 * (d + 3 * d) + 3 * d),
+            "adalora": layers * 12 * ((d + 3 * d + 1) + (d + d + 1) + (d + ff + 1) + (ff + d + 1)),
+            "vera": layers * (256 + 3 * d),
+            "ptuning": 20 * d + mlp,
+            "ia3_ff": layers * ff,
+            "ln_tuning": norms,
+        }.get(method, -1)
     if model == "tiny-t5":
-        attn_blocks, ffn_blocks, dec_layers, ff = 6, 4, 2, 256
+        attn_blocks, ffn_blocks, dec_layers, ff, norms = 6, 4, 2, 256, 12 * d
         return {
             "lora": 8 * (d + d) * 2 * attn_blocks,  # r (d_in + d_out) on q and v of every attention block
             "prompt": 20 * d,  # one soft prompt of 20 vectors
             "prefix": 8 * dec_layers * 2 * d,  # 8 tokens x decoder layers x (key, value) x d
             "ia3": attn_blocks * 2 * d + ffn_blocks * ff,  # k, v outputs; wo input
-            "bitfit": attn_blocks * 4 * d + ffn_blocks * (ff + d),  # zero biases on q k v o, wi, wo
-            "adapter_houlsby": (attn_blocks - 2 + ffn_blocks) * (2 * d * 64 + d + 64),  # no cross-attention
-            "adapter_pfeiffer": ffn_blocks * (2 * d * 64 + d + 64),
+            "bitfit": attn_blocks * 4 * d + ffn_blocks * (2 * ff + d),  # zero biases on q k v o, wi_0, wi_1, wo
+            # no cross-attention adapter; the layer norms train too
+            "adapter_houlsby": (attn_blocks - 2 + ffn_blocks) * adapter + norms,
+            "adapter_pfeiffer": ffn_blocks * pfeiffer,
             "adapter_parallel": ffn_blocks * adapter,  # beside each feed-forward block
-            "compacter": 4**3 + (attn_blocks - 2 + ffn_blocks) * phm,  # n^3 shared + 8 adapters
-            "compacter_pp": 4**3 + ffn_blocks * phm,
+            "compacter": 4**3 + (attn_blocks - 2 + ffn_blocks) * phm + norms,  # n^3 shared + 8 adapters + norms
+            "compacter_pp": 4**3 + ffn_blocks * phm + norms,
             "dora": attn_blocks * 2 * (8 * (d + d) + d),  # LoRA on q, v plus a magnitude per output
-            # peft's AdaLoRA targets q, k, v, o and wi, wo: init_r (d_in + d_out + 1) each
-            "adalora": 12 * (attn_blocks * 4 * (d + d + 1) + ffn_blocks * 2 * (d + ff + 1)),
+            # every weight matrix: q, k, v, o and wi_0, wi_1, wo; init_r (d_in + d_out + 1) each
+            "adalora": 12 * (attn_blocks * 4 * (d + d + 1) + ffn_blocks * 3 * (d + ff + 1)),
             "loha": attn_blocks * 2 * 2 * 8 * (d + d),  # two rank-8 factor pairs on q, v
             # 128 = 8 x 16: w1 (8 x 8) plus w2 (16 x 16), full because r = 8 >= 16 / 2
             "lokr": attn_blocks * 2 * (8 * 8 + 16 * 16),
@@ -275,20 +303,21 @@ def _expected_count(model: str, method: str) -> int:
             "ia3_ff": ffn_blocks * ff,
             "ln_tuning": (2 * 2 + 2 * 3 + 2) * d,  # 2 norms per encoder block, 3 per decoder block, 2 final
         }.get(method, -1)
-    layers, kv, ff = 3, 64, 256
+    layers, kv, ff, norms = 3, 64, 256, 7 * d
     return {
         "lora": layers * 8 * ((d + d) + (d + kv)),
         "prompt": 20 * d,
         "prefix": 8 * layers * 2 * kv,
         "ia3": layers * (kv + kv + ff),
         "bitfit": layers * (d + kv + kv + d + ff + ff + d),
-        "adapter_houlsby": layers * 2 * (2 * d * 64 + d + 64),
-        "adapter_pfeiffer": layers * (2 * d * 64 + d + 64),
+        "adapter_houlsby": layers * 2 * adapter + norms,
+        "adapter_pfeiffer": layers * pfeiffer,
         "adapter_parallel": layers * adapter,
-        "compacter": 4**3 + layers * 2 * phm,
-        "compacter_pp": 4**3 + layers * phm,
+        "compacter": 4**3 + layers * 2 * phm + norms,
+        "compacter_pp": 4**3 + layers * phm + norms,
         "dora": layers * (8 * (d + d) + d + 8 * (d + kv) + kv),
-        "adalora": layers * 12 * ((d + d + 1) + (d + kv + 1)),  # q_proj, v_proj
+        # every weight matrix: q, k, v, o, gate, up, down
+        "adalora": layers * 12 * (2 * (d + d + 1) + 2 * (d + kv + 1) + 3 * (d + ff + 1)),
         "loha": layers * 2 * 8 * ((d + d) + (d + kv)),
         # q: 128x128 -> w1 8x8 + w2 16x16; v: 64x128 -> w1 8x8 + w2 8x16 (full: r = 8 >= 16 / 2)
         "lokr": layers * ((8 * 8 + 16 * 16) + (8 * 8 + 8 * 16)),
@@ -316,6 +345,8 @@ def test_shared_prefix_generation_gives_the_same_predictions(trained, model, met
         assert shared_ids == plain_ids
         assert len(shared_logits) == len(plain_logits) > 0
         for a, b in zip(plain_logits, shared_logits, strict=True):
-            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+            # Float noise only (batch-1 prefix vs full-batch GEMMs, amplified by the scaled-up weights: up to ~1e-4
+            # of the logits' scale, for IA3 on GPT-2); a wrong mask or position moves logits by O(1).
+            torch.testing.assert_close(b, a, atol=3e-4 * a.abs().max().item(), rtol=1e-4)
     virtual_tokens = method in ("prompt", "prefix", "ptuning")
-    assert used == (model == "tiny-llama" and not virtual_tokens)
+    assert used == (model in ("tiny-llama", "tiny-gpt2") and not virtual_tokens)

@@ -1,14 +1,25 @@
-"""Bottleneck adapters: ``h' = h + W_up f(W_down h + b_down) + b_up``, inserted after sub-layer outputs.
+"""Bottleneck adapters, as Houlsby et al. (2019) and Pfeiffer et al. (2021) define them.
 
-``W_down`` maps the hidden size ``d`` to a bottleneck ``m``, ``W_up`` maps back and starts at zero, so the
-adapted model computes exactly the base model at the start; each adapter has ``2·d·m + d + m``
-parameters. Houlsby placement puts one after the self-attention and one after the feed-forward output
-projection of every layer (T5 cross-attention gets none); Pfeiffer placement only after the feed-forward.
-Written here because the ``adapters`` library pins an older transformers and peft has no such method.
+An adapter is ``A(x) = x + W_up f(W_down x + b_down) + b_up`` with ``W_down`` mapping the hidden size ``d``
+to a bottleneck ``m`` and ``W_up`` back; each has ``2·d·m + d + m`` parameters. The two flavours differ in
+what the adapter reads and what they train:
 
-Each adapter is attached as a child ``adapter`` of the output projection it follows (so its parameter
-names read ``...o_proj.adapter.down.weight``) and runs in a forward hook on that projection; the base
-modules, their parameter names and their weights are left as they were.
+- **Houlsby** (``adapter_houlsby``): after the self-attention and after the feed-forward sub-layer of every
+  layer (T5's cross-attention gets none), on the sub-layer's output *after its dropout and before the residual
+  connection*: a block ``h + D(F(LN(h)))`` becomes ``h + A(D(F(LN(h))))`` (adapter-bert's ``modeling.py``:
+  ``adapter(dropout(dense(x)))``, then the residual and layer norm). GELU (the reference code), weights drawn
+  from a normal truncated at two standard deviations (std 1e-2, the paper's near-identity initialisation), and
+  the model's layer norms trained with the adapters (the paper's Fig. 2).
+- **Pfeiffer** (``adapter_pfeiffer``, adapter-hub's ``SeqBnConfig``, ``original_ln_before=True``): after the
+  feed-forward sub-layer only, on its output *after the residual has been added*: ``h + D(F(LN(h)))`` becomes
+  ``A(h + D(F(LN(h))))``. ReLU, reduction factor 16, BERT-style initialisation (normal, std 0.02, both
+  projections), layer norms frozen (adapter-hub's defaults).
+
+Both are written here because the ``adapters`` library pins an older transformers and peft has no such
+method. Each adapter is a child ``adapter`` of the module whose output it reads (T5 and GPT-2: the sub-layer's
+dropout module; LLaMA, which has none: its output projection; Pfeiffer: the feed-forward sub-layer, or the whole
+decoder layer where the feed-forward block ends it) and runs in a forward hook on that module, so parameter
+names read ``....dropout.adapter.down.weight``; the base modules and their weights are left as they were.
 """
 
 from __future__ import annotations
@@ -21,84 +32,123 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods import MethodSpec, SizeKnob, freeze_all, register
+from peftbench.methods import MethodSpec, SizeKnob, freeze_all, register, unfreeze_layer_norms
 from peftbench.methods.precision import trainable_dtype
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
+
+def _gelu_tanh() -> nn.Module:
+    return nn.GELU(approximate="tanh")
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
+    "gelu_new": _gelu_tanh,  # the tanh approximation (transformers' "gelu_new"; Compacter's code uses it)
     "silu": nn.SiLU,
     "swish": nn.SiLU,
     "tanh": nn.Tanh,
 }
 PLACEMENTS = ("attention", "feed_forward", "both")
-
-# model_type -> (suffix of the self-attention output projection, suffix of the feed-forward output one).
-_T5 = (".SelfAttention.o", ".DenseReluDense.wo")
-_LLAMA = (".self_attn.o_proj", ".mlp.down_proj")
-OUTPUT_PROJECTIONS: dict[str, tuple[str, str]] = {
-    "t5": _T5,
-    "mt5": _T5,
-    "umt5": _T5,
-    "llama": _LLAMA,
-    "mistral": _LLAMA,
-    "qwen2": _LLAMA,
-    "qwen3": _LLAMA,
-    "gpt2": (".attn.c_proj", ".mlp.c_proj"),
+INITS = {
+    "houlsby": "both projections ~ normal(0, std) truncated at ±2·std (std 1e-2), biases 0 (Houlsby et al.)",
+    "bert": "both projections ~ normal(0, std) (std 0.02), biases 0 (adapter-hub's default; the study's code)",
+    "lora": "down ~ Kaiming-uniform (a = √5), up = 0, biases 0: starts as the identity (He et al.'s recipe)",
 }
+_DEFAULT_STD = {"houlsby": 1e-2, "bert": 0.02}
 
 
-def check_common(size: int | None, reduction_factor: int | None, non_linearity: str, placement: str) -> None:
+def check_common(size: int | None, reduction_factor: int | None, non_linearity: str, placement: str | None) -> None:
     """Validates the options every adapter flavour shares (raises ValueError)."""
     for name, value in (("size", size), ("reduction_factor", reduction_factor)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"adapter {name} must be a positive integer, got {value!r}")
+    if size is not None and reduction_factor is not None:
+        raise ValueError("set the adapter's size or its reduction_factor, not both")
     if non_linearity not in ACTIVATIONS:
         raise ValueError(f"unknown adapter non_linearity {non_linearity!r}; use one of {', '.join(ACTIVATIONS)}")
-    if placement not in PLACEMENTS:
+    if placement is not None and placement not in PLACEMENTS:
         raise ValueError(f"unknown adapter placement {placement!r}; use one of {', '.join(PLACEMENTS)}")
 
 
-def bottleneck_size(size: int | None, reduction_factor: int | None, d: int, default: int) -> int:
-    """The bottleneck ``m``: ``d // reduction_factor`` when that is set, else ``size``, else ``default``."""
-    if reduction_factor is not None:
-        if reduction_factor > d:
-            raise PeftbenchError(f"adapter reduction_factor {reduction_factor} exceeds the hidden size {d}")
-        return d // reduction_factor
-    return size if size is not None else default
+def check_init(init: str, init_std: float | None) -> None:
+    """Validates an initialisation scheme and its standard deviation (raises ValueError)."""
+    if init not in INITS:
+        raise ValueError(f"unknown adapter init {init!r}; use one of {', '.join(INITS)}")
+    if init_std is not None and (
+        isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not 0 < init_std < math.inf
+    ):
+        raise ValueError(f"adapter init_std must be a positive number, got {init_std!r}")
+
+
+def bottleneck_size(size: int | None, reduction_factor: int | None, d: int, default: int | None = None,
+                    default_reduction: int | None = None) -> int:  # fmt: skip
+    """The bottleneck ``m``: ``size``, else ``d // reduction_factor``, else the flavour's default (a size, or a
+    reduction factor)."""
+    if size is not None:
+        return size
+    factor = reduction_factor if reduction_factor is not None else default_reduction
+    if factor is None:
+        assert default is not None
+        return default
+    if factor > d:
+        raise PeftbenchError(f"adapter reduction_factor {factor} exceeds the hidden size {d}")
+    return d // factor
 
 
 @dataclass
 class AdapterConfig:
-    """Hyperparameters of bottleneck adapters."""
+    """Hyperparameters of Houlsby adapters."""
 
-    size: int = 64
-    """Bottleneck dimension ``m`` of every adapter (the study sweeps 8 to 512)."""
+    size: int | None = None
+    """Bottleneck dimension ``m`` (the study sweeps 8 to 512); None = hidden_size // reduction_factor if that is
+    set, else 64 (Houlsby et al.'s "Adapters (64)")."""
     reduction_factor: int | None = None
-    """When set, the bottleneck is hidden_size // reduction_factor instead of ``size``."""
+    """Bottleneck as hidden_size // reduction_factor (set this or ``size``, not both)."""
     placement: str = "both"
-    """After which sub-layers: attention, feed_forward or both (Houlsby: both; Pfeiffer: feed_forward)."""
-    non_linearity: str = "relu"
-    """Activation between the down and up projections: relu, gelu, silu (= swish) or tanh."""
-    init_std: float = 1e-2
-    """Standard deviation of the normal initialisation of the down projection (the up one starts at 0)."""
+    """After which sub-layers: attention, feed_forward or both (Houlsby: both)."""
+    non_linearity: str = "gelu"
+    """Activation between the projections: relu, gelu, gelu_new (tanh approximation), silu (= swish) or tanh."""
+    init: str = "houlsby"
+    """Initialisation: houlsby (truncated normal, both projections), bert (normal 0.02, both) or lora (Kaiming
+    down, zero up)."""
+    init_std: float | None = None
+    """Standard deviation for the houlsby and bert schemes; None = theirs (1e-2 and 0.02)."""
+    train_layer_norms: bool = True
+    """Train the model's layer norms with the adapters (Houlsby et al. Fig. 2; the study's code does not)."""
 
     def __post_init__(self) -> None:
         check_common(self.size, self.reduction_factor, self.non_linearity, self.placement)
-        if (
-            isinstance(self.init_std, bool)
-            or not isinstance(self.init_std, (int, float))
-            or not 0 < self.init_std < math.inf
-        ):
-            raise ValueError(f"adapter init_std must be a positive number, got {self.init_std!r}")
+        check_init(self.init, self.init_std)
+
+    def bottleneck(self, d: int) -> int:
+        """The bottleneck ``m`` on hidden size ``d``."""
+        return bottleneck_size(self.size, self.reduction_factor, d, default=64)
 
 
 @dataclass
-class PfeifferConfig(AdapterConfig):
-    """Hyperparameters of Pfeiffer adapters (bottleneck adapters after the feed-forward block only)."""
+class PfeifferConfig:
+    """Hyperparameters of Pfeiffer adapters (adapter-hub's ``SeqBnConfig``)."""
 
-    placement: str = "feed_forward"
-    """After which sub-layers: attention, feed_forward or both."""
+    size: int | None = None
+    """Bottleneck dimension ``m``; None = hidden_size // reduction_factor."""
+    reduction_factor: int | None = None
+    """Bottleneck as hidden_size // reduction_factor; None (with ``size`` unset) = 16, adapter-hub's default."""
+    non_linearity: str = "relu"
+    """Activation between the projections: relu, gelu, gelu_new, silu (= swish) or tanh."""
+    init: str = "bert"
+    """Initialisation: bert (normal 0.02, both projections), houlsby or lora."""
+    init_std: float | None = None
+    """Standard deviation for the houlsby and bert schemes; None = theirs."""
+    train_layer_norms: bool = False
+    """Train the model's layer norms too (adapter-hub: no; the Compacter paper's Pfeiffer baseline: yes)."""
+
+    def __post_init__(self) -> None:
+        check_common(self.size, self.reduction_factor, self.non_linearity, None)
+        check_init(self.init, self.init_std)
+
+    def bottleneck(self, d: int) -> int:
+        """The bottleneck ``m`` on hidden size ``d``."""
+        return bottleneck_size(self.size, self.reduction_factor, d, default_reduction=16)
 
 
 def adapter_parameter_count(d: int, m: int) -> int:
@@ -106,20 +156,37 @@ def adapter_parameter_count(d: int, m: int) -> int:
     return 2 * d * m + d + m
 
 
-class BottleneckAdapter(nn.Module):
-    """``h + up(act(down(h)))``; ``up`` is zero at init, so the adapter starts as the identity.
+def init_projections(down: nn.Linear, up: nn.Linear, init: str, init_std: float | None) -> None:
+    """Initialises a bottleneck's down and up projections in place by the scheme ``init`` (see ``INITS``)."""
+    with torch.no_grad():
+        if init == "lora":
+            nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))
+            nn.init.zeros_(up.weight)
+        else:
+            std = init_std if init_std is not None else _DEFAULT_STD[init]
+            for layer in (down, up):
+                if init == "houlsby":
+                    nn.init.trunc_normal_(layer.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+                else:
+                    nn.init.normal_(layer.weight, mean=0.0, std=std)
+        nn.init.zeros_(down.bias)
+        nn.init.zeros_(up.bias)
 
-    With ``residual=False`` it returns only the branch, ``up(act(down(h)))`` (for parallel adapters), in the
-    adapter's own dtype. Its weights are fp32 next to a half-precision base (``dtype`` is the base's): the
-    adapter computes in fp32 and returns ``h + branch`` in ``h``'s dtype.
+
+class BottleneckAdapter(nn.Module):
+    """``x + up(act(down(x)))``; with ``residual=False`` only the branch ``up(act(down(x)))`` (parallel adapters).
+
+    Its weights are fp32 next to a half-precision base (``dtype`` is the base's): it computes in fp32 and returns
+    ``x + branch`` in ``x``'s dtype, the branch alone in its own.
     """
 
     def __init__(
         self,
         d: int,
         m: int,
-        non_linearity: str = "relu",
-        init_std: float = 1e-2,
+        non_linearity: str = "gelu",
+        init: str = "houlsby",
+        init_std: float | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         residual: bool = True,
@@ -132,11 +199,7 @@ class BottleneckAdapter(nn.Module):
         self.down = nn.utils.skip_init(nn.Linear, d, m, dtype=dtype, device=device)
         self.act = ACTIVATIONS[non_linearity]()
         self.up = nn.utils.skip_init(nn.Linear, m, d, dtype=dtype, device=device)
-        with torch.no_grad():
-            nn.init.normal_(self.down.weight, mean=0.0, std=init_std)
-            nn.init.zeros_(self.down.bias)
-            nn.init.zeros_(self.up.weight)
-            nn.init.zeros_(self.up.bias)
+        init_projections(self.down, self.up, init, init_std)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x = h.to(self.down.weight.dtype)
@@ -144,8 +207,10 @@ class BottleneckAdapter(nn.Module):
         return (x + branch).to(h.dtype) if self.residual else branch
 
 
-def _run_adapter(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    """Forward hook on an output projection: passes its output through the attached adapter."""
+def _run_adapter(module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> torch.Tensor | tuple:
+    """Forward hook: passes the module's output (the first element of a tuple) through its ``adapter``."""
+    if isinstance(output, tuple):
+        return (module.adapter(output[0]), *output[1:])
     return module.adapter(output)
 
 
@@ -156,6 +221,69 @@ def output_dim(module: nn.Module) -> int:
     if hasattr(module, "nf"):  # transformers' Conv1D (GPT-2), weight stored as (in, out)
         return int(module.nf)
     raise PeftbenchError(f"cannot insert an adapter after a {type(module).__name__}: unknown output size")
+
+
+# Where an adapter reads, per architecture: functions from a model to its (name, module) sites, in layer order.
+Sites = Callable[[nn.Module], list[tuple[str, nn.Module]]]
+
+
+def _children_of(class_suffix: str, child: str) -> Sites:
+    """The ``child`` of every module whose class name ends in ``class_suffix``."""
+
+    def sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
+        return [
+            (f"{name}.{child}", getattr(module, child))
+            for name, module in model.named_modules()
+            if type(module).__name__.endswith(class_suffix)
+        ]
+
+    return sites
+
+
+def _classes(class_suffix: str) -> Sites:
+    """Every module whose class name ends in ``class_suffix``."""
+
+    def sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in model.named_modules() if type(m).__name__.endswith(class_suffix)]
+
+    return sites
+
+
+def _suffix(suffix: str) -> Sites:
+    """Every module whose name ends in ``suffix``."""
+
+    def sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in model.named_modules() if n.endswith(suffix)]
+
+    return sites
+
+
+# Houlsby: the sub-layer's output after its dropout, before the residual (attention sites, feed-forward sites).
+_T5_SUBLAYER_OUTPUTS = (_children_of("LayerSelfAttention", "dropout"), _children_of("LayerFF", "dropout"))
+_LLAMA_SUBLAYER_OUTPUTS = (_suffix(".self_attn.o_proj"), _suffix(".mlp.down_proj"))  # LLaMA has no dropout
+SUBLAYER_OUTPUTS: dict[str, tuple[Sites, Sites]] = {
+    "t5": _T5_SUBLAYER_OUTPUTS,
+    "mt5": _T5_SUBLAYER_OUTPUTS,
+    "umt5": _T5_SUBLAYER_OUTPUTS,
+    "llama": _LLAMA_SUBLAYER_OUTPUTS,
+    "mistral": _LLAMA_SUBLAYER_OUTPUTS,
+    "qwen2": _LLAMA_SUBLAYER_OUTPUTS,
+    "qwen3": _LLAMA_SUBLAYER_OUTPUTS,
+    "gpt2": (_suffix(".attn.resid_dropout"), _suffix(".mlp.dropout")),
+}
+# Pfeiffer: the feed-forward sub-layer's output with its residual added (T5: the T5LayerFF block; decoder-only:
+# the decoder layer, which the feed-forward block ends).
+_DECODER_LAYER = _classes("DecoderLayer")
+FEED_FORWARD_BLOCKS: dict[str, Sites] = {
+    "t5": _classes("LayerFF"),
+    "mt5": _classes("LayerFF"),
+    "umt5": _classes("LayerFF"),
+    "llama": _DECODER_LAYER,
+    "mistral": _DECODER_LAYER,
+    "qwen2": _DECODER_LAYER,
+    "qwen3": _DECODER_LAYER,
+    "gpt2": _classes("GPT2Block"),
+}
 
 
 def supports_for(name: str, table: dict) -> Callable:
@@ -180,55 +308,74 @@ def hidden_size(model: nn.Module) -> int:
     raise PeftbenchError(f"cannot find the hidden size of a {config.model_type} model")
 
 
-def placement_targets(
-    model: nn.Module, name: str, placement: str, table: dict[str, tuple[str, str]], attr: str
-) -> list[tuple[str, nn.Module]]:
-    """Freezes ``model`` and returns the modules ``placement`` selects from ``table`` (model_type -> (attention
-    suffix, feed-forward suffix)); one-line errors for an unknown architecture, no match, or a second apply."""
-    reason = supports_for(name, table)(getattr(model, "config", None))
-    if reason is not None:
-        raise PeftbenchError(reason)
-    attn_suffix, ffn_suffix = table[model.config.model_type]
-    suffixes = {"attention": (attn_suffix,), "feed_forward": (ffn_suffix,), "both": (attn_suffix, ffn_suffix)}[
-        placement
-    ]
+def select_sites(model: nn.Module, name: str, sites: list[Sites], attr: str) -> list[tuple[str, nn.Module]]:
+    """Freezes ``model`` and returns the modules ``sites`` select; one-line errors for no match or a second
+    apply (a module that already has ``attr``)."""
     freeze_all(model)
-    targets = [(n, mod) for n, mod in model.named_modules() if n.endswith(suffixes)]
+    targets = [site for find in sites for site in find(model)]
     if not targets:
-        raise PeftbenchError(f"{name}: found no module ending in {' or '.join(suffixes)} in the model")
+        raise PeftbenchError(f"{name}: found no place for an adapter in this {model.config.model_type} model")
     for module_name, module in targets:
         if hasattr(module, attr):
             raise PeftbenchError(f"{name}: {module_name} already has an adapter (apply called twice?)")
     return targets
 
 
-def insert_after_outputs(
-    model: nn.Module, name: str, placement: str, make: Callable[[int, torch.Tensor], nn.Module]
+def placement_sites(model: nn.Module, name: str, placement: str, table: dict[str, tuple[Sites, Sites]]) -> list[Sites]:
+    """The site finders of ``placement`` for this model's architecture (one-line error for an unknown one)."""
+    reason = supports_for(name, table)(getattr(model, "config", None))
+    if reason is not None:
+        raise PeftbenchError(reason)
+    attention, feed_forward = table[model.config.model_type]
+    return {"attention": [attention], "feed_forward": [feed_forward], "both": [attention, feed_forward]}[placement]
+
+
+def insert_adapters(
+    model: nn.Module, name: str, sites: list[Sites], make: Callable[[torch.Tensor], nn.Module]
 ) -> nn.Module:
-    """Freezes ``model`` and attaches ``make(width, weight)`` as ``adapter`` after the chosen output projections."""
-    for _, module in placement_targets(model, name, placement, OUTPUT_PROJECTIONS, "adapter"):
-        module.adapter = make(output_dim(module), module.weight)
+    """Freezes ``model`` and attaches ``make(reference_weight)`` as ``adapter`` to every site, run on its output."""
+    reference = model.get_input_embeddings().weight  # dtype and device of the base model
+    for _, module in select_sites(model, name, sites, "adapter"):
+        module.adapter = make(reference)
         module.register_forward_hook(_run_adapter)
     return model
 
 
-def _apply(name: str) -> Callable[[nn.Module, AdapterConfig], nn.Module]:
-    def apply(model: nn.Module, config: AdapterConfig) -> nn.Module:
-        m = bottleneck_size(config.size, config.reduction_factor, hidden_size(model), 64)
+def apply_houlsby(model: nn.Module, config: AdapterConfig) -> nn.Module:
+    """Inserts Houlsby adapters on the chosen sub-layers' outputs (after dropout, before the residual); trains them
+    and, with ``train_layer_norms``, the model's layer norms."""
+    d = hidden_size(model)
+    m = config.bottleneck(d)
+    sites = placement_sites(model, "adapter_houlsby", config.placement, SUBLAYER_OUTPUTS)
 
-        def make(d: int, weight: torch.Tensor) -> nn.Module:
-            return BottleneckAdapter(d, m, config.non_linearity, config.init_std, weight.dtype, weight.device)
+    def make(weight: torch.Tensor) -> nn.Module:
+        return BottleneckAdapter(d, m, config.non_linearity, config.init, config.init_std, weight.dtype, weight.device)
 
-        return insert_after_outputs(model, name, config.placement, make)
+    model = insert_adapters(model, "adapter_houlsby", sites, make)
+    if config.train_layer_norms:
+        unfreeze_layer_norms(model)
+    return model
 
-    apply.__doc__ = f"Inserts {name} bottleneck adapters after the configured sub-layer outputs; trains only them."
-    return apply
+
+def apply_pfeiffer(model: nn.Module, config: PfeifferConfig) -> nn.Module:
+    """Inserts Pfeiffer adapters on the feed-forward sub-layers' outputs after their residual; trains them (and,
+    with ``train_layer_norms``, the model's layer norms)."""
+    reason = supports_for("adapter_pfeiffer", FEED_FORWARD_BLOCKS)(getattr(model, "config", None))
+    if reason is not None:
+        raise PeftbenchError(reason)
+    d = hidden_size(model)
+    m = config.bottleneck(d)
+
+    def make(weight: torch.Tensor) -> nn.Module:
+        return BottleneckAdapter(d, m, config.non_linearity, config.init, config.init_std, weight.dtype, weight.device)
+
+    model = insert_adapters(model, "adapter_pfeiffer", [FEED_FORWARD_BLOCKS[model.config.model_type]], make)
+    if config.train_layer_norms:
+        unfreeze_layer_norms(model)
+    return model
 
 
-apply_houlsby = _apply("adapter_houlsby")
-apply_pfeiffer = _apply("adapter_pfeiffer")
-
-_COUNT_NOTE = "adapters × (2·d·m + d + m): down and up projections with biases"
+_COUNT_NOTE = "adapters × (2·d·m + d + m): down and up projections with biases, plus the layer norms if trained"
 SIZE_KNOB = SizeKnob("size", conflicts=("reduction_factor",))
 
 register(
@@ -236,13 +383,14 @@ register(
         name="adapter_houlsby",
         config_cls=AdapterConfig,
         apply=apply_houlsby,
-        summary="bottleneck adapters after self-attention and feed-forward outputs",
+        summary="bottleneck adapters on the self-attention and feed-forward outputs (after dropout, before the "
+        "residual), layer norms trained",
         paper="Houlsby et al. 2019, Parameter-Efficient Transfer Learning for NLP (arXiv 1902.00751)",
         default_learning_rate=5e-4,
-        supports=supports_for("adapter_houlsby", OUTPUT_PROJECTIONS),
+        supports=supports_for("adapter_houlsby", SUBLAYER_OUTPUTS),
         count_note=_COUNT_NOTE,
         size_knob=SIZE_KNOB,
-        formula="adapters · (2·d·m + d + m); 2 per layer (self-attention, feed-forward)",
+        formula="A·(2·d·m + d + m) + (N if train_layer_norms else 0)",
     )
 )
 register(
@@ -250,12 +398,12 @@ register(
         name="adapter_pfeiffer",
         config_cls=PfeifferConfig,
         apply=apply_pfeiffer,
-        summary="bottleneck adapters after feed-forward outputs",
+        summary="bottleneck adapter on each feed-forward block's output after its residual (h + F)",
         paper="Pfeiffer et al. 2021, AdapterFusion: Non-Destructive Task Composition (arXiv 2005.00247)",
         default_learning_rate=5e-4,
-        supports=supports_for("adapter_pfeiffer", OUTPUT_PROJECTIONS),
+        supports=supports_for("adapter_pfeiffer", FEED_FORWARD_BLOCKS),
         count_note=_COUNT_NOTE,
         size_knob=SIZE_KNOB,
-        formula="adapters · (2·d·m + d + m); 1 per layer (feed-forward)",
+        formula="F·(2·d·m + d + m) + (N if train_layer_norms else 0)",
     )
 )

@@ -60,6 +60,6 @@ register(
         summary="bias terms only (zero biases added to bias-free linears)",
         paper="Ben Zaken et al. 2022, BitFit: Simple Parameter-efficient Fine-tuning (arXiv 2106.10199)",
         default_learning_rate=1e-3,
-        formula="Σ over linear layers d_out (+ layer-norm biases where the model has them)",
+        formula="Σ_all[d_out] + Nb + (V if lm_head_bias else 0) + (N − Nb if train_layer_norms else 0)",
     )
 )

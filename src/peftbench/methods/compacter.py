@@ -7,30 +7,53 @@ has ``r·(d_in + d_out)`` own weights plus a bias, and the model ``n³`` shared 
 adapters after attention and feed-forward of ``L`` layers, Compacter has ``4L(d + m) + n³`` weights (the
 paper's count) plus biases. Compacter++ keeps only the feed-forward adapters: ``2L(d + m) + n³``.
 
-The up projection's ``t`` starts at zero, so the adapters start as the identity. Written here because no
-maintained library provides Compacter for transformers >= 5. Placement and hooks are the bottleneck
-adapters' (see ``adapters.py``); the shared ``A`` lives once, in the model's ``compacter_phm_rule``.
+As in the reference code (rabeehk/compacter, ``configs/compacter.json``): the adapter reads the sub-layer's
+output before its dropout, ``h + D(F + A(F))`` (T5's ``adapter_controller`` runs on the feed-forward output, then
+dropout and the residual); GELU in its tanh form (``gelu_new``); the shared ``A`` ~ normal(0, 1e-4)
+(``phm_init_range``), every slice of ``s`` and ``t`` Glorot-uniform with gain √2, biases zero; and the model's
+layer norms are trained (``unfreeze_layer_norms``), which is how the paper's 0.073% of T5-base comes out. With
+``A`` that small the adapters start close to, not exactly at, the identity.
+
+Written here because no maintained library provides Compacter for transformers >= 5. The shared ``A`` lives once,
+in the model's ``compacter_phm_rule``; each adapter is a child ``adapter`` of the output projection it follows.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods import MethodSpec, SizeKnob, register
+from peftbench.methods import MethodSpec, SizeKnob, register, unfreeze_layer_norms
 from peftbench.methods.adapters import (
     ACTIVATIONS,
-    OUTPUT_PROJECTIONS,
+    Sites,
+    _suffix,
     bottleneck_size,
     check_common,
     hidden_size,
-    insert_after_outputs,
+    insert_adapters,
+    placement_sites,
     supports_for,
 )
 from peftbench.methods.precision import trainable_dtype
+
+# model_type -> (the self-attention output projection, the feed-forward output projection): F before dropout.
+_T5 = (_suffix(".SelfAttention.o"), _suffix(".DenseReluDense.wo"))
+_LLAMA = (_suffix(".self_attn.o_proj"), _suffix(".mlp.down_proj"))
+OUTPUT_PROJECTIONS: dict[str, tuple[Sites, Sites]] = {
+    "t5": _T5,
+    "mt5": _T5,
+    "umt5": _T5,
+    "llama": _LLAMA,
+    "mistral": _LLAMA,
+    "qwen2": _LLAMA,
+    "qwen3": _LLAMA,
+    "gpt2": (_suffix(".attn.c_proj"), _suffix(".mlp.c_proj")),
+}
 
 
 @dataclass
@@ -39,18 +62,21 @@ class CompacterConfig:
 
     size: int | None = None
     """Bottleneck dimension ``m`` (a multiple of ``phm_dim``); None = hidden_size // reduction_factor."""
-    reduction_factor: int = 32
-    """Bottleneck as a fraction of the hidden size when ``size`` is unset (the paper: 32)."""
+    reduction_factor: int | None = None
+    """Bottleneck as hidden_size // reduction_factor (set this or ``size``, not both); None with ``size`` unset
+    = 32, the paper's."""
     phm_dim: int = 4
     """Number ``n`` of Kronecker terms; must divide the hidden size and the bottleneck (the paper: 4)."""
     phm_rank: int = 1
     """Rank ``r`` of the fast weights ``Bᵢ = sᵢ tᵢᵀ`` (the paper: 1)."""
     placement: str = "both"
     """After which sub-layers: attention, feed_forward or both (Compacter: both; Compacter++: feed_forward)."""
-    non_linearity: str = "gelu"
-    """Activation between the down and up projections (the paper: GELU)."""
-    init_std: float = 1e-2
-    """Standard deviation of the entries of the initial down projection ``W`` (the up one starts at 0)."""
+    non_linearity: str = "gelu_new"
+    """Activation between the down and up projections (the reference code: gelu_new, GELU's tanh form)."""
+    phm_init_std: float = 1e-4
+    """Standard deviation of the shared slow weights ``A`` at initialisation (the reference's phm_init_range)."""
+    train_layer_norms: bool = True
+    """Train the model's layer norms with the adapters (the paper's configs do)."""
 
     def __post_init__(self) -> None:
         check_common(self.size, self.reduction_factor, self.non_linearity, self.placement)
@@ -60,8 +86,16 @@ class CompacterConfig:
                 raise ValueError(f"compacter {name} must be a positive integer, got {value!r}")
         if self.size is not None and self.size % self.phm_dim:
             raise ValueError(f"compacter size {self.size} is not a multiple of phm_dim {self.phm_dim}")
-        if not self.init_std > 0:
-            raise ValueError(f"compacter init_std must be positive, got {self.init_std!r}")
+        if (
+            isinstance(self.phm_init_std, bool)
+            or not isinstance(self.phm_init_std, (int, float))
+            or not (0 < self.phm_init_std < float("inf"))
+        ):
+            raise ValueError(f"compacter phm_init_std must be a positive number, got {self.phm_init_std!r}")
+
+    def bottleneck(self, d: int) -> int:
+        """The bottleneck ``m`` on hidden size ``d``."""
+        return bottleneck_size(self.size, self.reduction_factor, d, default_reduction=32)
 
 
 @dataclass
@@ -75,20 +109,19 @@ class CompacterPlusPlusConfig(CompacterConfig):
 class PHMRule(nn.Module):
     """The shared slow weights ``A`` of shape (n, n, n)."""
 
-    def __init__(self, n: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, n: int, std: float, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n, n, n, dtype=dtype, device=device))
         with torch.no_grad():
-            nn.init.normal_(self.weight, mean=0.0, std=1.0)
+            nn.init.normal_(self.weight, mean=0.0, std=std)
 
 
 class PHMLinear(nn.Module):
     """``y = x W + b`` with ``W = Σᵢ Aᵢ ⊗ (sᵢ tᵢ)``; ``A`` is shared and held by reference, not as a child."""
 
     def __init__(
-        self, d_in: int, d_out: int, rule: PHMRule, rank: int, std: float, zero: bool,
-        dtype: torch.dtype, device: torch.device,
-    ) -> None:  # fmt: skip
+        self, d_in: int, d_out: int, rule: PHMRule, rank: int, dtype: torch.dtype, device: torch.device
+    ) -> None:
         super().__init__()
         n = rule.weight.shape[0]
         self.d_in, self.d_out = d_in, d_out
@@ -96,14 +129,10 @@ class PHMLinear(nn.Module):
         self.t = nn.Parameter(torch.empty(n, rank, d_out // n, dtype=dtype, device=device))
         self.bias = nn.Parameter(torch.zeros(d_out, dtype=dtype, device=device))
         object.__setattr__(self, "rule", rule)  # a plain reference: the shared weights are registered once
-        # Entries of W are sums of n·rank products A·s·t; this std gives them standard deviation ``std``.
-        factor_std = (std**2 / (n * rank)) ** 0.25
-        with torch.no_grad():
-            nn.init.normal_(self.s, mean=0.0, std=factor_std)
-            if zero:
-                nn.init.zeros_(self.t)
-            else:
-                nn.init.normal_(self.t, mean=0.0, std=factor_std)
+        with torch.no_grad():  # the reference's "glorot-uniform": each slice Glorot-uniform with gain √2
+            for factor in (self.s, self.t):
+                for i in range(n):
+                    nn.init.xavier_uniform_(factor[i], gain=math.sqrt(2))
 
     def weight(self) -> torch.Tensor:
         """The (d_in, d_out) matrix ``Σᵢ Aᵢ ⊗ Bᵢ``."""
@@ -119,12 +148,12 @@ class CompacterAdapter(nn.Module):
     """``h + up(act(down(h)))`` with PHM down and up projections, computed in the adapter's dtype (fp32 next to
     a half-precision base) and returned in ``h``'s."""
 
-    def __init__(self, d: int, m: int, rule: PHMRule, config: CompacterConfig, weight: torch.Tensor) -> None:
+    def __init__(self, d: int, m: int, rule: PHMRule, config: CompacterConfig) -> None:
         super().__init__()
-        kwargs = {"rank": config.phm_rank, "std": config.init_std, "dtype": rule.weight.dtype, "device": weight.device}
-        self.down = PHMLinear(d, m, rule, zero=False, **kwargs)
+        kwargs = {"rank": config.phm_rank, "dtype": rule.weight.dtype, "device": rule.weight.device}
+        self.down = PHMLinear(d, m, rule, **kwargs)
         self.act = ACTIVATIONS[config.non_linearity]()
-        self.up = PHMLinear(m, d, rule, zero=True, **kwargs)
+        self.up = PHMLinear(m, d, rule, **kwargs)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x = h.to(self.up.bias.dtype)
@@ -134,7 +163,7 @@ class CompacterAdapter(nn.Module):
 def _apply(name: str):
     def apply(model: nn.Module, config: CompacterConfig) -> nn.Module:
         d = hidden_size(model)
-        m = config.size if config.size is not None else bottleneck_size(None, config.reduction_factor, d, 0)
+        m = config.bottleneck(d)
         n = config.phm_dim
         if d % n or m % n or m < n:
             raise PeftbenchError(
@@ -145,13 +174,16 @@ def _apply(name: str):
         # Every adapter shares ``rule``, so all take its dtype: fp32 over a half-precision base (T5 in fp16 keeps
         # its ``wo`` layers in fp32, so the dtype of the adapted layer is not one dtype across the model).
         weight = model.get_input_embeddings().weight
-        rule = PHMRule(n, trainable_dtype(weight.dtype), weight.device)
+        sites = placement_sites(model, name, config.placement, OUTPUT_PROJECTIONS)
+        rule = PHMRule(n, config.phm_init_std, trainable_dtype(weight.dtype), weight.device)
 
-        def make(width: int, proj_weight: torch.Tensor) -> nn.Module:
-            return CompacterAdapter(width, m, rule, config, proj_weight)
+        def make(_: torch.Tensor) -> nn.Module:
+            return CompacterAdapter(d, m, rule, config)
 
-        model = insert_after_outputs(model, name, config.placement, make)  # freezes the base model first
+        model = insert_adapters(model, name, sites, make)  # freezes the base model first
         model.compacter_phm_rule = rule  # registered once, after the freeze: trainable
+        if config.train_layer_norms:
+            unfreeze_layer_norms(model)
         return model
 
     apply.__doc__ = f"Inserts {name} adapters after the configured sub-layer outputs; trains only them."
@@ -159,21 +191,22 @@ def _apply(name: str):
 
 
 _PAPER = "Karimi Mahabadi et al. 2021, Compacter: Efficient Low-Rank Hypercomplex Adapter Layers (arXiv 2106.04647)"
-_KNOB = SizeKnob("size", step=lambda config: config.phm_dim)
-_NOTE = "n³ shared slow weights plus, per adapter, 2·r·(d + m) fast weights and d + m biases"
+_KNOB = SizeKnob("size", step=lambda config: config.phm_dim, conflicts=("reduction_factor",))
+_NOTE = "n³ shared slow weights plus, per adapter, 2·r·(d + m) fast weights and d + m biases; layer norms if trained"
 
 register(
     MethodSpec(
         name="compacter",
         config_cls=CompacterConfig,
         apply=_apply("compacter"),
-        summary="hypercomplex (Kronecker) adapters after self-attention and feed-forward outputs",
+        summary="hypercomplex (Kronecker) adapters on the self-attention and feed-forward outputs (before dropout), "
+        "layer norms trained",
         paper=_PAPER,
         default_learning_rate=3e-3,
         supports=supports_for("compacter", OUTPUT_PROJECTIONS),
         count_note=_NOTE,
         size_knob=_KNOB,
-        formula="n³ + adapters · (2·r·(d + m) + d + m); 2 per layer (= 4L(d + m) + n³ weights at r = 1)",
+        formula="n³ + A·(2·r·(d + m) + d + m) + (N if train_layer_norms else 0)",
     )
 )
 register(
@@ -181,12 +214,12 @@ register(
         name="compacter_pp",
         config_cls=CompacterPlusPlusConfig,
         apply=_apply("compacter_pp"),
-        summary="Compacter adapters after feed-forward outputs only (Compacter++)",
+        summary="Compacter adapters on the feed-forward outputs only (Compacter++), layer norms trained",
         paper=_PAPER,
         default_learning_rate=3e-3,
         supports=supports_for("compacter_pp", OUTPUT_PROJECTIONS),
         count_note=_NOTE,
         size_knob=_KNOB,
-        formula="n³ + adapters · (2·r·(d + m) + d + m); 1 per layer (= 2L(d + m) + n³ weights at r = 1)",
+        formula="n³ + A·(2·r·(d + m) + d + m) + (N if train_layer_norms else 0)",
     )
 )

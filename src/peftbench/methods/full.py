@@ -31,7 +31,7 @@ register(
         default_learning_rate=5e-5,
         lr_scheduler="constant",
         warmup_ratio=0.0,
-        formula="every parameter of the model",
+        formula="P",
         fp32_trainable=False,
     )
 )

@@ -44,7 +44,7 @@ register(
         summary="learned rescaling of keys, values and feed-forward activations",
         paper="Liu et al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper (arXiv 2205.05638)",
         default_learning_rate=3e-3,
-        formula="Σ over layers (d_k + d_v + d_ff): keys, values, feed-forward activations",
+        formula="Σ_kv[d_out] + Σ_ff[d_in]",
     )
 )
 
@@ -84,6 +84,6 @@ register(
         summary="learned rescaling of feed-forward activations only",
         paper="Liu et al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper (arXiv 2205.05638)",
         default_learning_rate=3e-3,
-        formula="Σ over layers d_ff",
+        formula="Σ_ff[d_in]",
     )
 )

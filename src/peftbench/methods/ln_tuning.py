@@ -36,6 +36,6 @@ register(
         paper="Zhao et al. 2024, Tuning LayerNorm in Attention: Towards Efficient Multi-Modal LLM Finetuning "
         "(arXiv 2312.11420)",
         default_learning_rate=1e-3,
-        formula="Σ over layer norms d (×2 with biases)",
+        formula="N",
     )
 )

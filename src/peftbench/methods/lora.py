@@ -54,6 +54,6 @@ register(
         paper="Hu et al. 2022, LoRA: Low-Rank Adaptation of Large Language Models (arXiv 2106.09685)",
         default_learning_rate=5e-4,
         size_knob=SizeKnob("r"),
-        formula="Σ over targets r·(d_in + d_out)",
+        formula="Σ_qv[r·(d_in + d_out)]",
     )
 )

@@ -269,7 +269,7 @@ register(
         paper="Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv 2402.09353)",
         default_learning_rate=5e-4,
         size_knob=SizeKnob("r"),
-        formula="Σ over targets r·(d_in + d_out) + d_out",
+        formula="Σ_qv[r·(d_in + d_out) + d_out]",
     )
 )
 register(
@@ -281,7 +281,7 @@ register(
         paper="Zhang et al. 2023, Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (arXiv 2303.10512)",
         default_learning_rate=5e-4,
         size_knob=SizeKnob("init_r", conflicts=("target_r",)),
-        formula="Σ over targets init_r·(d_in + d_out + 1)",
+        formula="Σ_all[init_r·(d_in + d_out + 1)]",
         count_note="counts the init_r ranks trained and stored; pruned ranks are zeroed, not removed",
         training_hooks=AdaLoraHooks,
     )
@@ -296,7 +296,7 @@ register(
         default_learning_rate=5e-4,
         supports=_linear_only("LoHa"),
         size_knob=SizeKnob("r"),
-        formula="Σ over targets 2·r·(d_in + d_out)",
+        formula="Σ_qv[2·r·(d_in + d_out)]",
     )
 )
 register(
@@ -310,7 +310,7 @@ register(
         supports=_linear_only("LoKr"),
         size_knob=SizeKnob("r", monotone=False),
         count_note="peft factorises d_out = a·b and d_in = c·e near-square; the count is not monotone in r",
-        formula="Σ over targets a·c + (r·(b + e) if r < max(b, e)/2 else b·e), d_out = a·b, d_in = c·e",
+        formula="Σ_qv[a·c + (r·(b + e) if r < max(b, e)/2 else b·e)]",
     )
 )
 register(
@@ -322,7 +322,7 @@ register(
         paper="Kopiczko et al. 2024, VeRA: Vector-based Random Matrix Adaptation (arXiv 2310.11454)",
         default_learning_rate=1e-2,
         size_knob=SizeKnob("r"),
-        formula="Σ over targets r + d_out",
+        formula="Σ_qv[r + d_out]",
         count_note="the shared random projections are frozen and regenerated from a seed, so not counted",
     )
 )

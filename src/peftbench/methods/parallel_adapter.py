@@ -1,12 +1,16 @@
-"""Parallel adapter (He et al. 2022): a bottleneck beside a sub-layer, ``h' = h + F(x) + s · up(f(down(x)))``.
+"""Parallel adapter (He et al. 2022): a bottleneck beside a sub-layer, ``h' = h + D(F(x)) + s · up(f(down(x)))``.
 
-``x`` is the sub-layer's input (after its layer norm) and ``F`` the frozen sub-layer (by default the
-feed-forward block, the unified-view paper's best placement, with scaling ``s = 4``). ``up`` starts at
-zero, so training starts from the base model. Each adapter has ``2·d·m + d + m`` parameters. Written
-here (as the sequential adapters) because no maintained library provides it for transformers >= 5.
+``x`` is the sub-layer's input (``LN(h)`` in these pre-LN models, as the FFN input in the paper's BART code),
+``F`` the frozen sub-layer (by default the feed-forward block, the unified-view paper's best placement) and
+``D`` its dropout, which the adapter's branch bypasses (the paper's ``modeling_bart.py`` adds the branch after
+``dropout(fc2(...))``). As in the paper's recipe (``ffn_adapter_init_option="lora"``, scalar 4, ReLU): ``down``
+Kaiming-uniform, ``up`` zero (so training starts from the base model), biases zero, scaling ``s = 4``. Each
+adapter has ``2·d·m + d + m`` parameters. adapter-hub's ``ParBnConfig`` reads ``h`` rather than ``LN(h)``.
+Written here (as the sequential adapters) because no maintained library provides it for transformers >= 5.
 
 The adapter is attached as a child ``parallel_adapter`` of the sub-layer module and runs in a forward
-hook that adds its scaled output to the sub-layer's.
+hook that adds its scaled output to the sub-layer's (T5: to the ``T5LayerFF`` block's, after its dropout, reading
+``layer_norm(h)`` again, since T5's dropout sits outside the feed-forward module).
 """
 
 from __future__ import annotations
@@ -22,55 +26,68 @@ from peftbench.methods import MethodSpec, register
 from peftbench.methods.adapters import (
     SIZE_KNOB,
     BottleneckAdapter,
+    _classes,
+    _suffix,
     bottleneck_size,
     check_common,
+    check_init,
     hidden_size,
-    placement_targets,
+    placement_sites,
+    select_sites,
     supports_for,
 )
 
-# model_type -> (suffix of the self-attention block, suffix of the feed-forward block); both map d -> d.
-SUBLAYERS: dict[str, tuple[str, str]] = {
-    "t5": (".SelfAttention", ".DenseReluDense"),
-    "mt5": (".SelfAttention", ".DenseReluDense"),
-    "umt5": (".SelfAttention", ".DenseReluDense"),
-    "llama": (".self_attn", ".mlp"),
-    "mistral": (".self_attn", ".mlp"),
-    "qwen2": (".self_attn", ".mlp"),
-    "qwen3": (".self_attn", ".mlp"),
-    "gpt2": (".attn", ".mlp"),
+# model_type -> (self-attention sub-layer, feed-forward sub-layer): modules whose input is x and whose output is
+# D(F(x)). T5's sub-layers end in their own dropout only as the T5Layer* blocks, whose input is h (not LN(h)).
+_T5 = (_classes("LayerSelfAttention"), _classes("LayerFF"))
+_LLAMA = (_suffix(".self_attn"), _suffix(".mlp"))
+SUBLAYERS = {
+    "t5": _T5,
+    "mt5": _T5,
+    "umt5": _T5,
+    "llama": _LLAMA,
+    "mistral": _LLAMA,
+    "qwen2": _LLAMA,
+    "qwen3": _LLAMA,
+    "gpt2": (_suffix(".attn"), _suffix(".mlp")),
 }
+_READS_RESIDUAL = ("t5", "mt5", "umt5")  # hooked on the block: x = block.layer_norm(h)
 
 
 @dataclass
 class ParallelAdapterConfig:
     """Hyperparameters of the parallel adapter."""
 
-    size: int = 64
-    """Bottleneck dimension ``m`` (the paper: 512 beside the feed-forward block of large models)."""
+    size: int | None = None
+    """Bottleneck dimension ``m`` (the paper: 512 beside the feed-forward block of large models); None =
+    hidden_size // reduction_factor if that is set, else 64."""
     reduction_factor: int | None = None
-    """When set, the bottleneck is hidden_size // reduction_factor instead of ``size``."""
+    """Bottleneck as hidden_size // reduction_factor (set this or ``size``, not both)."""
     placement: str = "feed_forward"
     """Beside which sub-layers: attention, feed_forward or both."""
     scaling: float = 4.0
     """Factor ``s`` on the adapter's output (the paper's scaled parallel adapter uses 4)."""
     non_linearity: str = "relu"
-    """Activation between the down and up projections: relu, gelu, silu (= swish) or tanh."""
-    init_std: float = 1e-2
-    """Standard deviation of the normal initialisation of the down projection (the up one starts at 0)."""
+    """Activation between the down and up projections: relu, gelu, gelu_new, silu (= swish) or tanh."""
+    init: str = "lora"
+    """Initialisation: lora (Kaiming-uniform down, zero up; the paper's), bert or houlsby."""
+    init_std: float | None = None
+    """Standard deviation for the bert and houlsby schemes; None = theirs."""
 
     def __post_init__(self) -> None:
         check_common(self.size, self.reduction_factor, self.non_linearity, self.placement)
-        for name in ("scaling", "init_std"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"parallel adapter {name} must be a positive number, got {value!r}")
+        check_init(self.init, self.init_std)
+        value = self.scaling
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"parallel adapter scaling must be a positive number, got {value!r}")
 
 
 def _add_parallel(module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
     """Forward hook on a sub-layer: adds the scaled adapter branch computed from the sub-layer's input."""
     x = args[0] if args else kwargs["hidden_states"]
     adapter = module.parallel_adapter
+    if adapter.reads_residual:
+        x = module.layer_norm(x)
     out = output[0] if isinstance(output, tuple) else output
     branch = (adapter.scaling * adapter(x)).to(out.dtype)  # the adapter computes in its own (fp32) dtype
     if isinstance(output, tuple):
@@ -81,19 +98,23 @@ def _add_parallel(module: nn.Module, args: tuple, kwargs: dict[str, Any], output
 class ParallelAdapter(BottleneckAdapter):
     """The branch ``up(act(down(x)))`` with the scaling factor the hook applies."""
 
-    def __init__(self, d: int, m: int, config: ParallelAdapterConfig, weight: torch.Tensor) -> None:
-        super().__init__(d, m, config.non_linearity, config.init_std, weight.dtype, weight.device, residual=False)
+    def __init__(self, d: int, m: int, config: ParallelAdapterConfig, weight: torch.Tensor, reads_residual: bool):
+        super().__init__(
+            d, m, config.non_linearity, config.init, config.init_std, weight.dtype, weight.device, residual=False
+        )
         self.scaling = float(config.scaling)
+        self.reads_residual = reads_residual
 
 
 def apply(model: nn.Module, config: ParallelAdapterConfig) -> nn.Module:
     """Attaches parallel adapters beside the configured sub-layers of every layer; trains only them."""
-    targets = placement_targets(model, "adapter_parallel", config.placement, SUBLAYERS, "parallel_adapter")
+    sites = placement_sites(model, "adapter_parallel", config.placement, SUBLAYERS)
     d = hidden_size(model)
-    m = bottleneck_size(config.size, config.reduction_factor, d, 64)
-    for _, module in targets:
-        weight = next(module.parameters())
-        module.parallel_adapter = ParallelAdapter(d, m, config, weight)
+    m = bottleneck_size(config.size, config.reduction_factor, d, default=64)
+    weight = model.get_input_embeddings().weight  # the base model's dtype and device
+    reads_residual = model.config.model_type in _READS_RESIDUAL
+    for _, module in select_sites(model, "adapter_parallel", sites, "parallel_adapter"):
+        module.parallel_adapter = ParallelAdapter(d, m, config, weight, reads_residual)
         module.register_forward_hook(_add_parallel, with_kwargs=True)
     return model
 
@@ -103,12 +124,12 @@ register(
         name="adapter_parallel",
         config_cls=ParallelAdapterConfig,
         apply=apply,
-        summary="scaled bottleneck adapter in parallel to the feed-forward block",
+        summary="scaled bottleneck adapter beside the feed-forward block, reading its input LN(h)",
         paper="He et al. 2022, Towards a Unified View of Parameter-Efficient Transfer Learning (arXiv 2110.04366)",
         default_learning_rate=5e-4,
         supports=supports_for("adapter_parallel", SUBLAYERS),
         count_note="adapters × (2·d·m + d + m): down and up projections with biases",
         size_knob=SIZE_KNOB,
-        formula="adapters · (2·d·m + d + m); 1 per layer beside the feed-forward block",
+        formula="A·(2·d·m + d + m)",
     )
 )

@@ -51,7 +51,7 @@ register(
         paper="Li & Liang 2021, Prefix-Tuning: Optimizing Continuous Prompts for Generation (arXiv 2101.00190)",
         default_learning_rate=1e-2,
         size_knob=SizeKnob("num_virtual_tokens"),
-        formula="tokens · 2·L·D, D = key/value width (projection: tokens·d + d·h + h + (h + 1) · 2·L·D)",
+        formula="t·D + D·h + h + (h + 1)·2·Lp·D if projection else t·2·Lp·D",
         count_note=(
             "counts what is trained and stored: the prefix embedding and, with projection on, the "
             "reparameterisation MLP (at inference only layers x 2 x tokens x d values are needed)"

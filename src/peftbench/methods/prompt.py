@@ -56,7 +56,7 @@ register(
         paper="Lester et al. 2021, The Power of Scale for Parameter-Efficient Prompt Tuning (arXiv 2104.08691)",
         default_learning_rate=3e-2,
         size_knob=SizeKnob("num_virtual_tokens"),
-        formula="tokens · d",
+        formula="t·d",
     )
 )
 
@@ -105,7 +105,7 @@ register(
         paper="Liu et al. 2021, GPT Understands, Too (P-tuning, arXiv 2103.10385)",
         default_learning_rate=1e-3,
         size_knob=SizeKnob("num_virtual_tokens"),
-        formula="tokens · d + encoder (MLP: d·h + h + h·h + h + h·d + d)",
+        formula="t·d + (d·h + h + h·h + h + h·d + d if encoder == 'mlp' else 10·h·d + 36·h² + 34·h + d)",
         count_note="counts the prompt embedding and the prompt encoder (both trained and stored)",
     )
 )
