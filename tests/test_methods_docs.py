@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from peftbench.config import ModelConfig
 from peftbench.experiments.methods_table import methods_markdown
-from peftbench.methods import all_methods
+from peftbench.methods import all_methods, build_method_config, is_layer_norm
+from peftbench.models import model_skeleton
 from tests.conftest import REPO, run_cli
 
 
@@ -24,3 +28,23 @@ def test_cli_prints_the_same_markdown():
     proc = run_cli("methods", "--markdown")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == methods_markdown()
+
+
+def test_every_method_states_how_it_is_built():
+    for spec in all_methods():
+        a = spec.anatomy
+        assert a is not None, spec.name
+        assert all([a.placement, a.init, a.activation, a.layer_norms, a.source]), spec.name
+        assert a.layer_norms.startswith(("trained", "frozen")), spec.name
+
+
+@pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama", "tiny-gpt2"])
+def test_stated_layer_norm_training_is_what_the_model_does(preset):
+    """The "layer norms" column says what applying the method with its defaults does to the model's norms' gains."""
+    for spec in all_methods():
+        if spec.supports(model_skeleton(ModelConfig(name=preset)).config):
+            continue
+        model = spec.apply(model_skeleton(ModelConfig(name=preset)), build_method_config(spec.name))
+        gains = [m.weight for m in model.modules() if is_layer_norm(m)]
+        trained = any(g.requires_grad for g in gains)
+        assert trained == spec.anatomy.layer_norms.startswith("trained"), (spec.name, preset)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,8 +66,8 @@ def test_t5_base_has_the_papers_parameter_count():
 
 
 # (row of Table 1, peftbench method, options, published %). The paper's configurations train T5's layer norms
-# next to the adapters (Compacter, Fig. 2: "we only update layer normalizations and adapters"), and its BitFit
-# baseline trains the layer norms and a bias on the output head as well.
+# next to the adapters (rabeehk/compacter's configs: "unfreeze_layer_norms": true), and its BitFit baseline
+# trains the layer norms and a bias on the output head as well (only that combination gives 0.126%).
 COMPACTER_TABLE_1 = [
     ("Adapter", "adapter_houlsby", {"reduction_factor": 32, "train_layer_norms": True}, 0.832),
     ("Pfeiffer-Adapter", "adapter_pfeiffer", {"reduction_factor": 32, "train_layer_norms": True}, 0.427),
@@ -127,3 +128,15 @@ def test_lora_table_4_gpt3_175b(r, published):
     count = _trainable(_gpt3_175b_shaped(), "lora", {"target_modules": ["q_proj", "v_proj"], "r": r})
     assert count == 96 * 2 * r * (12288 + 12288)
     assert count == pytest.approx(published, rel=0.01)
+
+
+def test_docs_methods_md_shows_these_figures():
+    """docs/methods.md's "Published parameter counts" table carries the figures computed here."""
+    docs = (Path(__file__).parent.parent / "docs" / "methods.md").read_text()
+    rows = [(m, o, p) for _, m, o, p in COMPACTER_TABLE_1] + [("prompt", {"num_virtual_tokens": 100}, 0.034)]
+    for method, options, published in rows:
+        percent = _t5_base_percent(method, options)
+        assert f"| {published}% | {percent:.4f}% |" in docs, method
+    for r, published in ((1, "4.7M"), (8, "37.7M")):
+        count = _trainable(_gpt3_175b_shaped(), "lora", {"target_modules": ["q_proj", "v_proj"], "r": r})
+        assert f"| {published} | {count:,} |" in docs

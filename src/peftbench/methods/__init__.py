@@ -51,6 +51,23 @@ class TrainingHooks(Protocol):
 
 
 @dataclass(frozen=True)
+class Anatomy:
+    """How a method is built, with the source it follows (the second table of docs/methods.md)."""
+
+    placement: str
+    """What the method reads and where its output goes."""
+    init: str
+    """How its trained parameters start."""
+    activation: str
+    """Its non-linearity, or "—"."""
+    layer_norms: str
+    """Whether the model's layer norms train: starts with "trained" or "frozen" (tests/test_methods_docs.py checks
+    it against the model), then any option that changes it."""
+    source: str
+    """The paper section and reference code it follows, and where peftbench differs from the study's code."""
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """Everything the rest of peftbench knows about one PEFT method."""
 
@@ -80,6 +97,8 @@ class MethodSpec:
     """Trainable parameters as a formula (for docs/methods.md)."""
     training_hooks: Callable[[nn.Module, int], TrainingHooks] | None = None
     """Given the model and the run's optimizer steps, the method's per-step hooks (most methods: None)."""
+    anatomy: Anatomy | None = None
+    """Placement, initialisation, activation, layer norms and source (docs/methods.md)."""
     fp32_trainable: bool = True
     """Keep the trainable parameters in fp32 over a bf16/fp16 base (``build_model`` upcasts them). False only for
     full fine-tuning, which trains the base weights themselves: in a half-precision base it needs fp32 master

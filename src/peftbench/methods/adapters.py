@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods import MethodSpec, SizeKnob, freeze_all, register, unfreeze_layer_norms
+from peftbench.methods import Anatomy, MethodSpec, SizeKnob, freeze_all, register, unfreeze_layer_norms
 from peftbench.methods.precision import trainable_dtype
 
 
@@ -391,6 +391,21 @@ register(
         count_note=_COUNT_NOTE,
         size_knob=SIZE_KNOB,
         formula="A·(2·d·m + d + m) + (N if train_layer_norms else 0)",
+        anatomy=Anatomy(
+            placement=(
+                "after every self-attention and feed-forward sub-layer (not T5's cross-attention), on its output "
+                "after dropout and before the residual: h + A(D(F))"
+            ),
+            init=(
+                "both projections ~ normal(0, 1e-2) truncated at ±2σ, biases 0 (near-identity); option init: bert, lora"
+            ),
+            activation="GELU",
+            layer_norms="trained (train_layer_norms: false freezes them)",
+            source=(
+                "Houlsby et al. 2019 §2, Fig. 2, §3.6; google-research/adapter-bert modeling.py. The study's adapter: "
+                "size 32, SiLU, init bert, layer norms frozen (its code applies SiLU twice, not reproduced)"
+            ),
+        ),
     )
 )
 register(
@@ -405,5 +420,12 @@ register(
         count_note=_COUNT_NOTE,
         size_knob=SIZE_KNOB,
         formula="F·(2·d·m + d + m) + (N if train_layer_norms else 0)",
+        anatomy=Anatomy(
+            placement="after every feed-forward sub-layer, on its output with the residual added: A(h + D(F))",
+            init="both projections ~ normal(0, 0.02), biases 0 (init: houlsby, lora)",
+            activation="ReLU",
+            layer_norms="frozen (train_layer_norms: true trains them, as the Compacter paper's Pfeiffer baseline)",
+            source="Pfeiffer et al. 2021 §2; adapter-hub SeqBnConfig (original_ln_before=True, reduction factor 16)",
+        ),
     )
 )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from peftbench.methods import MethodSpec, freeze_all, register, unfreeze_layer_norms
+from peftbench.methods import Anatomy, MethodSpec, freeze_all, register, unfreeze_layer_norms
 
 
 @dataclass
@@ -61,5 +61,18 @@ register(
         paper="Ben Zaken et al. 2022, BitFit: Simple Parameter-efficient Fine-tuning (arXiv 2106.10199)",
         default_learning_rate=1e-3,
         formula="Σ_all[d_out] + Nb + (V if lm_head_bias else 0) + (N − Nb if train_layer_norms else 0)",
+        anatomy=Anatomy(
+            placement=(
+                "the bias of every linear layer (zero biases added where absent: T5, LLaMA); the output head's with "
+                "lm_head_bias"
+            ),
+            init="existing biases as trained; added ones 0: starts at the base model",
+            activation="—",
+            layer_norms="frozen (GPT-2's layer-norm biases train as biases; train_layer_norms: true trains the gains)",
+            source=(
+                "Ben Zaken et al. 2022 §2; the study's peft_trainer.py (which also adds a zero lm_head bias: "
+                "lm_head_bias: true)"
+            ),
+        ),
     )
 )

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods import MethodSpec, SizeKnob, register, unfreeze_layer_norms
+from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register, unfreeze_layer_norms
 from peftbench.methods.adapters import (
     ACTIVATIONS,
     Sites,
@@ -207,6 +207,16 @@ register(
         count_note=_NOTE,
         size_knob=_KNOB,
         formula="n³ + A·(2·r·(d + m) + d + m) + (N if train_layer_norms else 0)",
+        anatomy=Anatomy(
+            placement=(
+                "after every self-attention and feed-forward output projection, before dropout: h + D(F + A(F)); PHM "
+                "projections Σ Aᵢ ⊗ (sᵢ tᵢ), A shared by all adapters"
+            ),
+            init="A ~ normal(0, 1e-4), every slice of s, t Glorot-uniform (gain √2), biases 0: near the identity",
+            activation="GELU, tanh form (gelu_new)",
+            layer_norms="trained (train_layer_norms: false freezes them)",
+            source="Karimi Mahabadi et al. 2021 §3; rabeehk/compacter configs/compacter.json",
+        ),
     )
 )
 register(
@@ -221,5 +231,12 @@ register(
         count_note=_NOTE,
         size_knob=_KNOB,
         formula="n³ + A·(2·r·(d + m) + d + m) + (N if train_layer_norms else 0)",
+        anatomy=Anatomy(
+            placement="as compacter, after the feed-forward output projections only",
+            init="as compacter",
+            activation="GELU, tanh form (gelu_new)",
+            layer_norms="trained (train_layer_norms: false freezes them)",
+            source="Karimi Mahabadi et al. 2021 §3; rabeehk/compacter configs/compacter++.json",
+        ),
     )
 )

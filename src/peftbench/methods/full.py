@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from peftbench.methods import MethodSpec, register
+from peftbench.methods import Anatomy, MethodSpec, register
 
 
 @dataclass
@@ -33,5 +33,12 @@ register(
         warmup_ratio=0.0,
         formula="P",
         fp32_trainable=False,
+        anatomy=Anatomy(
+            placement="every weight of the model",
+            init="the base model's weights",
+            activation="—",
+            layer_norms="trained (every weight)",
+            source="Tk-Instruct (yizhongw/Tk-Instruct) and the study: constant learning rate, no warm-up",
+        ),
     )
 )

@@ -12,7 +12,7 @@ from peft import IA3Config as PeftIA3Config
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as _FF_MODULES
 from torch import nn
 
-from peftbench.methods import MethodSpec, register
+from peftbench.methods import Anatomy, MethodSpec, register
 from peftbench.methods._peft import task_type, wrap
 
 
@@ -45,6 +45,16 @@ register(
         paper="Liu et al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper (arXiv 2205.05638)",
         default_learning_rate=3e-3,
         formula="Σ_kv[d_out] + Σ_ff[d_in]",
+        anatomy=Anatomy(
+            placement=(
+                "rescales the outputs of the key and value projections (every attention block) and the input of the "
+                "feed-forward output projection (GPT-2: c_attn and mlp.c_proj)"
+            ),
+            init="ones: starts at the base model",
+            activation="—",
+            layer_norms="frozen",
+            source="Liu et al. 2022 §3.3; peft IA3Config",
+        ),
     )
 )
 
@@ -85,5 +95,12 @@ register(
         paper="Liu et al. 2022, Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper (arXiv 2205.05638)",
         default_learning_rate=3e-3,
         formula="Σ_ff[d_in]",
+        anatomy=Anatomy(
+            placement="rescales the input of the feed-forward output projection",
+            init="ones: starts at the base model",
+            activation="—",
+            layer_norms="frozen",
+            source="Liu et al. 2022 §3.3 (feed-forward vectors only); peft IA3Config",
+        ),
     )
 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from peft import LNTuningConfig as PeftLNTuningConfig
 from torch import nn
 
-from peftbench.methods import MethodSpec, register
+from peftbench.methods import Anatomy, MethodSpec, register
 from peftbench.methods._peft import task_type, wrap
 
 
@@ -37,5 +37,12 @@ register(
         "(arXiv 2312.11420)",
         default_learning_rate=1e-3,
         formula="N",
+        anatomy=Anatomy(
+            placement="trained copies of the layer norms (gains, and biases where present)",
+            init="the base model's norms",
+            activation="—",
+            layer_norms="trained (only them)",
+            source="Zhao et al. 2024; peft LNTuningConfig",
+        ),
     )
 )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from peft import LoraConfig as PeftLoraConfig
 from torch import nn
 
-from peftbench.methods import MethodSpec, SizeKnob, register
+from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
 
 
@@ -55,5 +55,15 @@ register(
         default_learning_rate=5e-4,
         size_knob=SizeKnob("r"),
         formula="Σ_qv[r·(d_in + d_out)]",
+        anatomy=Anatomy(
+            placement=(
+                "W x + (α/r)·B A x on the query and value projections (T5: q, v of self- and cross-attention; LLaMA: "
+                "q_proj, v_proj; GPT-2: the fused c_attn)"
+            ),
+            init="A Kaiming-uniform, B = 0: starts at the base model",
+            activation="—",
+            layer_norms="frozen",
+            source="Hu et al. 2022 §4; peft LoraConfig. The study: r = α on q, v (as here)",
+        ),
     )
 )

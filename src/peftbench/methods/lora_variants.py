@@ -29,7 +29,7 @@ from peft import VeraConfig as PeftVeraConfig
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods import MethodSpec, SizeKnob, register
+from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
 
 # Models whose projections are transformers' Conv1D, which peft's LoHa and LoKr do not wrap.
@@ -270,6 +270,13 @@ register(
         default_learning_rate=5e-4,
         size_knob=SizeKnob("r"),
         formula="Σ_qv[r·(d_in + d_out) + d_out]",
+        anatomy=Anatomy(
+            placement="LoRA's targets, W' = m·(W + B A)/‖W + B A‖ per output",
+            init="as LoRA; m = the column norms of W",
+            activation="—",
+            layer_norms="frozen",
+            source="Liu et al. 2024; peft LoraConfig(use_dora=True)",
+        ),
     )
 )
 register(
@@ -284,6 +291,16 @@ register(
         formula="Σ_all[init_r·(d_in + d_out + 1)]",
         count_note="counts the init_r ranks trained and stored; pruned ranks are zeroed, not removed",
         training_hooks=AdaLoraHooks,
+        anatomy=Anatomy(
+            placement=(
+                "P Λ Q on every weight matrix but the output head (T5: q, k, v, o, wi_0/wi_1 or wi, wo; LLaMA: "
+                "q/k/v/o_proj, gate/up/down_proj; GPT-2: c_attn, c_proj, c_fc)"
+            ),
+            init="P, Q ~ normal(0, 0.02), Λ = 0: starts at the base model",
+            activation="—",
+            layer_norms="frozen",
+            source="Zhang et al. 2023 §4 (all weight matrices); peft AdaLoraConfig(target_modules='all-linear')",
+        ),
     )
 )
 register(
@@ -297,6 +314,13 @@ register(
         supports=_linear_only("LoHa"),
         size_knob=SizeKnob("r"),
         formula="Σ_qv[2·r·(d_in + d_out)]",
+        anatomy=Anatomy(
+            placement="(B₁A₁) ⊙ (B₂A₂) on LoRA's targets (nn.Linear only)",
+            init="peft's: one factor zero, the update starts at 0",
+            activation="—",
+            layer_norms="frozen",
+            source="Hyeon-Woo et al. 2022; peft LoHaConfig",
+        ),
     )
 )
 register(
@@ -311,6 +335,13 @@ register(
         size_knob=SizeKnob("r", monotone=False),
         count_note="peft factorises d_out = a·b and d_in = c·e near-square; the count is not monotone in r",
         formula="Σ_qv[a·c + (r·(b + e) if r < max(b, e)/2 else b·e)]",
+        anatomy=Anatomy(
+            placement="W₁ ⊗ (B A) on LoRA's targets (nn.Linear only)",
+            init="peft's: W₁ = 0, the update starts at 0",
+            activation="—",
+            layer_norms="frozen",
+            source="LyCORIS; peft LoKrConfig",
+        ),
     )
 )
 register(
@@ -324,5 +355,12 @@ register(
         size_knob=SizeKnob("r"),
         formula="Σ_qv[r + d_out]",
         count_note="the shared random projections are frozen and regenerated from a seed, so not counted",
+        anatomy=Anatomy(
+            placement="Λ_b B Λ_d A x on LoRA's targets; A, B frozen, random, shared",
+            init="Λ_b = 0, Λ_d = d_initial",
+            activation="—",
+            layer_norms="frozen",
+            source="Kopiczko et al. 2024; peft VeraConfig",
+        ),
     )
 )

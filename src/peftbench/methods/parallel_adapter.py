@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from peftbench.methods import MethodSpec, register
+from peftbench.methods import Anatomy, MethodSpec, register
 from peftbench.methods.adapters import (
     SIZE_KNOB,
     BottleneckAdapter,
@@ -131,5 +131,18 @@ register(
         count_note="adapters × (2·d·m + d + m): down and up projections with biases",
         size_knob=SIZE_KNOB,
         formula="A·(2·d·m + d + m)",
+        anatomy=Anatomy(
+            placement=(
+                "beside every feed-forward sub-layer, reading its input x = LN(h), added after its dropout: h + "
+                "D(F(x)) + s·B(x), s = 4"
+            ),
+            init="down Kaiming-uniform (a = √5), up = 0, biases 0: starts at the base model",
+            activation="ReLU",
+            layer_norms="frozen",
+            source=(
+                "He et al. 2022 §3, Table 4; jxhe/unify-parameter-efficient-tuning (ffn_adapter_init_option=lora, "
+                "scalar 4). adapter-hub's ParBnConfig reads h instead of LN(h)"
+            ),
+        ),
     )
 )

@@ -1,7 +1,15 @@
-"""Prefix tuning: trained key/value vectors prepended to every attention layer, ``attn(q, [P_k; K], [P_v; V])``.
+"""Prefix tuning: trained key/value vectors prepended in self-attention, ``attn(q, [P_k; K], [P_v; V])``.
 
-With ``projection`` on, the prefix is produced by a two-layer MLP from a small embedding
-(the reparameterisation of Li & Liang); that MLP is trained and stored, so it is counted.
+Where they act (peft's implementation, which peftbench uses): in a decoder-only model, the self-attention of every
+layer; in T5, **the decoder's self-attention only** (every decoder layer). The encoder's self-attention and the
+decoder's cross-attention get no prefix, although Li & Liang (§4.1) prefix the encoder and the decoder of their
+encoder-decoder model; the study's code reaches the same decoder-only placement in effect. peft sizes the T5
+prefix by ``num_layers`` (the encoder's depth, equal to the decoder's in every T5 checkpoint).
+
+Each prefix vector has the width of one layer's keys (or values): ``num_key_value_heads · head_dim``, smaller
+than the hidden size under grouped-query attention. With ``projection`` on, the prefix is produced by a
+two-layer MLP (Embedding → Linear → tanh → Linear) from an embedding of that width (the reparameterisation of
+Li & Liang); that MLP is trained and stored, so it is counted.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from dataclasses import dataclass
 from peft import PrefixTuningConfig
 from torch import nn
 
-from peftbench.methods import MethodSpec, SizeKnob, register
+from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
 
 
@@ -47,7 +55,7 @@ register(
         name="prefix",
         config_cls=PrefixConfig,
         apply=apply,
-        summary="trained key/value prefixes in every attention layer",
+        summary="trained key/value prefixes in self-attention (T5: the decoder's only)",
         paper="Li & Liang 2021, Prefix-Tuning: Optimizing Continuous Prompts for Generation (arXiv 2101.00190)",
         default_learning_rate=1e-2,
         size_knob=SizeKnob("num_virtual_tokens"),
@@ -55,6 +63,16 @@ register(
         count_note=(
             "counts what is trained and stored: the prefix embedding and, with projection on, the "
             "reparameterisation MLP (at inference only layers x 2 x tokens x d values are needed)"
+        ),
+        anatomy=Anatomy(
+            placement=(
+                "key/value prefixes of t tokens in self-attention: T5 the decoder's only (peft; the study's effective "
+                "placement; Li & Liang also prefix the encoder, not offered); decoder-only every layer"
+            ),
+            init="embedding ~ normal(0, 1); projection: Embedding → Linear → tanh → Linear (peft)",
+            activation="tanh (projection only)",
+            layer_norms="frozen",
+            source="Li & Liang 2021 §4; peft PrefixTuningConfig. The study: 8 tokens, projection none/1024/512/256",
         ),
     )
 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, PromptTuningConfig, PromptTuningInit
 from torch import nn
 
-from peftbench.methods import MethodSpec, SizeKnob, register
+from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
 
 _INITS = {"random": PromptTuningInit.RANDOM, "sample_vocab": PromptTuningInit.SAMPLE_VOCAB}
@@ -57,6 +57,16 @@ register(
         default_learning_rate=3e-2,
         size_knob=SizeKnob("num_virtual_tokens"),
         formula="t·d",
+        anatomy=Anatomy(
+            placement="t soft tokens before the input embeddings (T5: the encoder's)",
+            init="random normal(0, 1) (the study's; peft RANDOM); init: sample_vocab copies vocabulary embeddings",
+            activation="—",
+            layer_norms="frozen",
+            source=(
+                "Lester et al. 2021 §2; peft PromptTuningConfig. Lester et al.'s 5,000-most-common-token init is not "
+                "implemented; the study also prompts T5's decoder during training only, not reproduced"
+            ),
+        ),
     )
 )
 
@@ -107,5 +117,12 @@ register(
         size_knob=SizeKnob("num_virtual_tokens"),
         formula="t·d + (d·h + h + h·h + h + h·d + d if encoder == 'mlp' else 10·h·d + 36·h² + 34·h + d)",
         count_note="counts the prompt embedding and the prompt encoder (both trained and stored)",
+        anatomy=Anatomy(
+            placement="t soft tokens from an MLP or LSTM prompt encoder, before the input embeddings",
+            init="peft's PromptEncoder defaults",
+            activation="ReLU (MLP)",
+            layer_norms="frozen",
+            source="Liu et al. 2021; peft PromptEncoderConfig",
+        ),
     )
 )
