@@ -96,6 +96,8 @@ def test_budget_in_config_records_the_chosen_value():
         ({"name": "ia3", "budget": "1%"}, "fixed size"),
         ({"name": "lora", "budget": "1%", "r": 64}, "conflicts with method.budget"),
         ({"name": "adapter_houlsby", "budget": "1%", "reduction_factor": 4}, "leave method.reduction_factor unset"),
+        ({"name": "compacter", "budget": "1%", "reduction_factor": 16}, "leave method.reduction_factor unset"),
+        ({"name": "adapter_pfeiffer", "budget": "1%", "reduction_factor": 4}, "leave method.reduction_factor unset"),
         ({"name": "loha", "budget": "1%"}, "Conv1D"),
     ],
 )
