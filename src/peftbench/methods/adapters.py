@@ -227,7 +227,7 @@ def output_dim(module: nn.Module) -> int:
 Sites = Callable[[nn.Module], list[tuple[str, nn.Module]]]
 
 
-def _children_of(class_suffix: str, child: str) -> Sites:
+def children_of(class_suffix: str, child: str) -> Sites:
     """The ``child`` of every module whose class name ends in ``class_suffix``."""
 
     def sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -240,7 +240,7 @@ def _children_of(class_suffix: str, child: str) -> Sites:
     return sites
 
 
-def _classes(class_suffix: str) -> Sites:
+def modules_of_class(class_suffix: str) -> Sites:
     """Every module whose class name ends in ``class_suffix``."""
 
     def sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -249,7 +249,7 @@ def _classes(class_suffix: str) -> Sites:
     return sites
 
 
-def _suffix(suffix: str) -> Sites:
+def modules_ending(suffix: str) -> Sites:
     """Every module whose name ends in ``suffix``."""
 
     def sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -259,8 +259,8 @@ def _suffix(suffix: str) -> Sites:
 
 
 # Houlsby: the sub-layer's output after its dropout, before the residual (attention sites, feed-forward sites).
-_T5_SUBLAYER_OUTPUTS = (_children_of("LayerSelfAttention", "dropout"), _children_of("LayerFF", "dropout"))
-_LLAMA_SUBLAYER_OUTPUTS = (_suffix(".self_attn.o_proj"), _suffix(".mlp.down_proj"))  # LLaMA has no dropout
+_T5_SUBLAYER_OUTPUTS = (children_of("LayerSelfAttention", "dropout"), children_of("LayerFF", "dropout"))
+_LLAMA_SUBLAYER_OUTPUTS = (modules_ending(".self_attn.o_proj"), modules_ending(".mlp.down_proj"))  # no dropout
 SUBLAYER_OUTPUTS: dict[str, tuple[Sites, Sites]] = {
     "t5": _T5_SUBLAYER_OUTPUTS,
     "mt5": _T5_SUBLAYER_OUTPUTS,
@@ -269,20 +269,20 @@ SUBLAYER_OUTPUTS: dict[str, tuple[Sites, Sites]] = {
     "mistral": _LLAMA_SUBLAYER_OUTPUTS,
     "qwen2": _LLAMA_SUBLAYER_OUTPUTS,
     "qwen3": _LLAMA_SUBLAYER_OUTPUTS,
-    "gpt2": (_suffix(".attn.resid_dropout"), _suffix(".mlp.dropout")),
+    "gpt2": (modules_ending(".attn.resid_dropout"), modules_ending(".mlp.dropout")),
 }
 # Pfeiffer: the feed-forward sub-layer's output with its residual added (T5: the T5LayerFF block; decoder-only:
 # the decoder layer, which the feed-forward block ends).
-_DECODER_LAYER = _classes("DecoderLayer")
+_DECODER_LAYER = modules_of_class("DecoderLayer")
 FEED_FORWARD_BLOCKS: dict[str, Sites] = {
-    "t5": _classes("LayerFF"),
-    "mt5": _classes("LayerFF"),
-    "umt5": _classes("LayerFF"),
+    "t5": modules_of_class("LayerFF"),
+    "mt5": modules_of_class("LayerFF"),
+    "umt5": modules_of_class("LayerFF"),
     "llama": _DECODER_LAYER,
     "mistral": _DECODER_LAYER,
     "qwen2": _DECODER_LAYER,
     "qwen3": _DECODER_LAYER,
-    "gpt2": _classes("GPT2Block"),
+    "gpt2": modules_of_class("GPT2Block"),
 }
 
 

@@ -31,19 +31,19 @@ from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register, unfreeze_
 from peftbench.methods.adapters import (
     ACTIVATIONS,
     Sites,
-    _suffix,
     bottleneck_size,
     check_common,
     hidden_size,
     insert_adapters,
+    modules_ending,
     placement_sites,
     supports_for,
 )
 from peftbench.methods.precision import trainable_dtype
 
 # model_type -> (the self-attention output projection, the feed-forward output projection): F before dropout.
-_T5 = (_suffix(".SelfAttention.o"), _suffix(".DenseReluDense.wo"))
-_LLAMA = (_suffix(".self_attn.o_proj"), _suffix(".mlp.down_proj"))
+_T5 = (modules_ending(".SelfAttention.o"), modules_ending(".DenseReluDense.wo"))
+_LLAMA = (modules_ending(".self_attn.o_proj"), modules_ending(".mlp.down_proj"))
 OUTPUT_PROJECTIONS: dict[str, tuple[Sites, Sites]] = {
     "t5": _T5,
     "mt5": _T5,
@@ -52,7 +52,7 @@ OUTPUT_PROJECTIONS: dict[str, tuple[Sites, Sites]] = {
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
     "qwen3": _LLAMA,
-    "gpt2": (_suffix(".attn.c_proj"), _suffix(".mlp.c_proj")),
+    "gpt2": (modules_ending(".attn.c_proj"), modules_ending(".mlp.c_proj")),
 }
 
 

@@ -26,12 +26,12 @@ from peftbench.methods import Anatomy, MethodSpec, register
 from peftbench.methods.adapters import (
     SIZE_KNOB,
     BottleneckAdapter,
-    _classes,
-    _suffix,
     bottleneck_size,
     check_common,
     check_init,
     hidden_size,
+    modules_ending,
+    modules_of_class,
     placement_sites,
     select_sites,
     supports_for,
@@ -39,8 +39,8 @@ from peftbench.methods.adapters import (
 
 # model_type -> (self-attention sub-layer, feed-forward sub-layer): modules whose input is x and whose output is
 # D(F(x)). T5's sub-layers end in their own dropout only as the T5Layer* blocks, whose input is h (not LN(h)).
-_T5 = (_classes("LayerSelfAttention"), _classes("LayerFF"))
-_LLAMA = (_suffix(".self_attn"), _suffix(".mlp"))
+_T5 = (modules_of_class("LayerSelfAttention"), modules_of_class("LayerFF"))
+_LLAMA = (modules_ending(".self_attn"), modules_ending(".mlp"))
 SUBLAYERS = {
     "t5": _T5,
     "mt5": _T5,
@@ -49,7 +49,7 @@ SUBLAYERS = {
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
     "qwen3": _LLAMA,
-    "gpt2": (_suffix(".attn"), _suffix(".mlp")),
+    "gpt2": (modules_ending(".attn"), modules_ending(".mlp")),
 }
 _READS_RESIDUAL = ("t5", "mt5", "umt5")  # hooked on the block: x = block.layer_norm(h)
 
