@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -223,6 +224,8 @@ def output_dim(module: nn.Module) -> int:
     raise PeftbenchError(f"cannot insert an adapter after a {type(module).__name__}: unknown output size")
 
 
+T = TypeVar("T")
+
 # Where an adapter reads, per architecture: functions from a model to its (name, module) sites, in layer order.
 Sites = Callable[[nn.Module], list[tuple[str, nn.Module]]]
 
@@ -258,32 +261,26 @@ def modules_ending(suffix: str) -> Sites:
     return sites
 
 
+T5_TYPES = ("t5", "mt5", "umt5")
+LLAMA_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def by_family(t5: T, llama: T, gpt2: T) -> dict[str, T]:
+    """A per-model_type table from one entry per architecture family (T5, LLaMA-like, GPT-2)."""
+    return {**dict.fromkeys(T5_TYPES, t5), **dict.fromkeys(LLAMA_TYPES, llama), "gpt2": gpt2}
+
+
 # Houlsby: the sub-layer's output after its dropout, before the residual (attention sites, feed-forward sites).
-_T5_SUBLAYER_OUTPUTS = (children_of("LayerSelfAttention", "dropout"), children_of("LayerFF", "dropout"))
-_LLAMA_SUBLAYER_OUTPUTS = (modules_ending(".self_attn.o_proj"), modules_ending(".mlp.down_proj"))  # no dropout
-SUBLAYER_OUTPUTS: dict[str, tuple[Sites, Sites]] = {
-    "t5": _T5_SUBLAYER_OUTPUTS,
-    "mt5": _T5_SUBLAYER_OUTPUTS,
-    "umt5": _T5_SUBLAYER_OUTPUTS,
-    "llama": _LLAMA_SUBLAYER_OUTPUTS,
-    "mistral": _LLAMA_SUBLAYER_OUTPUTS,
-    "qwen2": _LLAMA_SUBLAYER_OUTPUTS,
-    "qwen3": _LLAMA_SUBLAYER_OUTPUTS,
-    "gpt2": (modules_ending(".attn.resid_dropout"), modules_ending(".mlp.dropout")),
-}
+SUBLAYER_OUTPUTS: dict[str, tuple[Sites, Sites]] = by_family(
+    t5=(children_of("LayerSelfAttention", "dropout"), children_of("LayerFF", "dropout")),
+    llama=(modules_ending(".self_attn.o_proj"), modules_ending(".mlp.down_proj")),  # LLaMA has no dropout
+    gpt2=(modules_ending(".attn.resid_dropout"), modules_ending(".mlp.dropout")),
+)
 # Pfeiffer: the feed-forward sub-layer's output with its residual added (T5: the T5LayerFF block; decoder-only:
 # the decoder layer, which the feed-forward block ends).
-_DECODER_LAYER = modules_of_class("DecoderLayer")
-FEED_FORWARD_BLOCKS: dict[str, Sites] = {
-    "t5": modules_of_class("LayerFF"),
-    "mt5": modules_of_class("LayerFF"),
-    "umt5": modules_of_class("LayerFF"),
-    "llama": _DECODER_LAYER,
-    "mistral": _DECODER_LAYER,
-    "qwen2": _DECODER_LAYER,
-    "qwen3": _DECODER_LAYER,
-    "gpt2": modules_of_class("GPT2Block"),
-}
+FEED_FORWARD_BLOCKS: dict[str, Sites] = by_family(
+    t5=modules_of_class("LayerFF"), llama=modules_of_class("DecoderLayer"), gpt2=modules_of_class("GPT2Block")
+)
 
 
 def supports_for(name: str, table: dict) -> Callable:

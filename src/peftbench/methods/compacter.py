@@ -32,6 +32,7 @@ from peftbench.methods.adapters import (
     ACTIVATIONS,
     Sites,
     bottleneck_size,
+    by_family,
     check_common,
     hidden_size,
     insert_adapters,
@@ -42,18 +43,11 @@ from peftbench.methods.adapters import (
 from peftbench.methods.precision import trainable_dtype
 
 # model_type -> (the self-attention output projection, the feed-forward output projection): F before dropout.
-_T5 = (modules_ending(".SelfAttention.o"), modules_ending(".DenseReluDense.wo"))
-_LLAMA = (modules_ending(".self_attn.o_proj"), modules_ending(".mlp.down_proj"))
-OUTPUT_PROJECTIONS: dict[str, tuple[Sites, Sites]] = {
-    "t5": _T5,
-    "mt5": _T5,
-    "umt5": _T5,
-    "llama": _LLAMA,
-    "mistral": _LLAMA,
-    "qwen2": _LLAMA,
-    "qwen3": _LLAMA,
-    "gpt2": (modules_ending(".attn.c_proj"), modules_ending(".mlp.c_proj")),
-}
+OUTPUT_PROJECTIONS: dict[str, tuple[Sites, Sites]] = by_family(
+    t5=(modules_ending(".SelfAttention.o"), modules_ending(".DenseReluDense.wo")),
+    llama=(modules_ending(".self_attn.o_proj"), modules_ending(".mlp.down_proj")),
+    gpt2=(modules_ending(".attn.c_proj"), modules_ending(".mlp.c_proj")),
+)
 
 
 @dataclass

@@ -25,8 +25,10 @@ from torch import nn
 from peftbench.methods import Anatomy, MethodSpec, register
 from peftbench.methods.adapters import (
     SIZE_KNOB,
+    T5_TYPES,
     BottleneckAdapter,
     bottleneck_size,
+    by_family,
     check_common,
     check_init,
     hidden_size,
@@ -39,19 +41,12 @@ from peftbench.methods.adapters import (
 
 # model_type -> (self-attention sub-layer, feed-forward sub-layer): modules whose input is x and whose output is
 # D(F(x)). T5's sub-layers end in their own dropout only as the T5Layer* blocks, whose input is h (not LN(h)).
-_T5 = (modules_of_class("LayerSelfAttention"), modules_of_class("LayerFF"))
-_LLAMA = (modules_ending(".self_attn"), modules_ending(".mlp"))
-SUBLAYERS = {
-    "t5": _T5,
-    "mt5": _T5,
-    "umt5": _T5,
-    "llama": _LLAMA,
-    "mistral": _LLAMA,
-    "qwen2": _LLAMA,
-    "qwen3": _LLAMA,
-    "gpt2": (modules_ending(".attn"), modules_ending(".mlp")),
-}
-_READS_RESIDUAL = ("t5", "mt5", "umt5")  # hooked on the block: x = block.layer_norm(h)
+SUBLAYERS = by_family(
+    t5=(modules_of_class("LayerSelfAttention"), modules_of_class("LayerFF")),
+    llama=(modules_ending(".self_attn"), modules_ending(".mlp")),
+    gpt2=(modules_ending(".attn"), modules_ending(".mlp")),
+)
+_READS_RESIDUAL = T5_TYPES  # hooked on the block: x = block.layer_norm(h)
 
 
 @dataclass
