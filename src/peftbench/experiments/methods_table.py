@@ -47,7 +47,11 @@ def methods_table(model_name: str | None = None, budget: str | None = None) -> s
         return budget_table(model_name, budget)
     if model_name:
         model_skeleton(ModelConfig(name=model_name))  # a model that cannot be loaded: one line, up front
-    lines = []
+    lines = [
+        "(trainable-parameter formulas: d hidden size, m adapter bottleneck, r rank, t virtual tokens, A adapters,",
+        " N layer-norm parameters, Σ_X[...] a sum over linear layers; every symbol is defined in docs/methods.md)",
+        "",
+    ]
     for spec in all_methods():
         lines.append(f"{spec.name}: {spec.summary}")
         lines.append(f"    options: {_options(spec)}")
