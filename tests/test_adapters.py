@@ -524,7 +524,7 @@ def test_specs_metadata():
     assert "2005.00247" in get_method("adapter_pfeiffer").paper
     houlsby = build_method_config("adapter_houlsby")
     assert (houlsby.placement, houlsby.non_linearity, houlsby.init, houlsby.train_layer_norms) == (
-        "both", "gelu", "houlsby", True,
+        "both", "gelu_new", "houlsby", True,
     )  # fmt: skip
     assert houlsby.bottleneck(768) == 64
     pfeiffer = build_method_config("adapter_pfeiffer")
@@ -552,6 +552,17 @@ def test_bad_config(options):
         AdapterConfig(**options)
     with pytest.raises(PeftbenchError):
         build_method_config("adapter_houlsby", options)
+
+
+@pytest.mark.parametrize("method", ["adapter_houlsby", "adapter_pfeiffer", "adapter_parallel"])
+def test_each_adapter_lives_on_its_layers_device(method):
+    """A model split across devices (here: one decoder block on ``meta``) gets each adapter beside its layer."""
+    model = _build("t5")
+    model.decoder.block[1].to("meta")
+    model = _apply(model, method)
+    devices = {n.split(".adapter")[0]: p.device.type for n, p in model.named_parameters() if "adapter" in n}
+    assert devices and all((kind == "meta") == name.startswith("decoder.block.1.") for name, kind in devices.items())
+    assert "meta" in devices.values() and "cpu" in devices.values()
 
 
 def test_apply_twice_is_rejected():

@@ -85,3 +85,17 @@ def test_shipped_configs_load():
         assert cfg.method_name
         header = path.read_text().splitlines()[0]
         assert header.startswith("#") and "peftbench" in header, f"{path.name}: first line must say how to run it"
+
+
+def test_a_method_revision_enters_the_config_hash(monkeypatch):
+    """Runs made before a method's construction changed get a new hash (and run directory); methods at revision 0
+    keep their hashes."""
+    import dataclasses
+
+    from peftbench import methods
+
+    cfg = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "lora"}})
+    before = cfg.config_hash()
+    monkeypatch.setitem(methods._REGISTRY, "lora", dataclasses.replace(methods.get_method("lora"), revision=1))
+    assert cfg.config_hash() != before
+    assert methods.get_method("adapter_houlsby").revision >= 1  # its defaults changed on 2026-12-01

@@ -210,6 +210,11 @@ class ExperimentConfig:
         payload["train"] = {k: v for k, v in payload["train"].items() if k != "report_to"}
         payload["data"] = {k: v for k, v in payload["data"].items() if k != "cache"}
         payload["eval"] = {k: v for k, v in payload["eval"].items() if k != "share_prefix"}
+        from peftbench.methods import get_method
+
+        revision = get_method(self.method_name).revision
+        if revision:  # absent at 0, so the hashes of unchanged methods stay what they were
+            payload["method_revision"] = revision
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 

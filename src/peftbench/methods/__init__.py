@@ -99,6 +99,10 @@ class MethodSpec:
     """Given the model and the run's optimizer steps, the method's per-step hooks (most methods: None)."""
     anatomy: Anatomy | None = None
     """Placement, initialisation, activation, layer norms and source (docs/methods.md)."""
+    revision: int = 0
+    """Raised when what the method builds from the same options changes (its defaults, placement or
+    initialisation): it enters the run's config hash, so runs made by an earlier version get a new run directory
+    instead of being taken as finished or resumed. (1: placements, inits and layer norms of 2026-12-01.)"""
     fp32_trainable: bool = True
     """Keep the trainable parameters in fp32 over a bf16/fp16 base (``build_model`` upcasts them). False only for
     full fine-tuning, which trains the base weights themselves: in a half-precision base it needs fp32 master
@@ -160,7 +164,7 @@ def freeze_all(model: nn.Module) -> None:
 
 def is_layer_norm(module: nn.Module) -> bool:
     """True for the model's normalisation layers: ``nn.LayerNorm`` (GPT-2), T5's ``T5LayerNorm``, LLaMA's
-    ``LlamaRMSNorm`` and the like."""
+    ``LlamaRMSNorm`` and the like (Qwen3's query/key norms inside attention included)."""
     return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
 
 

@@ -7,8 +7,9 @@ what the adapter reads and what they train:
 - **Houlsby** (``adapter_houlsby``): after the self-attention and after the feed-forward sub-layer of every
   layer (T5's cross-attention gets none), on the sub-layer's output *after its dropout and before the residual
   connection*: a block ``h + D(F(LN(h)))`` becomes ``h + A(D(F(LN(h))))`` (adapter-bert's ``modeling.py``:
-  ``adapter(dropout(dense(x)))``, then the residual and layer norm). GELU (the reference code), weights drawn
-  from a normal truncated at two standard deviations (std 1e-2, the paper's near-identity initialisation), and
+  ``adapter(dropout(dense(x)))``, then the residual and layer norm). GELU in the tanh form of the reference
+  code's ``gelu``, weights drawn from a normal truncated at two standard deviations (std 1e-2, the paper's
+  near-identity initialisation, §3.6; the reference code's default ``init_scale`` is 1e-3, ``init_std``), and
   the model's layer norms trained with the adapters (the paper's Fig. 2).
 - **Pfeiffer** (``adapter_pfeiffer``, adapter-hub's ``SeqBnConfig``, ``original_ln_before=True``): after the
   feed-forward sub-layer only, on its output *after the residual has been added*: ``h + D(F(LN(h)))`` becomes
@@ -16,10 +17,11 @@ what the adapter reads and what they train:
   projections), layer norms frozen (adapter-hub's defaults).
 
 Both are written here because the ``adapters`` library pins an older transformers and peft has no such
-method. Each adapter is a child ``adapter`` of the module whose output it reads (T5 and GPT-2: the sub-layer's
-dropout module; LLaMA, which has none: its output projection; Pfeiffer: the feed-forward sub-layer, or the whole
-decoder layer where the feed-forward block ends it) and runs in a forward hook on that module, so parameter
-names read ``....dropout.adapter.down.weight``; the base modules and their weights are left as they were.
+method. Each adapter is a child ``adapter`` of the module whose output it reads (Houlsby on T5 and GPT-2: the
+sub-layer's dropout module, so names read ``....dropout.adapter.down.weight``; on LLaMA, which has no dropout:
+its output projection; Pfeiffer: the feed-forward sub-layer, or the whole decoder layer where the feed-forward
+block ends it) and runs in a forward hook on that module; the base modules and their weights are left as they
+were. Each adapter lives on the device of the layer it follows.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ class AdapterConfig:
     """Bottleneck as hidden_size // reduction_factor (set this or ``size``, not both)."""
     placement: str = "both"
     """After which sub-layers: attention, feed_forward or both (Houlsby: both)."""
-    non_linearity: str = "gelu"
-    """Activation between the projections: relu, gelu, gelu_new (tanh approximation), silu (= swish) or tanh."""
+    non_linearity: str = "gelu_new"
+    """Activation between the projections: relu, gelu, gelu_new (GELU's tanh form, adapter-bert's ``gelu``), silu
+    (= swish) or tanh."""
     init: str = "houlsby"
     """Initialisation: houlsby (truncated normal, both projections), bert (normal 0.02, both) or lora (Kaiming
     down, zero up)."""
@@ -330,12 +333,22 @@ def placement_sites(model: nn.Module, name: str, placement: str, table: dict[str
 def insert_adapters(
     model: nn.Module, name: str, sites: list[Sites], make: Callable[[torch.Tensor], nn.Module]
 ) -> nn.Module:
-    """Freezes ``model`` and attaches ``make(reference_weight)`` as ``adapter`` to every site, run on its output."""
-    reference = model.get_input_embeddings().weight  # dtype and device of the base model
-    for _, module in select_sites(model, name, sites, "adapter"):
-        module.adapter = make(reference)
+    """Freezes ``model`` and attaches ``make(weight)`` as ``adapter`` to every site (``weight``: see ``site_weight``),
+    run on the site's output."""
+    for site_name, module in select_sites(model, name, sites, "adapter"):
+        module.adapter = make(site_weight(model, site_name, module))
         module.register_forward_hook(_run_adapter)
     return model
+
+
+def site_weight(model: nn.Module, name: str, module: nn.Module) -> torch.Tensor:
+    """A base weight beside a site, whose device (and, through ``trainable_dtype``, dtype) the adapter takes: the
+    site's own first parameter, else its parent's (dropout modules have none). Per site, so that a model split
+    across devices gets each adapter on its layer's device."""
+    param = next(module.parameters(), None)
+    if param is None:
+        param = next(model.get_submodule(name.rpartition(".")[0]).parameters())
+    return param
 
 
 def apply_houlsby(model: nn.Module, config: AdapterConfig) -> nn.Module:
@@ -378,6 +391,7 @@ SIZE_KNOB = SizeKnob("size", conflicts=("reduction_factor",))
 register(
     MethodSpec(
         name="adapter_houlsby",
+        revision=1,
         config_cls=AdapterConfig,
         apply=apply_houlsby,
         summary="bottleneck adapters on the self-attention and feed-forward outputs (after dropout, before the "
@@ -396,10 +410,11 @@ register(
             init=(
                 "both projections ~ normal(0, 1e-2) truncated at ±2σ, biases 0 (near-identity); option init: bert, lora"
             ),
-            activation="GELU",
+            activation="GELU (tanh form, adapter-bert's gelu)",
             layer_norms="trained (train_layer_norms: false freezes them)",
             source=(
-                "Houlsby et al. 2019 §2, Fig. 2, §3.6; google-research/adapter-bert modeling.py. The study's adapter: "
+                "Houlsby et al. 2019 §2, Fig. 2, §3.6 (std 1e-2; adapter-bert's init_scale default is 1e-3: init_std); "
+                "google-research/adapter-bert modeling.py. The study's adapter: "
                 "size 32, SiLU, init bert, layer norms frozen (its code applies SiLU twice, not reproduced)"
             ),
         ),
@@ -408,6 +423,7 @@ register(
 register(
     MethodSpec(
         name="adapter_pfeiffer",
+        revision=1,
         config_cls=PfeifferConfig,
         apply=apply_pfeiffer,
         summary="bottleneck adapter on each feed-forward block's output after its residual (h + F)",

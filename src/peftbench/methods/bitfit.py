@@ -36,7 +36,8 @@ def _output_layer(model: nn.Module) -> nn.Module | None:
 
 
 def apply(model: nn.Module, config: BitFitConfig) -> nn.Module:
-    """Freezes all weights, adds missing linear biases if configured, and trains every bias."""
+    """Freezes all weights, adds missing linear biases if configured (the output head's only with ``lm_head_bias``),
+    trains every bias and, with ``train_layer_norms``, the layer norms' gains."""
     freeze_all(model)
     head = _output_layer(model)
     for module in model.modules():

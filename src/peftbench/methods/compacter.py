@@ -180,7 +180,11 @@ def _apply(name: str):
             unfreeze_layer_norms(model)
         return model
 
-    apply.__doc__ = f"Inserts {name} adapters after the configured sub-layer outputs; trains only them."
+    apply.__doc__ = (
+        f"Inserts {name} adapters after the configured sub-layer outputs; trains them and, with train_layer_norms "
+        "(the default), the model's layer norms. The shared rule lives on the embeddings' device, and so do the "
+        "adapters: a model split across devices is not supported."
+    )
     return apply
 
 
@@ -191,6 +195,7 @@ _NOTE = "n³ shared slow weights plus, per adapter, 2·r·(d + m) fast weights a
 register(
     MethodSpec(
         name="compacter",
+        revision=1,
         config_cls=CompacterConfig,
         apply=_apply("compacter"),
         summary="hypercomplex (Kronecker) adapters on the self-attention and feed-forward outputs (before dropout), "
@@ -216,6 +221,7 @@ register(
 register(
     MethodSpec(
         name="compacter_pp",
+        revision=1,
         config_cls=CompacterPlusPlusConfig,
         apply=_apply("compacter_pp"),
         summary="Compacter adapters on the feed-forward outputs only (Compacter++), layer norms trained",

@@ -282,6 +282,7 @@ register(
 register(
     MethodSpec(
         name="adalora",
+        revision=1,
         config_cls=AdaLoraConfig,
         apply=apply_adalora,
         summary="SVD-shaped updates of every weight matrix, ranks pruned by importance during training",

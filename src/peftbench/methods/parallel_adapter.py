@@ -36,6 +36,7 @@ from peftbench.methods.adapters import (
     modules_of_class,
     placement_sites,
     select_sites,
+    site_weight,
     supports_for,
 )
 
@@ -106,9 +107,9 @@ def apply(model: nn.Module, config: ParallelAdapterConfig) -> nn.Module:
     sites = placement_sites(model, "adapter_parallel", config.placement, SUBLAYERS)
     d = hidden_size(model)
     m = bottleneck_size(config.size, config.reduction_factor, d, default=64)
-    weight = model.get_input_embeddings().weight  # the base model's dtype and device
     reads_residual = model.config.model_type in _READS_RESIDUAL
-    for _, module in select_sites(model, "adapter_parallel", sites, "parallel_adapter"):
+    for name, module in select_sites(model, "adapter_parallel", sites, "parallel_adapter"):
+        weight = site_weight(model, name, module)  # the device of the sub-layer it sits beside
         module.parallel_adapter = ParallelAdapter(d, m, config, weight, reads_residual)
         module.register_forward_hook(_add_parallel, with_kwargs=True)
     return model
@@ -117,6 +118,7 @@ def apply(model: nn.Module, config: ParallelAdapterConfig) -> nn.Module:
 register(
     MethodSpec(
         name="adapter_parallel",
+        revision=1,
         config_cls=ParallelAdapterConfig,
         apply=apply,
         summary="scaled bottleneck adapter beside the feed-forward block, reading its input LN(h)",

@@ -50,6 +50,7 @@ def apply(model: nn.Module, config: PromptConfig) -> nn.Module:
 register(
     MethodSpec(
         name="prompt",
+        revision=1,
         config_cls=PromptConfig,
         apply=apply,
         summary="trained soft-prompt embeddings before the input",
