@@ -6,8 +6,9 @@ is written last, and only then is the directory renamed to ``checkpoint-<step>``
 ``latest_valid_checkpoint`` checks the checkpoints newest first and moves any that fail a check into
 ``quarantine/`` with a one-line reason (nothing is deleted), falling back to the next older one.
 
-Tensors are stored as safetensors; the optimizer and scheduler states go through ``torch.save`` and are
-read back with ``weights_only=True``; everything else is JSON. Nothing is ever unpickled.
+Tensors are stored as safetensors (the trainable weights through :mod:`peftbench.weights`); the optimizer
+and scheduler states go through ``torch.save`` and are read back with ``weights_only=True``; everything
+else is JSON. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 
 from peftbench.errors import PeftbenchError
 from peftbench.io import load_tensors, save_tensors
+from peftbench.weights import read_trainable, write_trainable
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     pause = _slow_write_hook()
-    save_tensors(trainable, tmp / WEIGHTS)
+    write_trainable(trainable, tmp / WEIGHTS)
     pause()
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
     pause()
@@ -201,7 +203,7 @@ def save_best(run_dir: Path, step: int, score: float, metric: str, trainable: di
     tmp = root / f".tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_tensors(trainable, tmp / WEIGHTS)
+    write_trainable(trainable, tmp / WEIGHTS)
     _fsync_file(tmp / WEIGHTS)
     info = {"step": step, "metric": metric, "score": score, "sha256": _sha256(tmp / WEIGHTS)}
     (tmp / BEST_INFO).write_text(json.dumps(info, indent=1))
@@ -243,8 +245,8 @@ def load_best(run_dir: Path, step: int) -> tuple[dict[str, torch.Tensor], float]
             raise ValueError(f"it records step {info['step']}")
         if _sha256(path / WEIGHTS) != info["sha256"]:
             raise ValueError("its weights do not match their SHA-256")
-        return load_tensors(path / WEIGHTS), float(info["score"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return read_trainable(path / WEIGHTS), float(info["score"])
+    except (OSError, ValueError, KeyError, TypeError, PeftbenchError) as exc:
         raise PeftbenchError(
             f"{path}: the best weights (validation step {step}) cannot be used ({exc}); "
             "set eval.weights=last or train again"
@@ -327,7 +329,7 @@ def latest_valid_checkpoint(run_dir: Path, config_hash: str, world_size: int) ->
 def load_checkpoint(ckpt: Checkpoint, rank: int) -> dict[str, Any]:
     """The pieces of a validated checkpoint for one rank."""
     return {
-        "trainable": load_tensors(ckpt.path / WEIGHTS),
+        "trainable": read_trainable(ckpt.path / WEIGHTS),
         "optimizer": torch.load(ckpt.path / OPTIMIZER, weights_only=True, map_location="cpu"),
         "scheduler": torch.load(ckpt.path / SCHEDULER, weights_only=True, map_location="cpu"),
         "trainer_state": json.loads((ckpt.path / STATE).read_text()),
