@@ -21,7 +21,7 @@ from _common import best_time, parser, report, sync
 from peftbench.config import config_from_dict
 from peftbench.data.collate import generation_batch, generation_batches
 from peftbench.evaluation.generate import generate_predictions, prefix_cache_supported
-from peftbench.experiments.run import build_model, prepare_data
+from peftbench.experiments.setup import build_model, prepare_data
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "superni-mini"
 

@@ -9,7 +9,7 @@ from accelerate import Accelerator
 from peftbench.config import config_from_dict
 from peftbench.data.collate import Features
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.run import build_model
+from peftbench.experiments.setup import build_model
 from peftbench.methods import get_method
 from peftbench.models import is_encoder_decoder
 from peftbench.training.checkpoint import latest_valid_checkpoint

@@ -9,7 +9,7 @@ import yaml
 
 from peftbench.config import ModelConfig, config_from_dict
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.run import build_model
+from peftbench.experiments.setup import build_model
 from peftbench.methods import all_methods, get_method
 from peftbench.methods.budget import MethodCounter, match_budget, parse_budget
 from peftbench.models import count_parameters

@@ -20,7 +20,9 @@ from peftbench.config import config_from_dict
 from peftbench.data.collate import Features, tokenize_prompt, tokenize_target, training_batch
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import preset_config
-from peftbench.experiments.run import build_model, check_master_weights, load_trainable, run_experiment, save_trainable
+from peftbench.experiments.run import run_experiment
+from peftbench.experiments.rundir import load_trainable, save_trainable
+from peftbench.experiments.setup import build_model, check_master_weights
 from peftbench.io import load_tensors
 from peftbench.methods import all_methods, get_method, trainable_parameters
 from peftbench.models import is_encoder_decoder

@@ -20,7 +20,7 @@ from peftbench.config import config_from_dict
 from peftbench.data.collate import Features, tokenize_prompt, tokenize_target
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation.generate import generate_predictions
-from peftbench.experiments.run import build_model
+from peftbench.experiments.setup import build_model
 from peftbench.methods import all_methods, trainable_parameters
 from peftbench.models import is_encoder_decoder
 

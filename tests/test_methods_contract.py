@@ -27,7 +27,8 @@ from peftbench.data.collate import (
     training_batch,
 )
 from peftbench.evaluation.generate import encode_prefix, generate_ids, prefix_cache_supported
-from peftbench.experiments.run import build_model, save_trainable
+from peftbench.experiments.rundir import save_trainable
+from peftbench.experiments.setup import build_model
 from peftbench.io import load_tensors, save_tensors
 from peftbench.methods import all_methods, is_layer_norm, trainable_parameters
 from peftbench.models import count_parameters, is_encoder_decoder
@@ -210,7 +211,8 @@ def test_save_then_load_in_fresh_process_reproduces_outputs(trained, tmp_path):
         import json, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import test_methods_contract as c
-        from peftbench.experiments.run import build_model, load_trainable
+        from peftbench.experiments.rundir import load_trainable
+        from peftbench.experiments.setup import build_model
         from peftbench.io import save_tensors
         from peftbench.models import is_encoder_decoder
         from pathlib import Path

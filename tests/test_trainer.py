@@ -8,7 +8,7 @@ from accelerate import Accelerator
 
 from peftbench.config import TrainConfig, config_from_dict
 from peftbench.data.collate import Features
-from peftbench.experiments.run import build_model
+from peftbench.experiments.setup import build_model
 from peftbench.methods import get_method
 from peftbench.models import is_encoder_decoder
 from peftbench.training.trainer import fit, resolve_schedule, total_steps

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from peftbench.experiments.rundir import CONFIG_FILE
+
 _NOT_CONFIGURATION = ("seed", "output_dir", "run_name", "launch")
 _SIZE_KEYS = ("r", "init_r", "size", "num_virtual_tokens", "reduction_factor", "projection_hidden_size")
 
@@ -80,7 +82,7 @@ class Configuration:
 
 def configuration_key(run_dir: Path, metrics: dict[str, Any]) -> str:
     """A hash of the run's config.yaml without seed, output location and launch settings."""
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):

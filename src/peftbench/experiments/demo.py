@@ -25,14 +25,9 @@ from peftbench.data.demo_tasks import DEMO_SPLIT, GENERATOR_VERSION, PRETRAIN_SP
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import deep_merge
 from peftbench.experiments.report import write_report
-from peftbench.experiments.run import (
-    WEIGHTS_FILE,
-    build_model,
-    check_same_config,
-    evaluate_untrained,
-    load_trainable,
-    run_experiment,
-)
+from peftbench.experiments.run import evaluate_untrained, run_experiment
+from peftbench.experiments.rundir import CONFIG_FILE, WEIGHTS_FILE, check_same_config, load_trainable
+from peftbench.experiments.setup import build_model
 from peftbench.models import train_tokenizer
 
 DEMO_METHODS = ("lora", "adapter_houlsby", "prompt", "full")
@@ -161,7 +156,7 @@ def set_aside_if_stale(cfg: ExperimentConfig, stale_dir: Path) -> None:
         return
     except PeftbenchError:
         pass
-    if not (run_dir / "config.yaml").exists():
+    if not (run_dir / CONFIG_FILE).exists():
         return
     stale_dir.mkdir(parents=True, exist_ok=True)
     target = stale_dir / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.errors import PeftbenchError
+from peftbench.experiments.rundir import METRICS_FILE
 from peftbench.io import atomic_write_bytes, atomic_write_text
 
 _KEY_OPTIONS = ("r", "alpha", "size", "num_virtual_tokens", "projection")
@@ -44,7 +45,7 @@ def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     if not root.is_dir():
         raise PeftbenchError(f"{root} is not a directory")
     runs = []
-    for path in sorted(root.rglob("metrics.json")):
+    for path in sorted(root.rglob(METRICS_FILE)):
         try:
             metrics = json.loads(path.read_text())
         except (OSError, ValueError):

@@ -1,18 +1,15 @@
 """One experiment, end to end: setup → train → save → evaluate → score, into a run directory.
 
-A run directory holds ``config.yaml`` (fully resolved), ``train.log``, ``trainable.safetensors`` (the
-method's weights only, never the base model unless the method is full fine-tuning), ``predictions.jsonl``
-and ``metrics.json``.
+The recipe is :func:`run_experiment`; the model and data come from :mod:`peftbench.experiments.setup`, and
+the run directory's files (their names, state, config, metrics and weights) are
+:mod:`peftbench.experiments.rundir`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import platform
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -20,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from torch import nn
@@ -28,33 +24,36 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 import peftbench
-from peftbench.config import ExperimentConfig, config_from_dict, dump_config
-from peftbench.data.cache import Lengths, PreparedData, prepare_features
+from peftbench.config import ExperimentConfig, dump_config
 from peftbench.data.collate import Features
-from peftbench.data.encoding import EncodingConfig
-from peftbench.data.superni import SuperNIConfig
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.evaluation.metrics import score_predictions
-from peftbench.experiments.presets import DEMO_DATA
-from peftbench.io import atomic_write_json, atomic_write_text, load_tensors, peak_memory_mb, save_tensors
-from peftbench.methods import MethodSpec, get_method, trainable_parameters
-from peftbench.methods.budget import match_budget
-from peftbench.methods.precision import keep_trainable_fp32
-from peftbench.models import count_parameters, is_encoder_decoder, load_model, load_tokenizer
+from peftbench.experiments.rundir import (
+    CONFIG_FILE,
+    LAST_WEIGHTS_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    WEIGHTS_FILE,
+    check_same_config,
+    finished_metrics,
+    headline,
+    load_trainable,
+    read_run_config,
+    run_state,
+    save_trainable,
+)
+from peftbench.experiments.setup import budget_record, build_model, check_master_weights, prepare_data
+from peftbench.io import atomic_write_json, atomic_write_text, peak_memory_mb
+from peftbench.methods import MethodSpec, get_method
+from peftbench.models import count_parameters, is_encoder_decoder
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
-from peftbench.training.preemption import Preempted, StopFlag, stop_on_signals
+from peftbench.training.preemption import StopFlag, stop_on_signals
 from peftbench.training.trainer import Checkpointing, TrainResult, fit, resolve_schedule
+from peftbench.weights import apply_trainable
 
 log = logging.getLogger("peftbench")
-
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "trainable.safetensors"
-LAST_WEIGHTS_FILE = "last.safetensors"
-PREDICTIONS_FILE = "predictions.jsonl"
-METRICS_FILE = "metrics.json"
-LOG_FILE = "train.log"
-STATE_FILE = "run_state.json"
 
 
 @dataclass
@@ -68,7 +67,7 @@ class RunResult:
 
 
 # --------------------------------------------------------------------------------------------------
-# Setup
+# Console and log
 
 
 def say(message: str, quiet: bool = False) -> None:
@@ -92,137 +91,6 @@ def run_log(path: Path) -> Iterator[None]:
         log.removeHandler(handler)
         log.setLevel(old_level)
         handler.close()
-
-
-def prepare_data(
-    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, model: nn.Module, progress: bool = False
-) -> PreparedData:
-    """The configured SuperNI split, encoded and tokenised for this model (through the feature cache when
-    ``data.cache`` is on; see :mod:`peftbench.data.cache`)."""
-    d = cfg.data
-    data_cfg = SuperNIConfig(
-        data_dir=str(demo_data_dir()) if d.data_dir == DEMO_DATA else d.data_dir,
-        split=d.split,
-        max_train_instances_per_task=d.max_train_instances_per_task,
-        max_eval_instances_per_task=d.max_eval_instances_per_task,
-        num_validation_tasks=d.num_validation_tasks,
-        num_train_tasks=d.num_train_tasks,
-        english_only=d.english_only,
-        seed=d.seed,
-    )
-    encoding = EncodingConfig(
-        add_task_definition=d.add_task_definition,
-        num_pos_examples=d.num_pos_examples,
-        num_neg_examples=d.num_neg_examples,
-        add_explanation=d.add_explanation,
-        add_task_name=d.add_task_name,
-    )
-    enc_dec = is_encoder_decoder(model)
-    source_limit = d.max_source_length
-    if not enc_dec:  # prompt and target share the context: leave room for the target
-        positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-        if positions:
-            source_limit = min(source_limit, int(positions) - d.max_target_length)
-    # demonstrations must fit the prompt limit the model really has (decoder-only: capped above)
-    lengths = Lengths(source_limit, d.max_target_length, enc_dec, demonstration_budget=source_limit)
-    cache = feature_cache_dir() if d.cache else None
-    return prepare_features(data_cfg, encoding, tokenizer, lengths, cache_dir=cache, log=log, progress=progress)
-
-
-def feature_cache_dir() -> Path:
-    """Where tokenised examples are cached: ``$PEFTBENCH_CACHE/features`` (default ~/.cache/peftbench/features)."""
-    from peftbench.experiments.demo import cache_dir
-
-    return cache_dir() / "features"
-
-
-def demo_data_dir() -> Path:
-    """peftbench's generated demo tasks (``data.data_dir: "@demo"``), written once to the cache."""
-    from peftbench.data.demo_tasks import generate_demo_data
-    from peftbench.experiments.demo import DATA, cache_dir
-
-    return generate_demo_data(cache_dir() / "demo-data", **DATA)
-
-
-def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """The base model with the configured method applied, and its tokenizer.
-
-    The method's trainable parameters are fp32 whatever ``model.dtype`` is (see ``methods.precision``); the
-    frozen base keeps ``model.dtype``. Full fine-tuning is the exception: it trains the base weights as loaded
-    (``check_master_weights`` refuses to train it in half precision without fp32 master weights).
-    """
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, vocab_size=len(tokenizer))
-    if apply_method:
-        spec = get_method(cfg.method_name)
-        reason = spec.supports(model.config)
-        if reason:
-            raise PeftbenchError(f"method {spec.name!r} cannot be used with {cfg.model.name!r}: {reason}")
-        method_config = cfg.method_config()
-        try:
-            model = spec.apply(model, method_config)
-        except (ValueError, TypeError, NotImplementedError) as exc:  # e.g. peft refusing an architecture
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PeftbenchError(f"method {spec.name!r} cannot be applied to {cfg.model.name!r}: {first}") from None
-        if spec.fp32_trainable:
-            keep_trainable_fp32(model)
-    return model, tokenizer
-
-
-def check_master_weights(cfg: ExperimentConfig, deepspeed: bool) -> None:
-    """Refuses (one line) to train a method without fp32 trainables, i.e. full fine-tuning, in a bf16/fp16 model:
-    AdamW on half-precision weights loses most updates. DeepSpeed with mixed precision keeps fp32 master weights
-    of its own, so a half-precision model is fine under it."""
-    spec = get_method(cfg.method_name)
-    if spec.fp32_trainable or cfg.model.dtype == "float32":
-        return
-    if deepspeed and cfg.train.mixed_precision != "no":
-        return
-    raise PeftbenchError(
-        f"method {spec.name!r} trains the base weights and would update them in {cfg.model.dtype}, losing most "
-        f"updates: use model.dtype: float32 with train.mixed_precision: bf16 (fp32 master weights), or DeepSpeed"
-    )
-
-
-def budget_record(cfg: ExperimentConfig, trainable: int) -> dict[str, Any] | None:
-    """What ``method.budget`` asked for and chose (None without a budget); ``achieved`` is the built model's count."""
-    budget = cfg.method.get("budget")
-    if budget is None:
-        return None
-    knob = get_method(cfg.method_name).size_knob
-    skip = {"name", "budget", knob.field if knob else ""}
-    options = {k: v for k, v in cfg.method.items() if k not in skip}
-    return {**match_budget(cfg.method_name, cfg.model, options, budget).as_dict(), "achieved": trainable}
-
-
-def save_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig) -> int:
-    """Saves the method's parameters (only those with ``requires_grad``); returns how many tensors."""
-    tensors = trainable_parameters(model)
-    save_tensors(dict(tensors), path, metadata={"method": cfg.method_name, "config_hash": cfg.config_hash()})
-    return len(tensors)
-
-
-def load_trainable(model: nn.Module, path: Path) -> None:
-    """Loads saved method weights into a freshly built model; every trainable tensor must be present."""
-    if not path.is_file():
-        raise PeftbenchError(f"{path} is missing: the run has no saved weights (did training finish?)")
-    try:
-        state = load_tensors(path)
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise PeftbenchError(f"{path}: cannot read weights ({exc})") from None
-    apply_trainable(model, state, str(path))
-
-
-def apply_trainable(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Loads a method's weights into the model; every trainable tensor must be there and nothing else."""
-    expected = set(trainable_parameters(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise PeftbenchError(
-            f"{source} does not match the run's method: {len(missing)} missing tensor(s) "
-            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
-        )
-    model.load_state_dict(state, strict=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,43 +262,6 @@ def validation_scorer(
     return score
 
 
-class RunState(dict):
-    """``run_state.json``: status (running / preempted / failed / finished), pid, host, training facts."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-        if path.is_file():
-            with contextlib.suppress(ValueError):
-                self.update(json.loads(path.read_text()))
-
-    def save(self) -> None:
-        """Writes the state atomically."""
-        self["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        atomic_write_json(self.path, dict(self))
-
-
-@contextlib.contextmanager
-def run_state(run_dir: Path) -> Iterator[RunState]:
-    """Marks the run as running for the block, then as finished, preempted or failed."""
-    state = RunState(run_dir / STATE_FILE)
-    state.update(status="running", pid=os.getpid(), host=socket.gethostname(), error=None)
-    state.save()
-    try:
-        yield state
-    except Preempted:
-        state.update(status="preempted")
-        state.save()
-        raise
-    except BaseException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        state.update(status="failed", error=first)
-        state.save()
-        raise
-    state.update(status="finished")
-    state.save()
-
-
 def evaluate_and_write(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -569,58 +400,6 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = True, quiet: bool = Fa
         )
         say(headline(run_dir.name, metrics), quiet)
     return RunResult(run_dir, metrics)
-
-
-# --------------------------------------------------------------------------------------------------
-# Run directory helpers
-
-
-def read_run_config(run_dir: Path) -> ExperimentConfig:
-    """The config a run was made with."""
-    path = run_dir / CONFIG_FILE
-    if not run_dir.is_dir():
-        raise PeftbenchError(f"{run_dir} is not a directory")
-    if not path.is_file():
-        raise PeftbenchError(f"{run_dir} is not a peftbench run directory (no {CONFIG_FILE})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise PeftbenchError(f"{path}: not valid YAML") from None
-    if not isinstance(raw, dict):
-        raise PeftbenchError(f"{path}: expected a mapping")
-    return config_from_dict(raw)
-
-
-def check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
-    """Refuses to reuse a run directory made with a different configuration."""
-    saved = read_run_config(run_dir)
-    if saved.config_hash() != cfg.config_hash():
-        raise PeftbenchError(
-            f"{run_dir} holds a run with a different config (hash {saved.config_hash()} != {cfg.config_hash()}); "
-            "use another run_name or output_dir"
-        )
-
-
-def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """The metrics of a finished run, or None."""
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return None
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) and metrics.get("status") == "finished" else None
-
-
-def headline(name: str, metrics: dict[str, Any]) -> str:
-    """One line: run name, exact match, ROUGE-L, trainable parameters."""
-    o = metrics["overall"]
-    return (
-        f"{name}: exact_match {o['exact_match']:.2f} | rougeL {o['rougeL']:.2f} | "
-        f"{o['num_examples']} examples | trainable {metrics['trainable_params']:,} "
-        f"({metrics['trainable_percent']:.4f}%)"
-    )
 
 
 def versions() -> dict[str, str]:

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.run import CONFIG_FILE, STATE_FILE, finished_metrics, read_run_config
+from peftbench.experiments.rundir import CONFIG_FILE, STATE_FILE, finished_metrics, read_run_config
 from peftbench.training.checkpoint import checkpoint_dirs, validate_checkpoint
 
 

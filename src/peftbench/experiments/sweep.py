@@ -158,7 +158,7 @@ def _expand_one(
 
 def run_status(run: SweepRun) -> str:
     """finished / preempted / failed / running / interrupted / new, from the run directory."""
-    from peftbench.experiments.run import STATE_FILE, finished_metrics
+    from peftbench.experiments.rundir import STATE_FILE, finished_metrics
 
     if finished_metrics(run.run_dir) is not None:
         return "finished"

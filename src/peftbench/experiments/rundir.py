@@ -1,0 +1,146 @@
+"""A run directory's files: their names, the run's state, its config, its metrics and its weights.
+
+A run directory holds ``config.yaml`` (fully resolved), ``train.log``, ``run_state.json``,
+``trainable.safetensors`` (the method's weights only, never the base model unless the method is full
+fine-tuning; ``last.safetensors`` too when the best validation weights replaced the last ones),
+``predictions.jsonl`` and ``metrics.json``; ``checkpoints/``, ``best/`` and ``quarantine/`` belong to
+:mod:`peftbench.training.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from peftbench.config import ExperimentConfig, config_from_dict
+from peftbench.errors import PeftbenchError
+from peftbench.io import atomic_write_json
+from peftbench.training.preemption import Preempted
+from peftbench.weights import apply_trainable, read_trainable, write_trainable
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "trainable.safetensors"
+LAST_WEIGHTS_FILE = "last.safetensors"
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "train.log"
+STATE_FILE = "run_state.json"
+
+
+# --------------------------------------------------------------------------------------------------
+# Config and metrics
+
+
+def read_run_config(run_dir: Path) -> ExperimentConfig:
+    """The config a run was made with."""
+    path = run_dir / CONFIG_FILE
+    if not run_dir.is_dir():
+        raise PeftbenchError(f"{run_dir} is not a directory")
+    if not path.is_file():
+        raise PeftbenchError(f"{run_dir} is not a peftbench run directory (no {CONFIG_FILE})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise PeftbenchError(f"{path}: not valid YAML") from None
+    if not isinstance(raw, dict):
+        raise PeftbenchError(f"{path}: expected a mapping")
+    return config_from_dict(raw)
+
+
+def check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """Refuses to reuse a run directory made with a different configuration."""
+    saved = read_run_config(run_dir)
+    if saved.config_hash() != cfg.config_hash():
+        raise PeftbenchError(
+            f"{run_dir} holds a run with a different config (hash {saved.config_hash()} != {cfg.config_hash()}); "
+            "use another run_name or output_dir"
+        )
+
+
+def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a finished run, or None."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("status") == "finished" else None
+
+
+def headline(name: str, metrics: dict[str, Any]) -> str:
+    """One line: run name, exact match, ROUGE-L, trainable parameters."""
+    o = metrics["overall"]
+    return (
+        f"{name}: exact_match {o['exact_match']:.2f} | rougeL {o['rougeL']:.2f} | "
+        f"{o['num_examples']} examples | trainable {metrics['trainable_params']:,} "
+        f"({metrics['trainable_percent']:.4f}%)"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# State
+
+
+class RunState(dict):
+    """``run_state.json``: status (running / preempted / failed / finished), pid, host, training facts."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        if path.is_file():
+            with contextlib.suppress(ValueError):
+                self.update(json.loads(path.read_text()))
+
+    def save(self) -> None:
+        """Writes the state atomically."""
+        self["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        atomic_write_json(self.path, dict(self))
+
+
+@contextlib.contextmanager
+def run_state(run_dir: Path) -> Iterator[RunState]:
+    """Marks the run as running for the block, then as finished, preempted or failed."""
+    state = RunState(run_dir / STATE_FILE)
+    state.update(status="running", pid=os.getpid(), host=socket.gethostname(), error=None)
+    state.save()
+    try:
+        yield state
+    except Preempted:
+        state.update(status="preempted")
+        state.save()
+        raise
+    except BaseException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        state.update(status="failed", error=first)
+        state.save()
+        raise
+    state.update(status="finished")
+    state.save()
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights
+
+
+def save_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig) -> int:
+    """Saves the method's parameters (only those with ``requires_grad``), stamped with the method and the
+    config hash; returns how many tensors."""
+    return write_trainable(model, path, metadata={"method": cfg.method_name, "config_hash": cfg.config_hash()})
+
+
+def load_trainable(model: nn.Module, path: Path) -> None:
+    """Loads saved method weights into a freshly built model; every trainable tensor must be present."""
+    if not path.is_file():
+        raise PeftbenchError(f"{path} is missing: the run has no saved weights (did training finish?)")
+    apply_trainable(model, read_trainable(path), str(path))

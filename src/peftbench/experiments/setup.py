@@ -1,0 +1,132 @@
+"""What a run starts from: the model with its method applied, and the data encoded for it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from peftbench.config import ExperimentConfig
+from peftbench.data.cache import Lengths, PreparedData, prepare_features
+from peftbench.data.encoding import EncodingConfig
+from peftbench.data.superni import SuperNIConfig
+from peftbench.errors import PeftbenchError
+from peftbench.experiments.presets import DEMO_DATA
+from peftbench.methods import get_method
+from peftbench.methods.budget import match_budget
+from peftbench.methods.precision import keep_trainable_fp32
+from peftbench.models import is_encoder_decoder, load_model, load_tokenizer
+
+log = logging.getLogger("peftbench")
+
+
+# --------------------------------------------------------------------------------------------------
+# Model
+
+
+def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """The base model with the configured method applied, and its tokenizer.
+
+    The method's trainable parameters are fp32 whatever ``model.dtype`` is (see ``methods.precision``); the
+    frozen base keeps ``model.dtype``. Full fine-tuning is the exception: it trains the base weights as loaded
+    (``check_master_weights`` refuses to train it in half precision without fp32 master weights).
+    """
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, vocab_size=len(tokenizer))
+    if apply_method:
+        spec = get_method(cfg.method_name)
+        reason = spec.supports(model.config)
+        if reason:
+            raise PeftbenchError(f"method {spec.name!r} cannot be used with {cfg.model.name!r}: {reason}")
+        method_config = cfg.method_config()
+        try:
+            model = spec.apply(model, method_config)
+        except (ValueError, TypeError, NotImplementedError) as exc:  # e.g. peft refusing an architecture
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PeftbenchError(f"method {spec.name!r} cannot be applied to {cfg.model.name!r}: {first}") from None
+        if spec.fp32_trainable:
+            keep_trainable_fp32(model)
+    return model, tokenizer
+
+
+def check_master_weights(cfg: ExperimentConfig, deepspeed: bool) -> None:
+    """Refuses (one line) to train a method without fp32 trainables, i.e. full fine-tuning, in a bf16/fp16 model:
+    AdamW on half-precision weights loses most updates. DeepSpeed with mixed precision keeps fp32 master weights
+    of its own, so a half-precision model is fine under it."""
+    spec = get_method(cfg.method_name)
+    if spec.fp32_trainable or cfg.model.dtype == "float32":
+        return
+    if deepspeed and cfg.train.mixed_precision != "no":
+        return
+    raise PeftbenchError(
+        f"method {spec.name!r} trains the base weights and would update them in {cfg.model.dtype}, losing most "
+        f"updates: use model.dtype: float32 with train.mixed_precision: bf16 (fp32 master weights), or DeepSpeed"
+    )
+
+
+def budget_record(cfg: ExperimentConfig, trainable: int) -> dict[str, Any] | None:
+    """What ``method.budget`` asked for and chose (None without a budget); ``achieved`` is the built model's count."""
+    budget = cfg.method.get("budget")
+    if budget is None:
+        return None
+    knob = get_method(cfg.method_name).size_knob
+    skip = {"name", "budget", knob.field if knob else ""}
+    options = {k: v for k, v in cfg.method.items() if k not in skip}
+    return {**match_budget(cfg.method_name, cfg.model, options, budget).as_dict(), "achieved": trainable}
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+def prepare_data(
+    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, model: nn.Module, progress: bool = False
+) -> PreparedData:
+    """The configured SuperNI split, encoded and tokenised for this model (through the feature cache when
+    ``data.cache`` is on; see :mod:`peftbench.data.cache`)."""
+    d = cfg.data
+    data_cfg = SuperNIConfig(
+        data_dir=str(demo_data_dir()) if d.data_dir == DEMO_DATA else d.data_dir,
+        split=d.split,
+        max_train_instances_per_task=d.max_train_instances_per_task,
+        max_eval_instances_per_task=d.max_eval_instances_per_task,
+        num_validation_tasks=d.num_validation_tasks,
+        num_train_tasks=d.num_train_tasks,
+        english_only=d.english_only,
+        seed=d.seed,
+    )
+    encoding = EncodingConfig(
+        add_task_definition=d.add_task_definition,
+        num_pos_examples=d.num_pos_examples,
+        num_neg_examples=d.num_neg_examples,
+        add_explanation=d.add_explanation,
+        add_task_name=d.add_task_name,
+    )
+    enc_dec = is_encoder_decoder(model)
+    source_limit = d.max_source_length
+    if not enc_dec:  # prompt and target share the context: leave room for the target
+        positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        if positions:
+            source_limit = min(source_limit, int(positions) - d.max_target_length)
+    # demonstrations must fit the prompt limit the model really has (decoder-only: capped above)
+    lengths = Lengths(source_limit, d.max_target_length, enc_dec, demonstration_budget=source_limit)
+    cache = feature_cache_dir() if d.cache else None
+    return prepare_features(data_cfg, encoding, tokenizer, lengths, cache_dir=cache, log=log, progress=progress)
+
+
+def feature_cache_dir() -> Path:
+    """Where tokenised examples are cached: ``$PEFTBENCH_CACHE/features`` (default ~/.cache/peftbench/features)."""
+    from peftbench.experiments.demo import cache_dir
+
+    return cache_dir() / "features"
+
+
+def demo_data_dir() -> Path:
+    """peftbench's generated demo tasks (``data.data_dir: "@demo"``), written once to the cache."""
+    from peftbench.data.demo_tasks import generate_demo_data
+    from peftbench.experiments.demo import DATA, cache_dir
+
+    return generate_demo_data(cache_dir() / "demo-data", **DATA)
