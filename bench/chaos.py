@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from peftbench.data.demo_tasks import DEMO_SPLIT, generate_demo_data
+from peftbench.demo import DEMO_SPLIT, generate_demo_data
 from peftbench.io import load_tensors
 
 

@@ -1,4 +1,4 @@
-"""Tests for the procedural SuperNI-format demo data (peftbench.data.demo_tasks)."""
+"""Tests for the procedural SuperNI-format demo data (peftbench.demo)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from peftbench.data import demo_tasks
-from peftbench.data.demo_tasks import (
+from peftbench.demo import (
     DEMO_SPLIT,
     PRETRAIN_SPLIT,
     generate_demo_data,
+    tasks,
+    words,
+    writer,
 )
 from peftbench.errors import PeftbenchError
 
@@ -40,13 +42,7 @@ NUMBER_WORDS = [
     "twenty",
 ]  # fmt: skip
 REAL_WORDS = set(
-    demo_tasks.NOUNS
-    + demo_tasks.ADJECTIVES
-    + demo_tasks.VERBS
-    + demo_tasks.ANIMALS
-    + demo_tasks.COLOURS
-    + demo_tasks.FRUITS
-    + demo_tasks.REVIEW_ITEMS
+    words.NOUNS + words.ADJECTIVES + words.VERBS + words.ANIMALS + words.COLOURS + words.FRUITS + words.REVIEW_ITEMS
 )
 
 
@@ -85,9 +81,9 @@ def _sum(text: str) -> list[str]:
 
 
 def _sentiment(text: str) -> list[str]:
-    words = _words(text)
-    positive = bool(words & set(demo_tasks.POSITIVE_WORDS))
-    negative = bool(words & set(demo_tasks.NEGATIVE_WORDS))
+    seen = _words(text)
+    positive = bool(seen & set(words.POSITIVE_WORDS))
+    negative = bool(seen & set(words.NEGATIVE_WORDS))
     assert positive != negative, text
     return ["positive" if positive else "negative"]
 
@@ -116,17 +112,17 @@ CHECKERS: dict[str, Callable[[str], list[str]]] = {
     "task9003_demo_first_word": lambda t: [t.split()[0]],
     "task9004_demo_count_words": lambda t: _number(len(t.split())),
     "task9005_demo_add_two_numbers": _sum,
-    "task9006_demo_animal_mention": _mention(demo_tasks.ANIMALS),
+    "task9006_demo_animal_mention": _mention(words.ANIMALS),
     "task9007_demo_review_sentiment": _sentiment,
     "task9008_demo_uppercase": lambda t: [t.upper()],
     "task9009_demo_count_letters": lambda t: _number(len(t)),
     "task9010_demo_larger_number": _larger,
-    "task9011_demo_fruit_mention": _mention(demo_tasks.FRUITS),
+    "task9011_demo_fruit_mention": _mention(words.FRUITS),
     "task9012_demo_last_letter": lambda t: [t[-1]],
     "task9101_demo_repeat_input": lambda t: [t],
     "task9102_demo_last_word": lambda t: [t.split()[-1]],
     "task9103_demo_add_three_numbers": _sum,
-    "task9104_demo_colour_mention": _mention(demo_tasks.COLOURS),
+    "task9104_demo_colour_mention": _mention(words.COLOURS),
     "task9105_demo_lowercase": lambda t: [t.lower()],
     "task9106_demo_opinion_polarity": _sentiment,
     "task9201_pretrain_repeat_second_word": lambda t: [t.split()[1]],
@@ -168,7 +164,7 @@ def test_layout_and_return_value(dataset: Path) -> None:
             assert (dataset / "splits" / split / f"{part}_tasks.txt").is_file()
     assert (dataset / "README.md").is_file()
     stamp = json.loads((dataset / "generator.json").read_text(encoding="utf-8"))
-    assert stamp["version"] == demo_tasks.GENERATOR_VERSION
+    assert stamp["version"] == writer.GENERATOR_VERSION
     assert stamp["seed"] == 0
     assert (stamp["train_instances"], stamp["test_instances"], stamp["pretrain_instances"]) == (100, 100, 200)
     # no temporary or leftover directories next to the dataset
@@ -184,13 +180,13 @@ def test_split_lists_match_task_files_and_constants(dataset: Path) -> None:
             assert len(names) == len(set(names))
             listed += names
     assert sorted(listed) == sorted(p.stem for p in (dataset / "tasks").glob("*.json"))
-    assert _split(dataset, DEMO_SPLIT, "train") == list(demo_tasks.DEMO_TRAIN_TASKS)
-    assert _split(dataset, DEMO_SPLIT, "test") == list(demo_tasks.DEMO_TEST_TASKS)
-    assert _split(dataset, PRETRAIN_SPLIT, "train") == list(demo_tasks.PRETRAIN_TRAIN_TASKS)
-    assert _split(dataset, PRETRAIN_SPLIT, "test") == list(demo_tasks.PRETRAIN_TEST_TASKS)
-    assert 10 <= len(demo_tasks.DEMO_TRAIN_TASKS) <= 12
-    assert 5 <= len(demo_tasks.DEMO_TEST_TASKS) <= 6
-    assert 4 <= len(demo_tasks.PRETRAIN_TRAIN_TASKS) + len(demo_tasks.PRETRAIN_TEST_TASKS) <= 6
+    assert _split(dataset, DEMO_SPLIT, "train") == list(tasks.DEMO_TRAIN_TASKS)
+    assert _split(dataset, DEMO_SPLIT, "test") == list(tasks.DEMO_TEST_TASKS)
+    assert _split(dataset, PRETRAIN_SPLIT, "train") == list(tasks.PRETRAIN_TRAIN_TASKS)
+    assert _split(dataset, PRETRAIN_SPLIT, "test") == list(tasks.PRETRAIN_TEST_TASKS)
+    assert 10 <= len(tasks.DEMO_TRAIN_TASKS) <= 12
+    assert 5 <= len(tasks.DEMO_TEST_TASKS) <= 6
+    assert 4 <= len(tasks.PRETRAIN_TRAIN_TASKS) + len(tasks.PRETRAIN_TEST_TASKS) <= 6
 
 
 def test_task_names_look_like_superni(dataset: Path) -> None:
@@ -279,14 +275,14 @@ def test_test_definitions_are_reworded(dataset: Path) -> None:
 
 
 def test_keyword_pools_do_not_overlap() -> None:
-    neutral = {w.lower() for w in demo_tasks.NOUNS + demo_tasks.ADJECTIVES + demo_tasks.VERBS}
-    neutral |= {w.lower() for w in demo_tasks.SUBJECTS} | _words(" ".join(demo_tasks.PLACES))
+    neutral = {w.lower() for w in words.NOUNS + words.ADJECTIVES + words.VERBS}
+    neutral |= {w.lower() for w in words.SUBJECTS} | _words(" ".join(words.PLACES))
     pools = [
-        set(demo_tasks.ANIMALS),
-        set(demo_tasks.COLOURS),
-        set(demo_tasks.FRUITS),
-        set(demo_tasks.POSITIVE_WORDS),
-        set(demo_tasks.NEGATIVE_WORDS),
+        set(words.ANIMALS),
+        set(words.COLOURS),
+        set(words.FRUITS),
+        set(words.POSITIVE_WORDS),
+        set(words.NEGATIVE_WORDS),
     ]
     for i, pool in enumerate(pools):
         assert not pool & neutral, pool & neutral
@@ -359,7 +355,7 @@ def test_readme_records_seed_and_parameters(tmp_path: Path) -> None:
     assert "peftbench" in readme and "seed 7" in readme
     for text in ("train_instances=3", "test_instances=4", "pretrain_instances=5"):
         assert text in readme
-    for name in demo_tasks.DEMO_TEST_TASKS:
+    for name in tasks.DEMO_TEST_TASKS:
         assert name in readme
 
 
@@ -394,7 +390,7 @@ def test_instance_counts_respected(tmp_path: Path) -> None:
 
 def test_fewer_instances_are_a_prefix_of_more(tmp_path: Path, dataset: Path) -> None:
     small = generate_demo_data(tmp_path / "small", seed=0, train_instances=10, test_instances=10)
-    for name in demo_tasks.DEMO_TRAIN_TASKS + demo_tasks.DEMO_TEST_TASKS:
+    for name in tasks.DEMO_TRAIN_TASKS + tasks.DEMO_TEST_TASKS:
         assert _task(small, name)["Instances"] == _task(dataset, name)["Instances"][:10]
 
 

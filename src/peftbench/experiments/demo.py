@@ -21,7 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from peftbench.config import ExperimentConfig, config_from_dict
-from peftbench.data.demo_tasks import DEMO_SPLIT, GENERATOR_VERSION, PRETRAIN_SPLIT, generate_demo_data
+from peftbench.demo import DEMO_SPLIT, GENERATOR_VERSION, PRETRAIN_SPLIT, generate_demo_data
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import deep_merge
 from peftbench.experiments.report import write_report

@@ -126,7 +126,7 @@ def feature_cache_dir() -> Path:
 
 def demo_data_dir() -> Path:
     """peftbench's generated demo tasks (``data.data_dir: "@demo"``), written once to the cache."""
-    from peftbench.data.demo_tasks import generate_demo_data
+    from peftbench.demo import generate_demo_data
     from peftbench.experiments.demo import DATA, cache_dir
 
     return generate_demo_data(cache_dir() / "demo-data", **DATA)
