@@ -118,7 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from peftbench.experiments.demo import run_demo
+    from peftbench.demo.runner import run_demo
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     run_demo(args.output_dir, model=args.model, methods=methods, quick=args.quick, progress=not args.no_progress)

@@ -73,3 +73,9 @@ def peak_memory_mb(device: torch.device | str) -> tuple[float, str]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 2**10  # bytes on macOS, KiB on Linux
     return round(rss * scale, 1), "cpu_peak_rss"
+
+
+def cache_dir() -> Path:
+    """peftbench's cache root: ``$PEFTBENCH_CACHE``, default ``~/.cache/peftbench`` (tokenised features, the demo's
+    data and pre-trained bases)."""
+    return Path(os.environ.get("PEFTBENCH_CACHE", Path.home() / ".cache" / "peftbench"))

@@ -15,6 +15,7 @@ from peftbench.data.encoding import EncodingConfig
 from peftbench.data.superni import SuperNIConfig
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import DEMO_DATA
+from peftbench.io import cache_dir
 from peftbench.methods import get_method
 from peftbench.methods.budget import match_budget
 from peftbench.methods.precision import keep_trainable_fp32
@@ -119,14 +120,11 @@ def prepare_data(
 
 def feature_cache_dir() -> Path:
     """Where tokenised examples are cached: ``$PEFTBENCH_CACHE/features`` (default ~/.cache/peftbench/features)."""
-    from peftbench.experiments.demo import cache_dir
-
     return cache_dir() / "features"
 
 
 def demo_data_dir() -> Path:
-    """peftbench's generated demo tasks (``data.data_dir: "@demo"``), written once to the cache."""
-    from peftbench.demo import generate_demo_data
-    from peftbench.experiments.demo import DATA, cache_dir
+    """peftbench's generated demo tasks (``data.data_dir: "@demo"``), resolved on the demo's side."""
+    from peftbench.demo import data_dir
 
-    return generate_demo_data(cache_dir() / "demo-data", **DATA)
+    return data_dir()

@@ -21,20 +21,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from peftbench.config import ExperimentConfig, config_from_dict
-from peftbench.demo import DEMO_SPLIT, GENERATOR_VERSION, PRETRAIN_SPLIT, generate_demo_data
+from peftbench.demo import DATA, DEMO_SPLIT, GENERATOR_VERSION, PRETRAIN_SPLIT, generate_demo_data
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import deep_merge
 from peftbench.experiments.report import write_report
 from peftbench.experiments.run import evaluate_untrained, run_experiment
 from peftbench.experiments.rundir import CONFIG_FILE, WEIGHTS_FILE, check_same_config, load_trainable
 from peftbench.experiments.setup import build_model
+from peftbench.io import cache_dir
 from peftbench.models import train_tokenizer
 
 DEMO_METHODS = ("lora", "adapter_houlsby", "prompt", "full")
 """Methods the demo compares by default."""
-
-DATA = {"seed": 0, "train_instances": 100, "test_instances": 30, "pretrain_instances": 300}
-"""Arguments of the demo data generator."""
 
 COMMON: dict[str, Any] = {
     "seed": 42,
@@ -69,11 +67,6 @@ tiny model learn in minutes what it could not at byte level."""
 
 TRAIN = {"max_steps": 1000, "per_device_batch_size": 16}
 """Instruction tuning of each method on the demo split."""
-
-
-def cache_dir() -> Path:
-    """Where pre-trained demo bases are cached ($PEFTBENCH_CACHE, default ~/.cache/peftbench)."""
-    return Path(os.environ.get("PEFTBENCH_CACHE", Path.home() / ".cache" / "peftbench"))
 
 
 def demo_texts(data_dir: Path) -> Iterator[str]:
