@@ -92,10 +92,10 @@ def test_a_method_revision_enters_the_config_hash(monkeypatch):
     keep their hashes."""
     import dataclasses
 
-    from peftbench import methods
+    from peftbench.methods import get_method, registry
 
     cfg = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "lora"}})
     before = cfg.config_hash()
-    monkeypatch.setitem(methods._REGISTRY, "lora", dataclasses.replace(methods.get_method("lora"), revision=1))
+    monkeypatch.setitem(registry._REGISTRY, "lora", dataclasses.replace(get_method("lora"), revision=1))
     assert cfg.config_hash() != before
-    assert methods.get_method("adapter_houlsby").revision >= 1  # its defaults changed on 2026-12-01
+    assert get_method("adapter_houlsby").revision >= 1  # its defaults changed on 2026-12-01

@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods import Anatomy, MethodSpec, SizeKnob, freeze_all, register, unfreeze_layer_norms
 from peftbench.methods.precision import trainable_dtype
+from peftbench.methods.registry import Anatomy, MethodSpec, SizeKnob, freeze_all, register, unfreeze_layer_norms
 
 
 def _gelu_tanh() -> nn.Module:

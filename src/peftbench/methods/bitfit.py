@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from peftbench.methods import Anatomy, MethodSpec, freeze_all, register, unfreeze_layer_norms
+from peftbench.methods.registry import Anatomy, MethodSpec, freeze_all, register, unfreeze_layer_norms
 
 
 @dataclass

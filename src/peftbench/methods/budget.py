@@ -22,7 +22,7 @@ from torch import nn
 
 from peftbench.config import ModelConfig
 from peftbench.errors import PeftbenchError
-from peftbench.methods import MethodSpec, build_method_config, get_method
+from peftbench.methods.registry import MethodSpec, build_method_config, get_method
 from peftbench.models import model_skeleton
 
 MAX_MULTIPLE = 1 << 16

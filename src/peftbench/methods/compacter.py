@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register, unfreeze_layer_norms
 from peftbench.methods.adapters import (
     ACTIVATIONS,
     Sites,
@@ -41,6 +40,7 @@ from peftbench.methods.adapters import (
     supports_for,
 )
 from peftbench.methods.precision import trainable_dtype
+from peftbench.methods.registry import Anatomy, MethodSpec, SizeKnob, register, unfreeze_layer_norms
 
 # model_type -> (the self-attention output projection, the feed-forward output projection): F before dropout.
 OUTPUT_PROJECTIONS: dict[str, tuple[Sites, Sites]] = by_family(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from peftbench.methods import Anatomy, MethodSpec, register
+from peftbench.methods.registry import Anatomy, MethodSpec, register
 
 
 @dataclass

@@ -12,8 +12,8 @@ from peft import IA3Config as PeftIA3Config
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as _FF_MODULES
 from torch import nn
 
-from peftbench.methods import Anatomy, MethodSpec, register
 from peftbench.methods._peft import task_type, wrap
+from peftbench.methods.registry import Anatomy, MethodSpec, register
 
 
 @dataclass

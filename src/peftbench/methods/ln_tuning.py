@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from peft import LNTuningConfig as PeftLNTuningConfig
 from torch import nn
 
-from peftbench.methods import Anatomy, MethodSpec, register
 from peftbench.methods._peft import task_type, wrap
+from peftbench.methods.registry import Anatomy, MethodSpec, register
 
 
 @dataclass

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from peft import LoraConfig as PeftLoraConfig
 from torch import nn
 
-from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
+from peftbench.methods.registry import Anatomy, MethodSpec, SizeKnob, register
 
 
 @dataclass

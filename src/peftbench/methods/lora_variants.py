@@ -29,8 +29,8 @@ from peft import VeraConfig as PeftVeraConfig
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
+from peftbench.methods.registry import Anatomy, MethodSpec, SizeKnob, register
 
 # Models whose projections are transformers' Conv1D, which peft's LoHa and LoKr do not wrap.
 _CONV1D_MODELS = ("gpt2",)

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from peftbench.methods import Anatomy, MethodSpec, register
 from peftbench.methods.adapters import (
     SIZE_KNOB,
     T5_TYPES,
@@ -39,6 +38,7 @@ from peftbench.methods.adapters import (
     site_weight,
     supports_for,
 )
+from peftbench.methods.registry import Anatomy, MethodSpec, register
 
 # model_type -> (self-attention sub-layer, feed-forward sub-layer): modules whose input is x and whose output is
 # D(F(x)). T5's sub-layers end in their own dropout only as the T5Layer* blocks, whose input is h (not LN(h)).

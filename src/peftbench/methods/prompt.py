@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, PromptTuningConfig, PromptTuningInit
 from torch import nn
 
-from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register
 from peftbench.methods._peft import task_type, wrap
+from peftbench.methods.registry import Anatomy, MethodSpec, SizeKnob, register
 
 _INITS = {"random": PromptTuningInit.RANDOM, "sample_vocab": PromptTuningInit.SAMPLE_VOCAB}
 
