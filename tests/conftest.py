@@ -37,6 +37,25 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     )
 
 
+@pytest.fixture
+def cli(capsys):
+    """``cli(*ARGS)`` runs ``peftbench ARGS`` in this process (``peftbench.cli.main``), with stdout and stderr
+    captured; returns a CompletedProcess like ``run_cli``. For commands whose exit status and output are the
+    point, not a real process (signals, launchers, a run's own process state): those use ``run_cli``."""
+    from peftbench.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse: usage errors (2), --help (0)
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["peftbench", *args], code, out.out, out.err)
+
+    return run
+
+
 def tiny_mini_config(data_dir: Path, out: Path, model: str = "tiny-t5", method: str = "lora", **extra) -> dict:
     """A seconds-long config on the SuperNI sample (plain dict, YAML-ready)."""
     cfg = {

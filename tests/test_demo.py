@@ -39,8 +39,8 @@ def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
     assert _rows(out / "report.csv") == rows
 
 
-def test_demo_methods_option_rejects_unknown_names(tmp_path):
-    proc = run_cli("demo", "--quick", "--methods", "lora,nope", "--output-dir", str(tmp_path))
+def test_demo_methods_option_rejects_unknown_names(cli, tmp_path):
+    proc = cli("demo", "--quick", "--methods", "lora,nope", "--output-dir", str(tmp_path))
     assert proc.returncode == 2 and "unknown method 'nope'" in proc.stderr
     assert not (tmp_path / "runs").exists()
 

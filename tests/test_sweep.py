@@ -88,9 +88,9 @@ def test_shipped_sweeps_expand():
         assert path.read_text().startswith(f"# peftbench sweep configs/sweeps/{path.name}")
 
 
-def test_dry_run_prints_the_plan_with_sizes(tmp_path):
+def test_dry_run_prints_the_plan_with_sizes(cli, tmp_path):
     path = _write(tmp_path, methods={"lora": {"method.r": [4, 8]}})
-    proc = run_cli("sweep", str(path), "--dry-run")
+    proc = cli("sweep", str(path), "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "2 runs (2 new)" in proc.stdout
     assert "12,288" in proc.stdout and "24,576" in proc.stdout  # r (d_in + d_out) x 12 projections
