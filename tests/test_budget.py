@@ -108,6 +108,7 @@ def test_budget_refusals_are_one_line(method, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_train_with_a_budget_trains_that_many_parameters(superni_mini, tmp_path):
     cfg = tiny_mini_config(superni_mini, tmp_path / "runs", method="lora", run_name="budget")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))

@@ -20,6 +20,7 @@ def _rows(report_csv):
         return {row["run"]: row for row in csv.DictReader(f)}
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
     env = {"PEFTBENCH_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "demo"

@@ -272,6 +272,7 @@ def fresh_process(tmp_path_factory):
             proc.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "method"), _grouped(CASES))
 def test_save_then_load_in_fresh_process_reproduces_outputs(trained, fresh_process, model, method):
     """A process that never saw the trained model rebuilds it from config + saved weights: same logits and

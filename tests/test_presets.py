@@ -82,6 +82,7 @@ def test_launch_command_uses_torchrun_or_accelerate():
     assert Path(command[command.index("--config_file") + 1]).is_file()
 
 
+@pytest.mark.slow
 def test_run_dev_end_to_end_then_nothing_to_do(tmp_path):
     args = ("run", "lora", "--mode", "dev", f"output_dir={tmp_path}", "method.r=4", "train.max_steps=6",
             "--no-progress")  # fmt: skip
@@ -118,6 +119,7 @@ def test_training_task_subsets_are_nested(superni_mini):
         _load(superni_mini, num_train_tasks=100)
 
 
+@pytest.mark.slow
 def test_tensorboard_logging(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -101,6 +101,7 @@ def _sweep_cmd(path):
     return [sys.executable, "-m", "peftbench", "sweep", str(path), "--no-progress"]
 
 
+@pytest.mark.slow
 def test_local_sweep_finishes_skips_and_resumes_after_preemption(tmp_path):
     overrides = {"output_dir": str(tmp_path / "runs"), "train.max_steps": 12, "train.save_steps": 4}
     path = _write(
