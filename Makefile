@@ -7,8 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.peftbench-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# pytest-xdist workers for `make test` and `make test-fast` (auto: one per CPU core; 0 runs in this process).
+# --dist loadgroup keeps each xdist_group (a module sharing one expensive fixture, a contract pair) on one worker;
+# the workers take the tests in collection order, which tests/conftest.py starts with the longest (FIRST).
+WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +30,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-slurm.sh
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
+
+# The edit-test loop: everything but the tests marked slow (the full demo, end-to-end runs, Slurm, DDP, ...).
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -11,9 +11,36 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist (make test, make test-fast) every worker and the processes it starts use one thread:
+    # two workers with one OpenMP thread per core each made the tiny models train several times slower (threads
+    # spin waiting for a core), not faster. Set before torch is imported, so its subprocesses inherit it too.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SUPERNI_MINI = REPO.parent / "shared" / "data" / "superni-mini"
+
+
+# Started first under xdist (their modules kept whole): the longest tests, so that no worker ends with them alone.
+FIRST = (
+    "tests/test_demo.py::test_full_demo_methods_beat_the_untrained_base",
+    "tests/test_slurm.py",
+    "tests/test_preemption.py",
+    "tests/test_distributed.py",
+    "tests/test_end_to_end.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, moves the tests in FIRST to the front (make test passes --no-loadscope-reorder, so the
+    workers take them in this order); a serial run keeps the files' order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)), len(FIRST))
+
+    items.sort(key=rank)
 
 
 @pytest.fixture
@@ -35,6 +62,25 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*ARGS)`` runs ``peftbench ARGS`` in this process (``peftbench.cli.main``), with stdout and stderr
+    captured; returns a CompletedProcess like ``run_cli``. For commands whose exit status and output are the
+    point, not a real process (signals, launchers, a run's own process state): those use ``run_cli``."""
+    from peftbench.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse: usage errors (2), --help (0)
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["peftbench", *args], code, out.out, out.err)
+
+    return run
 
 
 def tiny_mini_config(data_dir: Path, out: Path, model: str = "tiny-t5", method: str = "lora", **extra) -> dict:

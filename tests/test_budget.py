@@ -108,6 +108,7 @@ def test_budget_refusals_are_one_line(method, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_train_with_a_budget_trains_that_many_parameters(superni_mini, tmp_path):
     cfg = tiny_mini_config(superni_mini, tmp_path / "runs", method="lora", run_name="budget")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -123,8 +124,8 @@ def test_train_with_a_budget_trains_that_many_parameters(superni_mini, tmp_path)
     assert f"r={match.value}" in proc.stdout + proc.stderr
 
 
-def test_methods_budget_cli_lists_every_method():
-    proc = run_cli("methods", "--model", "tiny-t5", "--budget", "1%")
+def test_methods_budget_cli_lists_every_method(cli):
+    proc = cli("methods", "--model", "tiny-t5", "--budget", "1%")
     assert proc.returncode == 0, proc.stderr
     for spec in all_methods():
         assert any(line.startswith(spec.name + " ") for line in proc.stdout.splitlines()), spec.name
@@ -136,16 +137,16 @@ def test_methods_budget_cli_lists_every_method():
     ("args", "message"),
     [(["--budget", "1%"], "--budget needs --model"), (["--model", "tiny-t5", "--budget", "lots"], "budget")],
 )
-def test_methods_budget_cli_errors(args, message):
-    proc = run_cli("methods", *args)
+def test_methods_budget_cli_errors(cli, args, message):
+    proc = cli("methods", *args)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_train_refuses_an_unsupported_architecture_in_one_line(superni_mini, tmp_path):
+def test_train_refuses_an_unsupported_architecture_in_one_line(cli, superni_mini, tmp_path):
     cfg = tiny_mini_config(superni_mini, tmp_path / "runs", model="tiny-gpt2", method="lokr")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run_cli("train", str(tmp_path / "c.yaml"), "--no-progress")
+    proc = cli("train", str(tmp_path / "c.yaml"), "--no-progress")
     assert proc.returncode == 2
     assert "lokr" in proc.stderr and "Conv1D" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -111,6 +111,7 @@ def test_demo_rejects_non_preset(capsys, tmp_path):
     _one_line_error(capsys, ["demo", "--output-dir", str(tmp_path), "--model", "gpt2-xl"], "tiny preset")
 
 
+@pytest.mark.slow
 def test_real_process_exit_code_and_stderr(tmp_path):
     """The same path through a real `python -m peftbench` process: exit status 2, one line, no traceback."""
     proc = run_cli("train", str(tmp_path / "missing.yaml"))

@@ -22,6 +22,10 @@ import yaml
 from peftbench.io import load_tensors
 from tests.conftest import run_cli, tiny_mini_config
 
+# Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
+# run one after another on one worker (make test: --dist loadgroup), and the module's fixture is built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
+
 STEPS = 5  # 22 tasks x 2 examples / batch 4 = 11 batches an epoch: 5 steps of 2 batches stay in epoch 1
 
 

@@ -11,6 +11,9 @@ import yaml
 from peftbench.io import load_tensors
 from tests.conftest import run_cli, tiny_mini_config
 
+# Slow (training runs through the CLI); one xdist group, so that the module's runs are made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("end_to_end")]
+
 RUN_FILES = {"config.yaml", "train.log", "trainable.safetensors", "predictions.jsonl", "metrics.json"}
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
+import select
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -118,62 +118,81 @@ def _shared_prefix_predictions(model, tokenizer, enc_dec: bool) -> tuple[list, l
     return plain, shared if used else plain, used
 
 
+def _train(root: Path, model_name: str, method: str) -> dict:
+    """Trains one method on one model; keeps what the tests below check."""
+    torch.manual_seed(0)
+    cfg = _config(model_name, method)
+    model, tokenizer = build_model(cfg)
+    enc_dec = is_encoder_decoder(model)
+    feats = _features(tokenizer, enc_dec)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+    batch = training_batch(feats, tokenizer.pad_token_id, enc_dec)
+    losses = []
+    model.train()
+    for _ in range(STEPS):
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    after = dict(model.named_parameters())
+    changed = {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
+    run_dir = root / f"{model_name}-{method}"
+    run_dir.mkdir()
+    save_trainable(model, run_dir / "trainable.safetensors", cfg)
+    logits = _logits(model, tokenizer, feats, enc_dec)
+    save_tensors({"logits": logits}, run_dir / "logits.safetensors")
+    return {
+        "losses": losses,
+        "changed": changed,
+        "trainable": set(trainable_parameters(model)),
+        "counts": count_parameters(model),
+        "numel": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "saved": load_tensors(run_dir / "trainable.safetensors"),
+        "predictions": _predictions(model, tokenizer, feats, enc_dec),
+        "shared_prefix": _shared_prefix_predictions(model, tokenizer, enc_dec),
+        "run_dir": run_dir,
+        "logits": logits,
+    }
+
+
+class _TrainedPairs(dict):
+    """(model, method) -> what ``_train`` keeps, trained on first look-up: ``-k lora`` trains LoRA's pairs only."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, pair: tuple[str, str]) -> dict:
+        self[pair] = result = _train(self.root, *pair)
+        return result
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    """Trains every method on every model once; keeps what the tests below check."""
-    root = tmp_path_factory.mktemp("contract")
-    results = {}
-    for model_name, method in CASES:
-        torch.manual_seed(0)
-        cfg = _config(model_name, method)
-        model, tokenizer = build_model(cfg)
-        enc_dec = is_encoder_decoder(model)
-        feats = _features(tokenizer, enc_dec)
-        before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
-        batch = training_batch(feats, tokenizer.pad_token_id, enc_dec)
-        losses = []
-        model.train()
-        for _ in range(STEPS):
-            loss = model(**batch).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            losses.append(loss.item())
-        after = dict(model.named_parameters())
-        changed = {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
-        run_dir = root / f"{model_name}-{method}"
-        run_dir.mkdir()
-        save_trainable(model, run_dir / "trainable.safetensors", cfg)
-        logits = _logits(model, tokenizer, feats, enc_dec)
-        save_tensors({"logits": logits}, run_dir / "logits.safetensors")
-        results[(model_name, method)] = {
-            "losses": losses,
-            "changed": changed,
-            "trainable": set(trainable_parameters(model)),
-            "counts": count_parameters(model),
-            "numel": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "saved": load_tensors(run_dir / "trainable.safetensors"),
-            "predictions": _predictions(model, tokenizer, feats, enc_dec),
-            "shared_prefix": _shared_prefix_predictions(model, tokenizer, enc_dec),
-            "run_dir": run_dir,
-            "logits": logits,
-        }
-    return results
+def trained(tmp_path_factory) -> _TrainedPairs:
+    """Every (model, method) pair a test asks for, trained once per module (per xdist worker: each pair's
+    tests share an ``xdist_group``, so ``--dist loadgroup`` trains a pair on one worker only)."""
+    return _TrainedPairs(tmp_path_factory.mktemp("contract"))
 
 
 # peft's LoHa and LoKr wrap nn.Linear only, and GPT-2's projections are Conv1D: they refuse it in one line.
 CASES = [(m, meth) for m in MODELS for meth in METHODS if not (m == "tiny-gpt2" and meth in ("loha", "lokr"))]
 
 
-@pytest.mark.parametrize(("model", "method"), CASES)
+def _grouped(cases) -> list:
+    """The pairs as parameters, each in its own xdist group so that all of a pair's tests share one training."""
+    return [pytest.param(m, meth, marks=pytest.mark.xdist_group(f"contract-{m}-{meth}")) for m, meth in cases]
+
+
+@pytest.mark.parametrize(("model", "method"), _grouped(CASES))
 def test_loss_goes_down(trained, model, method):
     losses = trained[(model, method)]["losses"]
     assert losses[-1] < losses[0], f"{method} on {model}: loss {losses[0]:.4f} -> {losses[-1]:.4f}"
 
 
-@pytest.mark.parametrize(("model", "method"), CASES)
+@pytest.mark.parametrize(("model", "method"), _grouped(CASES))
 def test_only_method_parameters_change(trained, model, method):
     r = trained[(model, method)]
     assert r["changed"], "nothing trained"
@@ -192,7 +211,7 @@ def test_only_method_parameters_change(trained, model, method):
             assert not (method_names & base_names), sorted(method_names & base_names)[:5]
 
 
-@pytest.mark.parametrize(("model", "method"), CASES)
+@pytest.mark.parametrize(("model", "method"), _grouped(CASES))
 def test_reported_count_is_requires_grad_count_and_saved_count(trained, model, method):
     r = trained[(model, method)]
     trainable, total = r["counts"]
@@ -202,40 +221,69 @@ def test_reported_count_is_requires_grad_count_and_saved_count(trained, model, m
     assert set(r["saved"]) == r["trainable"]
 
 
-def test_save_then_load_in_fresh_process_reproduces_outputs(trained, tmp_path):
-    """One subprocess rebuilds every (model, method) from config + saved weights and generates."""
-    jobs = [{"model": m, "method": meth, "run_dir": str(trained[(m, meth)]["run_dir"])} for m, meth in CASES]
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import test_methods_contract as c
-        from peftbench.experiments.rundir import load_trainable
-        from peftbench.experiments.setup import build_model
-        from peftbench.io import save_tensors
-        from peftbench.models import is_encoder_decoder
-        from pathlib import Path
-        out = {{}}
-        for job in json.load(open({str(tmp_path / "jobs.json")!r})):
-            model, tok = build_model(c._config(job["model"], job["method"]))
-            load_trainable(model, Path(job["run_dir"]) / "trainable.safetensors")
-            enc_dec = is_encoder_decoder(model)
-            feats = c._features(tok, enc_dec)
-            logits = c._logits(model, tok, feats, enc_dec)
-            save_tensors({{"logits": logits}}, Path(job["run_dir"]) / "reloaded.safetensors")
-            out[job["model"] + "/" + job["method"]] = c._predictions(model, tok, feats, enc_dec)
-        print(json.dumps(out))
-        """
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    reloaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    for m, meth in CASES:
-        r = trained[(m, meth)]
-        again = load_tensors(r["run_dir"] / "reloaded.safetensors")["logits"]
-        assert torch.equal(again, r["logits"]), f"{meth} on {m}: logits differ after reload"
-        assert reloaded[f"{m}/{meth}"] == r["predictions"], f"{meth} on {m}: predictions differ after reload"
+RELOADER = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+results = os.fdopen(os.dup(1), "w")  # one line per job; anything else printed goes to stderr
+os.dup2(2, 1)
+import test_methods_contract as c
+from peftbench.experiments.rundir import load_trainable
+from peftbench.experiments.setup import build_model
+from peftbench.io import save_tensors
+from peftbench.models import is_encoder_decoder
+from pathlib import Path
+for line in sys.stdin:
+    job = json.loads(line)
+    model, tok = build_model(c._config(job["model"], job["method"]))
+    load_trainable(model, Path(job["run_dir"]) / "trainable.safetensors")
+    enc_dec = is_encoder_decoder(model)
+    feats = c._features(tok, enc_dec)
+    logits = c._logits(model, tok, feats, enc_dec)
+    save_tensors({{"logits": logits}}, Path(job["run_dir"]) / "reloaded.safetensors")
+    print(json.dumps(c._predictions(model, tok, feats, enc_dec)), file=results, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh_process(tmp_path_factory):
+    """A fresh Python process that rebuilds a (model, method) from config + saved weights and generates; one for
+    the whole module (per xdist worker), fed one pair at a time. Returns ``reload(model, method, run_dir)`` ->
+    the reloaded predictions (the reloaded logits are written to ``run_dir / "reloaded.safetensors"``)."""
+    stderr_path = tmp_path_factory.mktemp("fresh") / "stderr.txt"
+    script = RELOADER.format(tests=str(Path(__file__).parent))
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True)  # fmt: skip
+
+    def reload(model: str, method: str, run_dir: Path) -> list[str]:
+        proc.stdin.write(json.dumps({"model": model, "method": method, "run_dir": str(run_dir)}) + "\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 600)
+        line = proc.stdout.readline() if ready else ""
+        assert line, f"the fresh process gave no answer (exit {proc.poll()}): {stderr_path.read_text()[-3000:]}"
+        return json.loads(line)
+
+    try:
+        yield reload
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "method"), _grouped(CASES))
+def test_save_then_load_in_fresh_process_reproduces_outputs(trained, fresh_process, model, method):
+    """A process that never saw the trained model rebuilds it from config + saved weights: same logits and
+    greedy predictions."""
+    r = trained[(model, method)]
+    reloaded = fresh_process(model, method, r["run_dir"])
+    again = load_tensors(r["run_dir"] / "reloaded.safetensors")["logits"]
+    assert torch.equal(again, r["logits"]), f"{method} on {model}: logits differ after reload"
+    assert reloaded == r["predictions"], f"{method} on {model}: predictions differ after reload"
 
 
 def test_every_method_is_covered():
@@ -330,14 +378,14 @@ def _expected_count(model: str, method: str) -> int:
     }.get(method, -1)
 
 
-@pytest.mark.parametrize(("model", "method"), [c for c in CASES if c[1] != "full"])
+@pytest.mark.parametrize(("model", "method"), _grouped([c for c in CASES if c[1] != "full"]))
 def test_trainable_count_matches_hand_computed_formula(trained, model, method):
     expected = _expected_count(model, method)
     assert expected > 0, f"no formula for {method}; add one"
     assert trained[(model, method)]["counts"][0] == expected
 
 
-@pytest.mark.parametrize(("model", "method"), CASES)
+@pytest.mark.parametrize(("model", "method"), _grouped(CASES))
 def test_shared_prefix_generation_gives_the_same_predictions(trained, model, method):
     """Encoding a task's shared prompt prefix once (decoder-only) changes no prediction; it is used by every
     method except those with virtual tokens, and never for encoder-decoder models."""

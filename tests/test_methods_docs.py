@@ -24,6 +24,7 @@ def test_every_method_has_a_row_with_its_paper_and_formula():
         assert (f"`{spec.size_knob.field}`" in row) if spec.size_knob else ("| — |" in row)
 
 
+@pytest.mark.slow
 def test_cli_prints_the_same_markdown():
     proc = run_cli("methods", "--markdown")
     assert proc.returncode == 0, proc.stderr

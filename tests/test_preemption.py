@@ -28,7 +28,13 @@ from peftbench.training.checkpoint import QUARANTINE, checkpoint_dirs, latest_va
 from peftbench.training.preemption import EXIT_PREEMPTED
 from tests.conftest import SUPERNI_MINI, run_cli
 
-pytestmark = pytest.mark.skipif(not (SUPERNI_MINI / "tasks").is_dir(), reason=f"{SUPERNI_MINI} not found")
+# Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
+# run one after another on one worker (make test: --dist loadgroup), and the module's reference run is made once.
+pytestmark = [
+    pytest.mark.skipif(not (SUPERNI_MINI / "tasks").is_dir(), reason=f"{SUPERNI_MINI} not found"),
+    pytest.mark.slow,
+    pytest.mark.xdist_group("processes"),
+]
 
 
 def _config(out: Path, **train) -> Path:

@@ -82,6 +82,7 @@ def test_launch_command_uses_torchrun_or_accelerate():
     assert Path(command[command.index("--config_file") + 1]).is_file()
 
 
+@pytest.mark.slow
 def test_run_dev_end_to_end_then_nothing_to_do(tmp_path):
     args = ("run", "lora", "--mode", "dev", f"output_dir={tmp_path}", "method.r=4", "train.max_steps=6",
             "--no-progress")  # fmt: skip
@@ -96,10 +97,10 @@ def test_run_dev_end_to_end_then_nothing_to_do(tmp_path):
     assert again.returncode == 0 and "already finished" in again.stdout + again.stderr
 
 
-def test_run_print_config_and_errors():
-    shown = run_cli("run", "adapter_parallel", "--mode", "dev", "--print-config", "method.size=16")
+def test_run_print_config_and_errors(cli):
+    shown = cli("run", "adapter_parallel", "--mode", "dev", "--print-config", "method.size=16")
     assert shown.returncode == 0 and yaml.safe_load(shown.stdout)["method"]["size"] == 16
-    bad = run_cli("run", "nope")
+    bad = cli("run", "nope")
     assert bad.returncode == 2 and "no preset for method 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -118,6 +119,7 @@ def test_training_task_subsets_are_nested(superni_mini):
         _load(superni_mini, num_train_tasks=100)
 
 
+@pytest.mark.slow
 def test_tensorboard_logging(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -134,6 +136,6 @@ def test_tensorboard_logging(tmp_path):
     assert [e.step for e in acc.Scalars("train/loss")] == [2, 4, 6, 8, 10]
 
 
-def test_unknown_or_missing_tracker_is_one_line():
-    proc = run_cli("run", "lora", "--mode", "dev", "train.report_to=[mlflow]", "--print-config")
+def test_unknown_or_missing_tracker_is_one_line(cli):
+    proc = cli("run", "lora", "--mode", "dev", "train.report_to=[mlflow]", "--print-config")
     assert proc.returncode == 2 and "unknown tracker(s) mlflow" in proc.stderr

@@ -22,6 +22,10 @@ from peftbench.io import load_tensors
 from tests.conftest import run_cli
 from tests.slurm_cluster import start_cluster, unavailable_reason
 
+# Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
+# run one after another on one worker (make test: --dist loadgroup), and the module's fixture is built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):

@@ -88,9 +88,9 @@ def test_shipped_sweeps_expand():
         assert path.read_text().startswith(f"# peftbench sweep configs/sweeps/{path.name}")
 
 
-def test_dry_run_prints_the_plan_with_sizes(tmp_path):
+def test_dry_run_prints_the_plan_with_sizes(cli, tmp_path):
     path = _write(tmp_path, methods={"lora": {"method.r": [4, 8]}})
-    proc = run_cli("sweep", str(path), "--dry-run")
+    proc = cli("sweep", str(path), "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "2 runs (2 new)" in proc.stdout
     assert "12,288" in proc.stdout and "24,576" in proc.stdout  # r (d_in + d_out) x 12 projections
@@ -101,6 +101,7 @@ def _sweep_cmd(path):
     return [sys.executable, "-m", "peftbench", "sweep", str(path), "--no-progress"]
 
 
+@pytest.mark.slow
 def test_local_sweep_finishes_skips_and_resumes_after_preemption(tmp_path):
     overrides = {"output_dir": str(tmp_path / "runs"), "train.max_steps": 12, "train.save_steps": 4}
     path = _write(
