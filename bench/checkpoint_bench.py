@@ -19,7 +19,7 @@ import torch
 from _common import parser, report
 from transformers import T5Config, T5ForConditionalGeneration, get_scheduler
 
-from peftbench.config import config_from_dict
+from peftbench.configure import config_from_dict
 from peftbench.experiments.rundir import load_trainable, save_trainable
 from peftbench.experiments.setup import build_model
 from peftbench.methods import build_method_config, get_method

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from _common import best_time, parser, report, sync
 
-from peftbench.config import config_from_dict
+from peftbench.configure import config_from_dict
 from peftbench.data.collate import generation_batch, generation_batches
 from peftbench.evaluation.generate import generate_predictions, prefix_cache_supported
 from peftbench.experiments.setup import build_model, prepare_data

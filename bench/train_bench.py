@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from _common import parser, report, sync
 
-from peftbench.config import config_from_dict
+from peftbench.configure import config_from_dict
 from peftbench.experiments.setup import build_model, prepare_data
 from peftbench.methods import get_method
 from peftbench.training.trainer import epoch_loader, fit, resolve_schedule

@@ -6,7 +6,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from peftbench.config import config_from_dict
+from peftbench.configure import config_from_dict
 from peftbench.data.collate import Features
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.setup import build_model

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import peftbench.experiments.run as run_module
-from peftbench.config import config_from_dict
+from peftbench.configure import config_from_dict
 from peftbench.experiments.report import write_report
 from peftbench.io import load_tensors
 from tests.conftest import tiny_mini_config

@@ -7,7 +7,8 @@ import json
 import pytest
 import yaml
 
-from peftbench.config import ModelConfig, config_from_dict
+from peftbench.config import ModelConfig
+from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.setup import build_model
 from peftbench.methods import all_methods, get_method

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from peftbench.config import config_from_dict, dump_config, load_config
+from peftbench.config import dump_config
+from peftbench.configure import config_from_dict, load_config
 from peftbench.errors import PeftbenchError
 
 

@@ -235,7 +235,7 @@ def test_entry_written_by_another_process_first_is_kept(data_dir: Path, tmp_path
 def test_run_config_switch_and_location(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """`data.cache` (on by default) uses $PEFTBENCH_CACHE/features, gives the same features, and is not
     part of the config hash (it does not change results)."""
-    from peftbench.config import config_from_dict
+    from peftbench.configure import config_from_dict
     from peftbench.experiments.setup import build_model, prepare_data
 
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path / "home-cache"))

@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import ByT5Tokenizer, T5Config, T5ForConditionalGeneration
 
-from peftbench.config import config_from_dict
+from peftbench.configure import config_from_dict
 from peftbench.data.collate import Features, tokenize_prompt, tokenize_target, training_batch
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import preset_config

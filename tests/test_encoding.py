@@ -250,7 +250,7 @@ def test_encoding_config_validation(kwargs: dict, field: str) -> None:
 def test_decoder_only_demonstrations_fit_the_capped_prompt_limit(superni_mini: Path, tmp_path: Path) -> None:
     """A decoder-only prompt limit is capped at positions - max_target_length; demonstrations must be fitted to
     that cap (as Tk-Instruct fits them to its limit), or they push the instance itself out of the prompt."""
-    from peftbench.config import config_from_dict
+    from peftbench.configure import config_from_dict
     from peftbench.experiments.setup import build_model, prepare_data
 
     cfg = config_from_dict({

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftbench.config import config_from_dict
+from peftbench.configure import config_from_dict
 from peftbench.data.collate import Features, tokenize_prompt, tokenize_target
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation.generate import generate_predictions

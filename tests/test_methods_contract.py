@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench.config import config_from_dict
+from peftbench.configure import config_from_dict
 from peftbench.data.collate import (
     Features,
     generation_batch,

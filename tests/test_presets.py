@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftbench.config import load_config
+from peftbench.configure import load_config
 from peftbench.data.encoding import EncodingConfig
 from peftbench.data.superni import SuperNIConfig, load_superni
 from peftbench.errors import PeftbenchError

@@ -6,7 +6,8 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from peftbench.config import TrainConfig, config_from_dict
+from peftbench.config import TrainConfig
+from peftbench.configure import config_from_dict
 from peftbench.data.collate import Features
 from peftbench.experiments.setup import build_model
 from peftbench.methods import get_method

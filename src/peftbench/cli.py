@@ -28,7 +28,7 @@ def _quiet_libraries() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from peftbench.config import load_config
+    from peftbench.configure import load_config
     from peftbench.experiments.run import run_experiment
 
     cfg = load_config(args.config, args.overrides)

@@ -20,7 +20,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from peftbench.config import ExperimentConfig, config_from_dict
+from peftbench.config import ExperimentConfig
+from peftbench.configure import config_from_dict
 from peftbench.demo import DATA, DEMO_SPLIT, GENERATOR_VERSION, PRETRAIN_SPLIT, generate_demo_data
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import deep_merge

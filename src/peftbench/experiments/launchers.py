@@ -156,7 +156,7 @@ class SlurmTrain:
     def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
         import submitit
 
-        from peftbench.config import config_from_dict
+        from peftbench.configure import config_from_dict
         from peftbench.experiments.run import run_experiment
         from peftbench.training.preemption import Preempted
 

@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 from torch import nn
 
-from peftbench.config import ExperimentConfig, config_from_dict
+from peftbench.config import ExperimentConfig
+from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
 from peftbench.io import atomic_write_json
 from peftbench.training.preemption import Preempted

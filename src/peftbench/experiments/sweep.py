@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from peftbench.config import ExperimentConfig, apply_overrides, config_from_dict
+from peftbench.config import ExperimentConfig
+from peftbench.configure import apply_overrides, config_from_dict
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import MODES, preset_dict, read_yaml
 
