@@ -31,12 +31,27 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from peftbench.errors import PeftbenchError
 
-if TYPE_CHECKING:
-    from peftbench.data.superni import Task
+
+class Task(Protocol):
+    """What encoding needs of a task (``peftbench.data.superni.Task`` has it): the encoder does not depend on the
+    loader."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def definition(self) -> str: ...
+
+    @property
+    def positive_examples(self) -> Sequence[Mapping[str, Any]]: ...
+
+    @property
+    def negative_examples(self) -> Sequence[Mapping[str, Any]]: ...
+
 
 __all__ = ["INSTANCE_HEADER", "OUTPUT_CUE", "EncodingConfig", "encode_source", "encode_sources"]
 
