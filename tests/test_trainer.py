@@ -57,3 +57,18 @@ def test_fit_runs_the_configured_number_of_steps_with_accumulation():
     assert result.lr_scheduler == "linear" and result.warmup_steps == 0
     changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert changed
+
+
+def test_progress_round_trips_through_a_checkpoints_trainer_state():
+    import dataclasses
+    import json
+
+    from peftbench.training.trainer import Progress
+
+    progress = Progress(
+        step=3, epoch=1, batches_done=2, running=1.5, seen=2, losses=[(1, 2.0)], train_time_s=4.0, best=(2, 30.0),
+        validation=[(2, 30.0)],
+    )  # fmt: skip
+    assert Progress.from_state(json.loads(json.dumps(progress.to_state()))) == progress
+    older = {k: v for k, v in progress.to_state().items() if k not in ("best", "validation")}  # before validation
+    assert Progress.from_state(older) == dataclasses.replace(progress, best=None, validation=[])

@@ -12,9 +12,10 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -63,6 +64,45 @@ class TrainResult:
     """(step, validation ROUGE-L) pairs, when validation tasks are configured."""
     best_step: int | None = None
     """Step of the weights kept in best/ (highest validation score; the first such step on ties)."""
+
+
+@dataclass
+class Progress:
+    """Where training stands: what a checkpoint records as its trainer state and a resumed run continues from."""
+
+    step: int = 0
+    """Optimizer steps done."""
+    epoch: int = 0
+    """The current epoch (from 0)."""
+    batches_done: int = 0
+    """Batches of the current epoch done (per process)."""
+    running: float = 0.0
+    """Training loss summed over the batches since the last logging step."""
+    seen: int = 0
+    """Batches in ``running``."""
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    """(step, mean training loss) at every logging step."""
+    train_time_s: float = 0.0
+    """Training time of earlier attempts (a resumed run adds its own)."""
+    best: tuple[int, float] | None = None
+    """(step, score) of the best validation so far."""
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    """(step, validation score) of every validation."""
+
+    def to_state(self) -> dict[str, Any]:
+        """The JSON-ready trainer state a checkpoint stores."""
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Progress:
+        """Reads a checkpoint's trainer state (checkpoints written before validation existed lack its fields)."""
+        best = state.get("best")
+        return cls(
+            step=state["step"], epoch=state["epoch"], batches_done=state["batches_done"], running=state["running"],
+            seen=state["seen"], losses=[(int(s), float(v)) for s, v in state["losses"]],
+            train_time_s=state["train_time_s"], best=(int(best[0]), float(best[1])) if best else None,
+            validation=[(int(s), float(v)) for s, v in state.get("validation", [])],
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -176,21 +216,16 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]  # the prepared (possibly wrapped) ones
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
-    state = {
-        "step": 0, "epoch": 0, "batches_done": 0, "running": 0.0, "seen": 0, "losses": [], "train_time_s": 0.0,
-        "best": None, "validation": [],
-    }  # fmt: skip
+    progress = Progress()
     if checkpointing is not None and checkpointing.resume is not None:
-        state = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator, method_hooks)
-        log.info("resumed from %s at step %d", checkpointing.resume.path.name, state["step"])
-        state.setdefault("best", None)
-        state.setdefault("validation", [])
+        progress = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator, method_hooks)
+        log.info("resumed from %s at step %d", checkpointing.resume.path.name, progress.step)
     model.train()
 
-    step, epoch, seen = state["step"], state["epoch"], state["seen"]
-    running = torch.tensor(state["running"], device=accelerator.device)  # summed on device: no per-step sync
-    losses: list[tuple[int, float]] = [tuple(x) for x in state["losses"]]
-    batches_done, last_saved, pause = state["batches_done"], step, _slow_steps()
+    step, epoch, seen = progress.step, progress.epoch, progress.seen
+    running = torch.tensor(progress.running, device=accelerator.device)  # summed on device: no per-step sync
+    losses = progress.losses
+    batches_done, last_saved, pause = progress.batches_done, step, _slow_steps()
     bar = tqdm(
         total=steps, initial=step, desc="train", unit="step", disable=not (progress and accelerator.is_main_process)
     )
@@ -236,11 +271,11 @@ def fit(
             if validate is not None and train.eval_steps > 0 and (step % train.eval_steps == 0 or step == steps
                                                                   or epoch_end):  # fmt: skip
                 score = validate(accelerator.unwrap_model(model))
-                state["validation"].append((step, score))
+                progress.validation.append((step, score))
                 log.info("step %d validation score %.4f", step, score)
                 accelerator.log({"validation/rougeL": score}, step=step)
-                if checkpointing is not None and (state["best"] is None or score > state["best"][1]):
-                    state["best"] = (step, score)
+                if checkpointing is not None and (progress.best is None or score > progress.best[1]):
+                    progress.best = (step, score)
                     if accelerator.is_main_process:
                         unwrapped = accelerator.unwrap_model(model)
                         trainable = {n: p for n, p in unwrapped.named_parameters() if p.requires_grad}
@@ -248,15 +283,21 @@ def fit(
             stopping = _all_agree(stop is not None and stop.requested, accelerator)
             periodic = checkpointing is not None and checkpointing.every > 0 and step % checkpointing.every == 0
             if checkpointing is not None and (stopping or periodic) and step < steps and step != last_saved:
-                snapshot = {
-                    "step": step, "epoch": epoch, "batches_done": batches_done, "running": running.item(),
-                    "seen": seen, "losses": losses, "best": state["best"], "validation": state["validation"],
-                    "train_time_s": state["train_time_s"] + time.perf_counter() - start,
-                }  # fmt: skip
+                snapshot = Progress(
+                    step=step,
+                    epoch=epoch,
+                    batches_done=batches_done,
+                    running=running.item(),
+                    seen=seen,
+                    losses=losses,
+                    best=progress.best,
+                    validation=progress.validation,
+                    train_time_s=progress.train_time_s + time.perf_counter() - start,
+                )
                 _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed, method_hooks)
                 last_saved = step
                 if accelerator.is_main_process:
-                    prune_best(checkpointing.run_dir, state["best"][0] if state["best"] else None)
+                    prune_best(checkpointing.run_dir, progress.best[0] if progress.best else None)
             if stopping:
                 raise Preempted("training")
             if step >= steps:
@@ -268,8 +309,8 @@ def fit(
         break
     bar.close()
     if checkpointing is not None and accelerator.is_main_process:
-        prune_best(checkpointing.run_dir, state["best"][0] if state["best"] else None)
-    elapsed = state["train_time_s"] + time.perf_counter() - start
+        prune_best(checkpointing.run_dir, progress.best[0] if progress.best else None)
+    elapsed = progress.train_time_s + time.perf_counter() - start
     peak, peak_kind = peak_memory_mb(accelerator.device)
     return TrainResult(
         steps=step,
@@ -281,8 +322,8 @@ def fit(
         losses=losses,
         peak_memory_mb=peak,
         peak_memory_kind=peak_kind,
-        validation=[tuple(v) for v in state["validation"]],
-        best_step=state["best"][0] if state["best"] else None,
+        validation=list(progress.validation),
+        best_step=progress.best[0] if progress.best else None,
     )
 
 
@@ -294,7 +335,7 @@ def _all_agree(flag: bool, accelerator: Accelerator) -> bool:
 
 
 def _save(
-    ck: Checkpointing, snapshot: dict, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, seed: int,
+    ck: Checkpointing, snapshot: Progress, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, seed: int,
     hooks: TrainingHooks | None = None,
 ) -> None:  # fmt: skip
     """Saves one checkpoint (all ranks contribute their RNG state; the main process writes)."""
@@ -303,9 +344,9 @@ def _save(
         unwrapped = accelerator.unwrap_model(model)
         trainable = {n: p for n, p in unwrapped.named_parameters() if p.requires_grad}
         path = save_checkpoint(
-            ck.run_dir, snapshot["step"], trainable=trainable, optimizer=optimizer, scheduler=scheduler,
-            trainer_state=snapshot, rng_states=rng_states, config_hash=ck.config_hash, seed=seed, keep=ck.keep,
-            versions=ck.versions, scaler=accelerator.scaler,
+            ck.run_dir, snapshot.step, trainable=trainable, optimizer=optimizer, scheduler=scheduler,
+            trainer_state=snapshot.to_state(), rng_states=rng_states, config_hash=ck.config_hash, seed=seed,
+            keep=ck.keep, versions=ck.versions, scaler=accelerator.scaler,
             method_state=hooks.state_dict() if hooks is not None else None,
         )  # fmt: skip
         log.info("saved %s", path.name)
@@ -314,7 +355,7 @@ def _save(
 
 def _restore(
     ckpt: Checkpoint, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, hooks: TrainingHooks | None
-) -> dict:
+) -> Progress:
     """Loads a checkpoint into the prepared model/optimizer/scheduler and restores this rank's RNGs."""
     pieces = load_checkpoint(ckpt, accelerator.process_index)
     unwrapped = accelerator.unwrap_model(model)
@@ -329,4 +370,4 @@ def _restore(
     if hooks is not None:
         hooks.load_state_dict(pieces["method_state"] or {})
     restore_rng_state(pieces["rng"])
-    return pieces["trainer_state"]
+    return Progress.from_state(pieces["trainer_state"])
