@@ -29,7 +29,7 @@ from peftbench.config import TrainConfig
 from peftbench.data.collate import Features, length_grouped_batches, training_batch, training_length, with_epoch_targets
 from peftbench.errors import PeftbenchError
 from peftbench.io import peak_memory_mb
-from peftbench.methods import MethodSpec, TrainingHooks
+from peftbench.methods import MethodSpec, TrainingHooks, trainable_parameters
 from peftbench.training.checkpoint import (
     Checkpoint,
     capture_rng_state,
@@ -278,7 +278,7 @@ def fit(
                     progress.best = (step, score)
                     if accelerator.is_main_process:
                         unwrapped = accelerator.unwrap_model(model)
-                        trainable = {n: p for n, p in unwrapped.named_parameters() if p.requires_grad}
+                        trainable = trainable_parameters(unwrapped)
                         save_best(checkpointing.run_dir, step, score, "rougeL", trainable)
             stopping = _all_agree(stop is not None and stop.requested, accelerator)
             periodic = checkpointing is not None and checkpointing.every > 0 and step % checkpointing.every == 0
@@ -342,7 +342,7 @@ def _save(
     rng_states = gather_object([capture_rng_state()])
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        trainable = {n: p for n, p in unwrapped.named_parameters() if p.requires_grad}
+        trainable = trainable_parameters(unwrapped)
         path = save_checkpoint(
             ck.run_dir, snapshot.step, trainable=trainable, optimizer=optimizer, scheduler=scheduler,
             trainer_state=snapshot.to_state(), rng_states=rng_states, config_hash=ck.config_hash, seed=seed,
@@ -359,7 +359,7 @@ def _restore(
     """Loads a checkpoint into the prepared model/optimizer/scheduler and restores this rank's RNGs."""
     pieces = load_checkpoint(ckpt, accelerator.process_index)
     unwrapped = accelerator.unwrap_model(model)
-    expected = {n for n, p in unwrapped.named_parameters() if p.requires_grad}
+    expected = set(trainable_parameters(unwrapped))
     if set(pieces["trainable"]) != expected:
         raise PeftbenchError(f"{ckpt.path}: its weights do not match the run's method")
     unwrapped.load_state_dict(pieces["trainable"], strict=False)
