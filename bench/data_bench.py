@@ -8,7 +8,7 @@ byte-level BPE tokenizer trained on it unless ``--tokenizer`` names one (e.g. a 
 measurement runs in a fresh process (so peak memory is its own) and produces the features of the study's
 setting: T5-style encoder-decoder, 1024 source / 128 target tokens, definition-only prompts.
 
-- baseline: ``load_superni`` and one tokenizer call per text (what peftbench did before, and what a script
+- baseline: ``load_examples`` and one tokenizer call per text (what peftbench did before, and what a script
   tokenising example by example does);
 - cold: ``prepare_features`` with an empty cache (load, encode, batched tokenisation, write the entry);
 - cached: ``prepare_features`` reading that entry;
@@ -52,19 +52,19 @@ def phase(name: str, data_dir: str, tokenizer_name: str, cache: str) -> dict:
     """One measurement, in this process (called in a fresh subprocess by ``main``)."""
     from transformers import AutoTokenizer
 
-    from peftbench.data.cache import Lengths, prepare_features
+    from peftbench.config import DataConfig
+    from peftbench.data.cache import Lengths
     from peftbench.data.collate import Features, tokenize_prompt, tokenize_target
-    from peftbench.data.encoding import EncodingConfig
-    from peftbench.data.superni import SuperNIConfig, load_superni
+    from peftbench.data.examples import load_examples
+    from peftbench.data.pipeline import prepare_features
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
-    config = SuperNIConfig(data_dir)
-    encoding = EncodingConfig(num_pos_examples=2) if name == "cold_def2pos" else EncodingConfig()
+    config = DataConfig(data_dir, num_pos_examples=2 if name == "cold_def2pos" else 0)
     lengths = Lengths(1024, 128, True, demonstration_budget=1024)
     before = _rss_mib()
     start = time.perf_counter()
     if name == "baseline":
-        data = load_superni(config, encoding)
+        data = load_examples(config)
         features = [
             Features(ex.id, ex.task, ex.category, tokenize_prompt(tokenizer, ex.source, 1024, True),
                      tokenize_target(tokenizer, ex.target, 128), tuple(ex.references))
@@ -72,7 +72,7 @@ def phase(name: str, data_dir: str, tokenizer_name: str, cache: str) -> dict:
         ]  # fmt: skip
         from_cache = False
     else:
-        prepared = prepare_features(config, encoding, tokenizer, lengths, cache_dir=cache)
+        prepared = prepare_features(config, tokenizer, lengths, cache_dir=cache)
         features = prepared.train + prepared.validation + prepared.test
         from_cache = prepared.from_cache
     seconds = time.perf_counter() - start

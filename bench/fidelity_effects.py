@@ -7,7 +7,7 @@ and exits 0 when it is absent) and prints ``name: value`` lines, deterministic f
 
 - ``cue_*``: prompts that Tk-Instruct's collator would truncate, so losing their final ``Output:`` cue,
   because their token count (special tokens included, as Tk-Instruct counts) exceeds ``max_source_length``.
-  Prompts are peftbench's own (``load_superni`` with the tokenizer measuring demonstrations, as
+  Prompts are peftbench's own (``load_examples`` with the tokenizer measuring demonstrations, as
   ``prepare_features`` does), per split, role (train/test), encoding (definition only; definition + 2
   positive examples) and tokenizer: transformers' ``ByT5Tokenizer`` (one token per byte: a pessimistic upper
   bound) and a byte-level BPE trained here on the split's prompts (``peftbench.models.train_tokenizer``, a
@@ -63,30 +63,29 @@ def _split_view(data_dir: Path, split: str, root: Path) -> tuple[Path, int]:
 def _tokenizers(views: dict[str, Path], vocab_size: int) -> dict:
     from transformers import ByT5Tokenizer
 
-    from peftbench.data.encoding import EncodingConfig
-    from peftbench.data.superni import SuperNIConfig, load_superni
+    from peftbench.config import DataConfig
+    from peftbench.data.examples import load_examples
     from peftbench.models import train_tokenizer
 
     texts = []
     for split, view in views.items():  # the BPE learns from the prompts it measures (def + 2 pos)
-        data = load_superni(SuperNIConfig(str(view), split=split), EncodingConfig(num_pos_examples=2))
+        data = load_examples(DataConfig(str(view), split=split, num_pos_examples=2))
         texts += [e.source for e in data.train + data.test]
     return {"byt5": ByT5Tokenizer(), "bpe": train_tokenizer(texts, vocab_size=vocab_size)}
 
 
 def measure_truncation(data_dir: Path, split: str, tokenizers: dict, max_source_length: int) -> None:
-    from peftbench.data.encoding import EncodingConfig
-    from peftbench.data.superni import SuperNIConfig, load_superni
+    from peftbench.config import DataConfig
+    from peftbench.data.examples import load_examples
 
     for tok_name, tok in tokenizers.items():
 
-        def lengths_fn(texts: list[str], tok=tok) -> list[int]:  # as peftbench.data.cache._build measures
+        def lengths_fn(texts: list[str], tok=tok) -> list[int]:  # as peftbench.data.pipeline._build measures
             return [len(ids) for ids in tok(texts, return_attention_mask=False)["input_ids"]]
 
         for enc_name, pos in ENCODINGS.items():
-            data = load_superni(
-                SuperNIConfig(str(data_dir), split=split),
-                EncodingConfig(num_pos_examples=pos),
+            data = load_examples(
+                DataConfig(str(data_dir), split=split, num_pos_examples=pos),
                 lengths_fn=lengths_fn,
                 max_source_length=max_source_length,
             )
@@ -103,10 +102,10 @@ def measure_truncation(data_dir: Path, split: str, tokenizers: dict, max_source_
 
 
 def measure_english(data_dir: Path, split: str, missing: int) -> None:
-    from peftbench.data.encoding import EncodingConfig
-    from peftbench.data.superni import SuperNIConfig, load_superni
+    from peftbench.config import DataConfig
+    from peftbench.data.examples import load_examples
 
-    data = load_superni(SuperNIConfig(str(data_dir), split=split), EncodingConfig())
+    data = load_examples(DataConfig(str(data_dir), split=split))
     kept = data.stats["train_tasks"] + data.stats["test_tasks"]
     print(f"english_{split}_tasks_listed: {kept + data.stats['excluded_non_english_tasks'] + missing}")
     print(f"english_{split}_tasks_without_file: {missing}")
@@ -115,12 +114,12 @@ def measure_english(data_dir: Path, split: str, missing: int) -> None:
 
 
 def measure_cleanup(data_dir: Path, split: str) -> None:
-    from peftbench.data.encoding import EncodingConfig
-    from peftbench.data.superni import SuperNIConfig, load_superni
+    from peftbench.config import DataConfig
+    from peftbench.data.examples import load_examples
     from peftbench.evaluation.generate import clean_up_tokenization
     from peftbench.evaluation.metrics import exact_match, max_over_references, rouge_l
 
-    test = load_superni(SuperNIConfig(str(data_dir), split=split), EncodingConfig()).test
+    test = load_examples(DataConfig(str(data_dir), split=split)).test
     refs = [r for e in test for r in e.references]
     changed = [r for r in refs if clean_up_tokenization(r) != r]
     em_changed = sum(exact_match(clean_up_tokenization(r), r) != 1.0 for r in changed)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.data.encoding import EncodingConfig
-from peftbench.data.superni import SuperNIConfig, load_superni
+from peftbench.config import DataConfig
+from peftbench.data.examples import load_examples
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
@@ -37,7 +37,7 @@ def test_run_all_lists_every_benchmark() -> None:
 def test_scale_generator_writes_a_loadable_checkout(tmp_path: Path) -> None:
     superni_scale = importlib.import_module("superni_scale")
     root = superni_scale.generate(tmp_path / "superni", train_tasks=5, test_tasks=3, instances=7, seed=1)
-    data = load_superni(SuperNIConfig(str(root)), EncodingConfig(num_pos_examples=2))
+    data = load_examples(DataConfig(str(root), num_pos_examples=2))
     assert data.stats["train_instances"] == 35 and data.stats["test_instances"] == 21
     assert len({e.category for e in data.test}) == 3 and data.stats["skipped_instances"] == 0
     again = superni_scale.generate(tmp_path / "again", train_tasks=5, test_tasks=3, instances=7, seed=1)

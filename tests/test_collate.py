@@ -145,11 +145,12 @@ def test_prefix_batch_puts_padding_between_prefix_and_rest():
 
 
 def test_truncation_of_a_real_superni_prompt_keeps_the_cue(superni_mini):
-    from peftbench.data.encoding import EncodingConfig, encode_source
-    from peftbench.data.superni import load_task
+    from peftbench.config import DataConfig
+    from peftbench.data.encoding import encode_source
+    from peftbench.data.tasks import load_task
 
     task = load_task(superni_mini / "tasks" / "task039_qasc_find_overlapping_words.json")
-    source = encode_source(task, task.instances[0]["input"], EncodingConfig(num_pos_examples=2, add_explanation=True))
+    source = encode_source(task, task.instances[0]["input"], DataConfig(num_pos_examples=2, add_explanation=True))
     assert len(TOK(source)["input_ids"]) > 300
     for enc_dec in (True, False):
         ids = tokenize_prompt(TOK, source, 200, enc_dec)
@@ -163,7 +164,7 @@ def test_multi_output_target_is_drawn_afresh_each_epoch_deterministically():
     epoch, id), so the target varies over epochs and a resumed epoch gets the same targets (issue 11, part 6)."""
     from peftbench.config import TrainConfig
     from peftbench.data.collate import epoch_target, featurize, training_length, with_epoch_targets
-    from peftbench.data.superni import Example
+    from peftbench.data.examples import Example
     from peftbench.training.trainer import epoch_loader
 
     source = "Definition: name a colour.\n\nNow complete the following example -\nInput: x.\nOutput: "

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from transformers import ByT5Tokenizer
 
-from peftbench.data.cache import META_FILE, TOKENS_FILE, Lengths, PreparedData, cache_key, prepare_features
+from peftbench.config import DataConfig
+from peftbench.data.cache import META_FILE, TOKENS_FILE, Lengths, PreparedData, cache_key
 from peftbench.data.collate import featurize, tokenize_prompt, tokenize_target
-from peftbench.data.encoding import EncodingConfig
-from peftbench.data.superni import SuperNIConfig, load_superni
+from peftbench.data.examples import load_examples
+from peftbench.data.pipeline import prepare_features
 from peftbench.models import train_tokenizer
 
 TOK = ByT5Tokenizer()
@@ -53,12 +54,12 @@ def data_dir(tmp_path: Path) -> Path:
     return root
 
 
-def _config(data_dir: Path, **kwargs) -> SuperNIConfig:
-    return SuperNIConfig(str(data_dir), num_validation_tasks=1, **kwargs)
+def _config(data_dir: Path, **kwargs) -> DataConfig:
+    return DataConfig(str(data_dir), num_validation_tasks=1, **kwargs)
 
 
-def _prepare(data_dir: Path, cache: Path | None, tokenizer=TOK, encoding=None, lengths=LENGTHS, **kw) -> PreparedData:
-    return prepare_features(_config(data_dir, **kw), encoding or EncodingConfig(), tokenizer, lengths, cache_dir=cache)
+def _prepare(data_dir: Path, cache: Path | None, tokenizer=TOK, lengths=LENGTHS, **kw) -> PreparedData:
+    return prepare_features(_config(data_dir, **kw), tokenizer, lengths, cache_dir=cache)
 
 
 def _same(a: PreparedData, b: PreparedData) -> None:
@@ -86,7 +87,7 @@ def test_cached_features_equal_a_fresh_build(data_dir: Path, tmp_path: Path) -> 
 
 
 def test_batched_featurize_matches_one_call_per_text(data_dir: Path) -> None:
-    data = load_superni(_config(data_dir), EncodingConfig(num_pos_examples=2))
+    data = load_examples(_config(data_dir, num_pos_examples=2))
     examples = data.train + data.test
     bpe = train_tokenizer([ex.source for ex in examples] + [ex.target for ex in examples], vocab_size=400)
     for tokenizer in (TOK, bpe):
@@ -105,24 +106,25 @@ def _touch_later(path: Path) -> None:
 
 
 def test_every_input_is_part_of_the_key(data_dir: Path) -> None:
-    base = cache_key(_config(data_dir), EncodingConfig(), TOK, LENGTHS)
-    assert cache_key(_config(data_dir), EncodingConfig(), ByT5Tokenizer(), LENGTHS) == base  # deterministic
+    base = cache_key(_config(data_dir), TOK, LENGTHS)
+    assert cache_key(_config(data_dir), ByT5Tokenizer(), LENGTHS) == base  # deterministic
+    assert cache_key(_config(data_dir, cache=False), TOK, LENGTHS) == base  # the switch is not an input
     bpe = train_tokenizer(["Definition: copy the input word. Output: cat dog"], vocab_size=300)
     variants = {
-        "seed": cache_key(_config(data_dir, seed=7), EncodingConfig(), TOK, LENGTHS),
-        "selection": cache_key(_config(data_dir, max_train_instances_per_task=3), EncodingConfig(), TOK, LENGTHS),
-        "encoding": cache_key(_config(data_dir), EncodingConfig(add_task_name=True), TOK, LENGTHS),
-        "demonstrations": cache_key(_config(data_dir), EncodingConfig(num_pos_examples=1), TOK, LENGTHS),
-        "tokenizer": cache_key(_config(data_dir), EncodingConfig(), bpe, LENGTHS),
-        "source length": cache_key(_config(data_dir), EncodingConfig(), TOK, replace(LENGTHS, max_source_length=95)),
-        "target length": cache_key(_config(data_dir), EncodingConfig(), TOK, replace(LENGTHS, max_target_length=9)),
-        "architecture": cache_key(_config(data_dir), EncodingConfig(), TOK, replace(LENGTHS, encoder_decoder=False)),
-        "budget": cache_key(_config(data_dir), EncodingConfig(), TOK, replace(LENGTHS, demonstration_budget=100)),
+        "seed": cache_key(_config(data_dir, seed=7), TOK, LENGTHS),
+        "selection": cache_key(_config(data_dir, max_train_instances_per_task=3), TOK, LENGTHS),
+        "encoding": cache_key(_config(data_dir, add_task_name=True), TOK, LENGTHS),
+        "demonstrations": cache_key(_config(data_dir, num_pos_examples=1), TOK, LENGTHS),
+        "tokenizer": cache_key(_config(data_dir), bpe, LENGTHS),
+        "source length": cache_key(_config(data_dir), TOK, replace(LENGTHS, max_source_length=95)),
+        "target length": cache_key(_config(data_dir), TOK, replace(LENGTHS, max_target_length=9)),
+        "architecture": cache_key(_config(data_dir), TOK, replace(LENGTHS, encoder_decoder=False)),
+        "budget": cache_key(_config(data_dir), TOK, replace(LENGTHS, demonstration_budget=100)),
     }
     assert base not in variants.values() and len(set(variants.values())) == len(variants)
     special = ByT5Tokenizer()
     special.add_special_tokens({"additional_special_tokens": ["<sep>"]})
-    assert cache_key(_config(data_dir), EncodingConfig(), special, LENGTHS) != base
+    assert cache_key(_config(data_dir), special, LENGTHS) != base
 
 
 def test_changed_task_file_rebuilds_with_the_new_content(data_dir: Path, tmp_path: Path) -> None:
@@ -155,9 +157,9 @@ def test_changed_split_file_rebuilds(data_dir: Path, tmp_path: Path) -> None:
 def test_changed_encoding_or_tokenizer_rebuilds(data_dir: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     plain = _prepare(data_dir, cache)
-    named = _prepare(data_dir, cache, encoding=EncodingConfig(add_task_name=True))
+    named = _prepare(data_dir, cache, add_task_name=True)
     assert not named.from_cache and named.test != plain.test
-    assert _prepare(data_dir, cache, encoding=EncodingConfig(add_task_name=True)).from_cache
+    assert _prepare(data_dir, cache, add_task_name=True).from_cache
     bpe = train_tokenizer(["Definition: Copy the input word. Now complete the following example word1"], 300)
     other = _prepare(data_dir, cache, tokenizer=bpe)
     assert not other.from_cache and other.test != plain.test
@@ -222,12 +224,12 @@ def test_load_warnings_are_repeated_from_the_cache(data_dir: Path, tmp_path: Pat
 
 
 def test_entry_written_by_another_process_first_is_kept(data_dir: Path, tmp_path: Path) -> None:
-    from peftbench.data.cache import _write_entry
+    from peftbench.data.cache import write_entry
 
     cache = tmp_path / "cache"
     cold = _prepare(data_dir, cache)
     before = (cold.cache_path / TOKENS_FILE).stat().st_mtime_ns
-    assert _write_entry(cache, cold.cache_path.name, cold, logging.getLogger("test")) == cold.cache_path
+    assert write_entry(cache, cold.cache_path.name, cold, logging.getLogger("test")) == cold.cache_path
     assert (cold.cache_path / TOKENS_FILE).stat().st_mtime_ns == before
     assert [p.name for p in cache.iterdir()] == [cold.cache_path.name]
 
@@ -263,7 +265,8 @@ def test_changed_feature_code_rebuilds(data_dir: Path, tmp_path: Path, monkeypat
     hot = _prepare(data_dir, cache)
     assert hot.from_cache and hot.cache_path == cold.cache_path  # unchanged code: the entry is reused
     real = cache_module._code_files()
-    assert {p.name for p in real} >= {"superni.py", "encoding.py", "collate.py", "cache.py"}
+    modules = {"tasks.py", "superni.py", "encoding.py", "examples.py", "collate.py", "cache.py", "pipeline.py"}
+    assert {p.name for p in real} >= modules
     for changed in ("encoding.py", "collate.py"):
         copy = tmp_path / changed
         original = next(p for p in real if p.name == changed)

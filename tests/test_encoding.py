@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.data.encoding import OUTPUT_CUE, EncodingConfig, encode_source
-from peftbench.data.superni import Task, load_task
+from peftbench.config import DataConfig, check_data
+from peftbench.data.encoding import OUTPUT_CUE, encode_source
+from peftbench.data.tasks import Task, load_task
 from peftbench.errors import PeftbenchError
 
 SUPERNI_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "superni-mini"
@@ -45,7 +46,7 @@ def test_output_cue_is_tk_instruct_cue() -> None:
 
 
 def test_definition_only(capital: Task) -> None:
-    source = encode_source(capital, "Afghanistan", EncodingConfig())
+    source = encode_source(capital, "Afghanistan", DataConfig())
     assert source == (
         "Definition: In this task, you are given a country name and you need to return the capital city of "
         "the given country.\n\n"
@@ -56,7 +57,7 @@ def test_definition_only(capital: Task) -> None:
 
 
 def test_definition_and_two_positive_examples(capital: Task) -> None:
-    source = encode_source(capital, "Afghanistan", EncodingConfig(num_pos_examples=2))
+    source = encode_source(capital, "Afghanistan", DataConfig(num_pos_examples=2))
     assert source == (
         "Definition: In this task, you are given a country name and you need to return the capital city of "
         "the given country.\n\n"
@@ -77,7 +78,7 @@ def test_definition_and_two_positive_examples(capital: Task) -> None:
 def test_definition_two_positive_examples_real_multiline_task(qasc: Task) -> None:
     instance = qasc.instances[0]
     assert instance["id"] == "task039-eb722ae4605f46f1afd5c61fb226948c"
-    source = encode_source(qasc, instance["input"], EncodingConfig(num_pos_examples=2))
+    source = encode_source(qasc, instance["input"], DataConfig(num_pos_examples=2))
     assert source == (
         "Definition: Generate an overlapping word between the given two sentences. When you find the "
         'overlapping words, they don\'t have to match exactly, e.g., "survival" and "survive" are valid '
@@ -101,7 +102,7 @@ def test_definition_two_positive_examples_real_multiline_task(qasc: Task) -> Non
 
 
 def test_positive_and_negative_examples(capital: Task) -> None:
-    source = encode_source(capital, "Afghanistan", EncodingConfig(num_pos_examples=2, num_neg_examples=2))
+    source = encode_source(capital, "Afghanistan", DataConfig(num_pos_examples=2, num_neg_examples=2))
     assert source == (
         DEF_1146
         + POS1_1146
@@ -113,7 +114,7 @@ def test_positive_and_negative_examples(capital: Task) -> None:
 
 
 def test_explanations(capital: Task, qasc: Task) -> None:
-    config = EncodingConfig(num_pos_examples=1, num_neg_examples=1, add_explanation=True)
+    config = DataConfig(num_pos_examples=1, num_neg_examples=1, add_explanation=True)
     assert encode_source(capital, "Afghanistan", config) == (
         DEF_1146 + " Positive Example 1 -\n"
         "Input: United States.\n"
@@ -126,7 +127,7 @@ def test_explanations(capital: Task, qasc: Task) -> None:
         " Explanation: Rome is not the capital city of France. Paris is the capital city of France.\n"
         "\n" + INPUT_1146
     )
-    no_definition = EncodingConfig(add_task_definition=False, num_pos_examples=1, add_explanation=True)
+    no_definition = DataConfig(add_task_definition=False, num_pos_examples=1, add_explanation=True)
     assert encode_source(qasc, "Sentence1: x y. \nSentence2: y z.", no_definition) == (
         " Positive Example 1 -\n"
         "Input: Sentence1: pesticides cause pollution. \n"
@@ -145,7 +146,7 @@ def test_explanation_missing_key_is_skipped(capital: Task) -> None:
     import dataclasses
 
     bare = dataclasses.replace(capital, positive_examples=[{"input": "Peru", "output": "Lima"}])
-    config = EncodingConfig(add_task_definition=False, num_pos_examples=1, add_explanation=True)
+    config = DataConfig(add_task_definition=False, num_pos_examples=1, add_explanation=True)
     assert encode_source(bare, "Chile", config) == (
         " Positive Example 1 -\nInput: Peru.\n Output: Lima.\n\n"
         "Now complete the following example -\nInput: Chile.\nOutput: "
@@ -153,20 +154,20 @@ def test_explanation_missing_key_is_skipped(capital: Task) -> None:
 
 
 def test_add_task_name(capital: Task) -> None:
-    source = encode_source(capital, "Afghanistan", EncodingConfig(add_task_name=True))
+    source = encode_source(capital, "Afghanistan", DataConfig(add_task_name=True))
     assert source == "task1146_country_capital. " + DEF_1146 + INPUT_1146
 
 
 def test_no_definition(capital: Task) -> None:
-    assert encode_source(capital, "Afghanistan", EncodingConfig(add_task_definition=False)) == (
+    assert encode_source(capital, "Afghanistan", DataConfig(add_task_definition=False)) == (
         "Now complete the following example -\nInput: Afghanistan.\nOutput: "
     )
-    pos2 = EncodingConfig(add_task_definition=False, num_pos_examples=2)
+    pos2 = DataConfig(add_task_definition=False, num_pos_examples=2)
     assert encode_source(capital, "Afghanistan", pos2) == POS1_1146 + POS2_1146 + INPUT_1146
 
 
 def test_punctuation_rule_and_strip(capital: Task) -> None:
-    config = EncodingConfig(add_task_definition=False)
+    config = DataConfig(add_task_definition=False)
     # Existing ASCII punctuation is kept as is, whitespace is stripped, a period is added otherwise.
     assert encode_source(capital, "  Is it Chad?  ", config).endswith("Input: Is it Chad?\nOutput: ")
     assert encode_source(capital, "(Chad)", config).endswith("Input: (Chad)\nOutput: ")
@@ -176,12 +177,12 @@ def test_punctuation_rule_and_strip(capital: Task) -> None:
 
 
 def test_requesting_more_examples_than_exist(capital: Task) -> None:
-    source = encode_source(capital, "Afghanistan", EncodingConfig(num_pos_examples=5, num_neg_examples=1))
+    source = encode_source(capital, "Afghanistan", DataConfig(num_pos_examples=5, num_neg_examples=1))
     assert source == DEF_1146 + POS1_1146 + POS2_1146 + NEG1_1146 + INPUT_1146
 
 
 def test_length_fn_drops_examples_that_do_not_fit(capital: Task) -> None:
-    config = EncodingConfig(num_pos_examples=2, num_neg_examples=1)
+    config = DataConfig(num_pos_examples=2, num_neg_examples=1)
     assert len(DEF_1146 + POS1_1146 + INPUT_1146) == 249
     assert len(DEF_1146 + POS1_1146 + POS2_1146 + INPUT_1146) == 306
     assert len(DEF_1146 + POS1_1146 + NEG1_1146 + INPUT_1146) == 302
@@ -208,7 +209,7 @@ def test_length_fn_drops_examples_that_do_not_fit(capital: Task) -> None:
 
 
 def test_length_fn_ignored_without_budget(capital: Task) -> None:
-    config = EncodingConfig(num_pos_examples=2)
+    config = DataConfig(num_pos_examples=2)
     calls: list[str] = []
 
     def counting_len(text: str) -> int:
@@ -225,7 +226,7 @@ def test_length_fn_ignored_without_budget(capital: Task) -> None:
 
 
 def test_length_fn_does_not_measure_task_name(capital: Task) -> None:
-    config = EncodingConfig(num_pos_examples=1, add_task_name=True)
+    config = DataConfig(num_pos_examples=1, add_task_name=True)
     source = encode_source(capital, "Afghanistan", config, length_fn=len, max_source_length=249)
     # Tk-Instruct's check leaves the task name out, so the example is kept although the prompt is longer.
     assert source == "task1146_country_capital. " + DEF_1146 + POS1_1146 + INPUT_1146
@@ -243,7 +244,7 @@ def test_length_fn_does_not_measure_task_name(capital: Task) -> None:
 )
 def test_encoding_config_validation(kwargs: dict, field: str) -> None:
     with pytest.raises(PeftbenchError, match=field) as excinfo:
-        EncodingConfig(**kwargs)
+        check_data(DataConfig(**kwargs))
     assert "\n" not in str(excinfo.value)
 
 

@@ -73,3 +73,14 @@ def test_lower_layers_do_not_import_the_experiments_or_the_demo():
         upward = {t for t in graph[module] if t.startswith(("peftbench.experiments", "peftbench.demo"))}
         assert not upward, f"{module} imports {sorted(upward)}"
     assert not {t for t in graph["peftbench.experiments.run"] if t.startswith("peftbench.demo")}
+
+
+def test_the_data_layers_point_one_way():
+    """Task files -> selection -> (encoding) -> examples -> tokenisation -> cache -> pipeline: the loader selects,
+    the pipeline encodes; nothing below imports what is above it."""
+    graph = _graph()
+    order = ["tasks", "superni", "encoding", "examples", "collate", "cache", "pipeline"]
+    for i, module in enumerate(order):
+        above = {f"peftbench.data.{m}" for m in order[i + 1 :]}
+        assert not graph[f"peftbench.data.{module}"] & above, module
+    assert "peftbench.data.encoding" not in graph["peftbench.data.superni"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from peftbench.config import DataConfig
 from peftbench.configure import load_config
-from peftbench.data.encoding import EncodingConfig
-from peftbench.data.superni import SuperNIConfig, load_superni
+from peftbench.data.examples import load_examples
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import available_presets, launch_command, preset_config, preset_dict
 from peftbench.methods import all_methods
@@ -105,8 +105,7 @@ def test_run_print_config_and_errors(cli):
 
 
 def _load(data_dir: Path, **extra):
-    cfg = SuperNIConfig(data_dir=str(data_dir), split="mini", max_train_instances_per_task=2, **extra)
-    return load_superni(cfg, EncodingConfig())
+    return load_examples(DataConfig(data_dir=str(data_dir), split="mini", max_train_instances_per_task=2, **extra))
 
 
 def test_training_task_subsets_are_nested(superni_mini):

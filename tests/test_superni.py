@@ -9,14 +9,11 @@ from typing import Any
 
 import pytest
 
-from peftbench.data.encoding import OUTPUT_CUE, EncodingConfig
-from peftbench.data.superni import (
-    Example,
-    SuperNIConfig,
-    SuperNIData,
-    load_superni,
-    load_task,
-)
+from peftbench.config import DataConfig, check_data
+from peftbench.data.encoding import OUTPUT_CUE
+from peftbench.data.examples import Example, SuperNIData, load_examples
+from peftbench.data.superni import load_superni
+from peftbench.data.tasks import load_task
 from peftbench.errors import PeftbenchError
 
 SUPERNI_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "superni-mini"
@@ -34,7 +31,7 @@ def _names(path: Path) -> list[str]:
 
 
 def _load(data_dir: Path, split: str = "mini", **kwargs: Any) -> SuperNIData:
-    return load_superni(SuperNIConfig(data_dir=str(data_dir), split=split, **kwargs), EncodingConfig())
+    return load_examples(DataConfig(data_dir=str(data_dir), split=split, **kwargs))
 
 
 def _by_task(examples: list[Example]) -> dict[str, list[Example]]:
@@ -146,12 +143,15 @@ def test_validation_carving(mini_dir: Path, tmp_path: Path) -> None:
 
 
 def test_whole_load_is_deterministic(mini_dir: Path) -> None:
-    config = SuperNIConfig(
-        data_dir=str(mini_dir), split="mini", max_train_instances_per_task=20, num_validation_tasks=3
+    config = DataConfig(
+        data_dir=str(mini_dir),
+        split="mini",
+        max_train_instances_per_task=20,
+        num_validation_tasks=3,
+        num_pos_examples=2,
     )
-    encoding = EncodingConfig(num_pos_examples=2)
-    first = load_superni(config, encoding)
-    second = load_superni(config, encoding)
+    first = load_examples(config)
+    second = load_examples(config)
     assert first == second
     assert [e.id for e in first.train] == [e.id for e in second.train]
 
@@ -161,10 +161,10 @@ def _char_lengths(texts: list[str]) -> list[int]:
 
 
 def test_lengths_fn_is_passed_to_encoding(mini_dir: Path) -> None:
-    config = SuperNIConfig(data_dir=str(mini_dir), split="mini", max_eval_instances_per_task=3)
-    data = load_superni(config, EncodingConfig(num_pos_examples=2), lengths_fn=_char_lengths, max_source_length=1)
+    config = DataConfig(data_dir=str(mini_dir), split="mini", max_eval_instances_per_task=3, num_pos_examples=2)
+    data = load_examples(config, lengths_fn=_char_lengths, max_source_length=1)
     assert all(" Positive Example " not in e.source for e in data.train + data.test)
-    unlimited = load_superni(config, EncodingConfig(num_pos_examples=2), lengths_fn=_char_lengths)
+    unlimited = load_examples(config, lengths_fn=_char_lengths)
     assert all(" Positive Example 2 -\n" in e.source for e in unlimited.test)
 
 
@@ -172,20 +172,22 @@ def test_batched_demonstration_fitting_matches_one_instance_at_a_time(mini_dir: 
     """Batched measuring (one call per demonstration and task) keeps exactly what encode_source keeps."""
     from peftbench.data.encoding import encode_source
 
-    config = SuperNIConfig(data_dir=str(mini_dir), split="mini", max_eval_instances_per_task=20)
-    encoding = EncodingConfig(num_pos_examples=3, num_neg_examples=2, add_explanation=True)
+    config = DataConfig(
+        data_dir=str(mini_dir), split="mini", max_eval_instances_per_task=20, num_pos_examples=3, num_neg_examples=2,
+        add_explanation=True,
+    )  # fmt: skip
     calls: list[int] = []
 
     def lengths(texts: list[str]) -> list[int]:
         calls.append(len(texts))
         return _char_lengths(texts)
 
-    data = load_superni(config, encoding, lengths_fn=lengths, max_source_length=900)
+    data = load_examples(config, lengths_fn=lengths, max_source_length=900)
     tasks = {name: load_task(mini_dir / "tasks" / f"{name}.json") for name in data.train_tasks + data.test_tasks}
     inputs = {inst["id"]: inst["input"] for task in tasks.values() for inst in task.instances}
     kept = set()
     for ex in data.train + data.test:
-        one = encode_source(tasks[ex.task], inputs[ex.id], encoding, length_fn=len, max_source_length=900)
+        one = encode_source(tasks[ex.task], inputs[ex.id], config, length_fn=len, max_source_length=900)
         assert ex.source == one
         kept.add(ex.source.count(" Example "))
     assert len(kept) >= 3  # the budget drops some demonstrations but not all: the test exercises the rounds
@@ -386,7 +388,7 @@ def test_custom_logger_receives_warnings(small: Path) -> None:
     log = logging.getLogger("test_superni.custom")
     log.addHandler(Collect())
     log.setLevel(logging.INFO)
-    load_superni(SuperNIConfig(data_dir=str(small), split="custom"), EncodingConfig(), log=log)
+    load_superni(DataConfig(data_dir=str(small), split="custom"), log=log)
     assert any(r.levelno == logging.WARNING and "skipped 1" in r.getMessage() for r in records)
 
 
@@ -462,7 +464,7 @@ def test_too_many_validation_tasks(small: Path) -> None:
 )
 def test_config_validation(small: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(PeftbenchError) as excinfo:
-        _load(small, split="custom", **kwargs)
+        check_data(DataConfig(data_dir=str(small), split="custom", **kwargs))
     message = str(excinfo.value)
     assert "\n" not in message and next(iter(kwargs)) in message
 
@@ -521,3 +523,22 @@ def test_training_seed_does_not_change_the_data_but_data_seed_does(mini_dir: Pat
     assert other[1] != base[1] and other[0] != base[0]  # other validation tasks, other training subset
     assert other[2] == base[2] and other[3][2] == base[3][2]  # the test set is the official one either way
     assert configs["data.seed"].config_hash() != configs["base"].config_hash()
+
+
+def test_the_loader_selects_and_does_not_encode(mini_dir: Path) -> None:
+    """load_superni returns the selected instances as the task files have them; encoding them gives the examples."""
+    from peftbench.data.encoding import encode_sources
+    from peftbench.data.examples import encode_selection
+
+    config = DataConfig(data_dir=str(mini_dir), split="mini", num_validation_tasks=2, num_pos_examples=1)
+    selection = load_superni(config)
+    first = selection.test[0]
+    raw = load_task(first.path)
+    by_id = {inst["id"]: inst for inst in raw.instances}
+    assert all(by_id[inst["id"]] == inst for inst in first.instances)
+    assert first.targets == [tuple(inst["output"]) for inst in first.instances]
+    assert [i["id"] for i in first.instances] == [i["id"] for i in raw.instances[: len(first.instances)]]
+    examples = encode_selection(selection, config)
+    sources = encode_sources(first.task, [inst["input"] for inst in first.instances], config)
+    assert [e.source for e in examples.test[: len(sources)]] == sources
+    assert examples == load_examples(config)

@@ -244,6 +244,46 @@ _SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "consta
 """transformers' schedulers that need no extra arguments."""
 
 
+def data_problems(d: DataConfig) -> list[str]:
+    """What is wrong with a data section (types and ranges), one phrase per problem; empty when it is valid.
+
+    The only check of the data settings: :func:`validate` runs it on every config, and code that builds a
+    :class:`DataConfig` itself (tests, benches, notebooks) calls :func:`check_data` before loading."""
+    problems = []
+
+    def integer(name: str, minimum: int, *, allow_none: bool = False) -> None:
+        value = getattr(d, name)
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            allowed = f"an integer >= {minimum}" + (" (or null for all)" if allow_none else "")
+            problems.append(f"data.{name} must be {allowed}, got {value!r}")
+
+    integer("max_train_instances_per_task", 1, allow_none=True)
+    integer("max_eval_instances_per_task", 1, allow_none=True)
+    integer("num_train_tasks", 1, allow_none=True)
+    for name in ("num_validation_tasks", "num_pos_examples", "num_neg_examples"):
+        integer(name, 0)
+    integer("max_source_length", 16)
+    integer("max_target_length", 1)
+    if isinstance(d.seed, bool) or not isinstance(d.seed, int) or not 0 <= d.seed < 2**32:
+        problems.append(f"data.seed must be in [0, 2**32), got {d.seed!r}")
+    if not isinstance(d.split, str) or not d.split.strip() or "/" in d.split:
+        problems.append(f"data.split must be a directory name, got {d.split!r}")
+    for name in ("english_only", "add_task_definition", "add_explanation", "add_task_name", "cache"):
+        if not isinstance(getattr(d, name), bool):
+            problems.append(f"data.{name} must be true or false, got {getattr(d, name)!r}")
+    return problems
+
+
+def check_data(d: DataConfig) -> DataConfig:
+    """``d`` when it is valid; otherwise a one-line :class:`PeftbenchError` naming every problem."""
+    problems = data_problems(d)
+    if problems:
+        raise PeftbenchError("invalid data config: " + "; ".join(problems))
+    return d
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Checks value ranges; collects every problem and raises once."""
     problems = []
@@ -270,8 +310,6 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append(f"train.lr_scheduler must be one of {', '.join(_SCHEDULERS)}")
     if not 0 <= cfg.seed < 2**32:
         problems.append("seed must be in [0, 2**32)")
-    if not 0 <= d.seed < 2**32:
-        problems.append("data.seed must be in [0, 2**32)")
     if cfg.model.init_seed < 0:
         problems.append("model.init_seed must be >= 0")
     if e.max_new_tokens is not None and e.max_new_tokens < 1:
@@ -282,15 +320,7 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append("train.mixed_precision must be no, fp16 or bf16")
     if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
         problems.append("model.dtype must be float32, bfloat16 or float16")
-    if d.max_source_length < 16:
-        problems.append("data.max_source_length must be >= 16")
-    if d.max_target_length < 1:
-        problems.append("data.max_target_length must be >= 1")
-    if d.num_train_tasks is not None and d.num_train_tasks < 1:
-        problems.append("data.num_train_tasks must be >= 1 (or null for all)")
-    for name in ("num_pos_examples", "num_neg_examples", "num_validation_tasks"):
-        if getattr(d, name) < 0:
-            problems.append(f"data.{name} must be >= 0")
+    problems += data_problems(d)
     if e.batch_size < 1:
         problems.append("eval.batch_size must be >= 1")
     if e.num_beams < 1:

@@ -1,22 +1,22 @@
-"""SuperNI examples loaded, encoded and tokenised once, then read back from an on-disk cache.
+"""The on-disk feature cache: tokenised SuperNI examples stored once, then read back (validated) by every run.
 
 Loading the full default split (757 + 119 task files), encoding 87,600 Tk-Instruct prompts and tokenising
-them takes tens of seconds; every run of a sweep needs the same result. :func:`prepare_features` returns the
-tokenised train/validation/test features and keeps them in ``<cache root>/<key>/`` (``tokens.safetensors``
-with the token ids, ``meta.json`` with ids, references, task lists and counts).
+them takes tens of seconds; every run of a sweep needs the same result.
+:func:`peftbench.data.pipeline.prepare_features` builds the tokenised train/validation/test features and keeps
+them in ``<cache root>/<key>/`` (``tokens.safetensors`` with the token ids, ``meta.json`` with ids, references,
+task lists and counts); this module names, writes and reads those entries.
 
-The key covers everything the features depend on: the resolved data directory, the bytes of the split
-files, the size and modification time (ns) of every listed task file, the instance selection
-(:class:`~peftbench.data.superni.SuperNIConfig`, seed included), the prompt encoding
-(:class:`~peftbench.data.encoding.EncodingConfig`), the tokenizer (its serialised vocabulary and rules, its
-special tokens and the ids of a probe text), the length limits, the architecture kind, the source code of
-the modules that build features (:data:`FEATURE_MODULES`: loading and selection, prompt encoding,
-tokenisation and this module; an edit to any of them, even an uncommitted one, gives a new key), and the
-versions of peftbench, transformers and tokenizers. Change any of them and a new entry is built; the old one stays until
-the cache directory is deleted. Entries are written to a temporary directory and renamed into place (a killed
-process leaves no partial entry; concurrent runs of a sweep may both build, one rename wins), and are checked
-on every read (SHA-256 of the token file, offsets, id ranges); a damaged entry is logged, removed and rebuilt.
-A cache that cannot be written only costs the rebuild next time.
+The key covers everything the features depend on: the resolved data directory, the bytes of the split files, the
+size and modification time (ns) of every listed task file, the data settings (:class:`~peftbench.config.DataConfig`:
+instance selection, seed included, and prompt encoding), the tokenizer (its serialised vocabulary and rules, its
+special tokens and the ids of a probe text), the length limits, the architecture kind, the source code of the
+modules that build features (:data:`FEATURE_MODULES`: task files, selection, prompt encoding, tokenisation, the
+pipeline and this module; an edit to any of them, even an uncommitted one, gives a new key), and the versions of
+peftbench, transformers and tokenizers. Change any of them and a new entry is built; the old one stays until the
+cache directory is deleted. Entries are written to a temporary directory and renamed into place (a killed process
+leaves no partial entry; concurrent runs of a sweep may both build, one rename wins), and are checked on every read
+(SHA-256 of the token file, offsets, id ranges); a damaged entry is logged, removed and rebuilt. A cache that cannot
+be written only costs the rebuild next time.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 from transformers import PreTrainedTokenizerBase
 
-from peftbench.data.collate import Features, featurize
-from peftbench.data.encoding import EncodingConfig
-from peftbench.data.superni import SuperNIConfig, _read_task_list, load_superni
+from peftbench.config import DataConfig
+from peftbench.data.collate import Features
+from peftbench.data.superni import read_task_list
 from peftbench.errors import PeftbenchError
 
 logger = logging.getLogger(__name__)
@@ -55,18 +55,22 @@ __all__ = [
     "PreparedData",
     "cache_key",
     "code_fingerprint",
-    "prepare_features",
+    "read_entry",
     "tokenizer_fingerprint",
+    "write_entry",
 ]
 
 CACHE_VERSION = 2
 """Bumped whenever the layout of an entry changes (the code that fills an entry is keyed by its source, see
 :func:`code_fingerprint`)."""
 FEATURE_MODULES = (
+    "peftbench.data.tasks",
     "peftbench.data.superni",
     "peftbench.data.encoding",
+    "peftbench.data.examples",
     "peftbench.data.collate",
     "peftbench.data.cache",
+    "peftbench.data.pipeline",
 )
 """The modules whose code builds the features: their source is part of the cache key."""
 
@@ -158,9 +162,7 @@ def _file_state(path: Path) -> list[Any]:
     return [path.name, st.st_size, st.st_mtime_ns]
 
 
-def cache_key(
-    config: SuperNIConfig, encoding: EncodingConfig, tokenizer: PreTrainedTokenizerBase, lengths: Lengths
-) -> str:
+def cache_key(config: DataConfig, tokenizer: PreTrainedTokenizerBase, lengths: Lengths) -> str:
     """The entry name for these inputs; any change of data files, selection, encoding, tokenizer, limits or the
     code that builds features gives another key. Reads the split files and stats the task files they list (no
     task file is read)."""
@@ -183,10 +185,11 @@ def cache_key(
         h.update(f"{name}: {len(raw)}\n".encode() + raw)
         if name != "excluded_tasks.txt":
             with contextlib.suppress(PeftbenchError):  # a bad split file is reported by the loader
-                listed += _read_task_list(path)
+                listed += read_task_list(path)
     tasks_dir = data_dir / "tasks"
     files = [_file_state(tasks_dir / f"{name}.json") for name in listed]
-    selection = {k: v for k, v in asdict(config).items() if k != "data_dir"}
+    # location and the cache switch aside, every data setting (selection and encoding) shapes the features
+    settings = {k: v for k, v in asdict(config).items() if k not in ("data_dir", "cache")}
     payload = {
         "version": CACHE_VERSION,
         "software": [peftbench.__version__, transformers.__version__, tokenizers.__version__],
@@ -194,74 +197,14 @@ def cache_key(
         "data_dir": str(data_dir),
         "split_files": h.hexdigest(),
         "task_files": files,
-        "selection": selection,
-        "encoding": asdict(encoding),
+        "data": settings,
         "lengths": asdict(lengths),
         "tokenizer": tokenizer_fingerprint(tokenizer),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-# --------------------------------------------------------------------------------------------- build and store
-
-
-class _Recorder(logging.Handler):
-    """Collects the warnings a load emits, so a cache hit can repeat them."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def _recording(log: logging.Logger) -> Iterator[_Recorder]:
-    recorder = _Recorder()
-    log.addHandler(recorder)
-    try:
-        yield recorder
-    finally:
-        log.removeHandler(recorder)
-
-
-def _build(
-    config: SuperNIConfig,
-    encoding: EncodingConfig,
-    tokenizer: PreTrainedTokenizerBase,
-    lengths: Lengths,
-    log: logging.Logger,
-    progress: bool,
-) -> PreparedData:
-    def lengths_fn(texts: list[str]) -> list[int]:  # Tk-Instruct: len(tokenizer(text)["input_ids"])
-        return [len(ids) for ids in tokenizer(texts, return_attention_mask=False)["input_ids"]]
-
-    with _recording(log) as recorder, _no_gc():
-        data = load_superni(
-            config, encoding, lengths_fn=lengths_fn, max_source_length=lengths.demonstration_budget, log=log
-        )
-    with _no_gc():
-        features = {
-            role: featurize(
-                getattr(data, role),
-                tokenizer,
-                lengths.max_source_length,
-                lengths.max_target_length,
-                lengths.encoder_decoder,
-                progress=progress,
-                desc=f"tokenizing {role}",
-            )
-            for role in ROLES
-        }
-    return PreparedData(
-        **features,
-        train_tasks=data.train_tasks,
-        validation_tasks=data.validation_tasks,
-        test_tasks=data.test_tasks,
-        stats=data.stats,
-        warnings=recorder.messages,
-    )
+# --------------------------------------------------------------------------------------------- store
 
 
 def _flat(rows: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +246,7 @@ def _encode(data: PreparedData) -> tuple[bytes, dict[str, Any]]:
     return blob, meta
 
 
-def _write_entry(root: Path, key: str, data: PreparedData, log: logging.Logger) -> Path | None:
+def write_entry(root: Path, key: str, data: PreparedData, log: logging.Logger) -> Path | None:
     """Writes the entry atomically (temporary directory + rename); None when the cache is not writable."""
     final = root / key
     tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
@@ -328,7 +271,7 @@ def _write_entry(root: Path, key: str, data: PreparedData, log: logging.Logger) 
         return None
 
 
-class _Invalid(Exception):
+class InvalidEntry(Exception):
     pass
 
 
@@ -340,7 +283,7 @@ def _rows(flat: np.ndarray, offsets: np.ndarray, ints: np.ndarray) -> list[list[
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
+def no_gc() -> Iterator[None]:
     """Pauses the cyclic garbage collector: building ~10^5 small lists triggers it hundreds of times for
     nothing (no cycles are created), which doubles the read time."""
     enabled = gc.isenabled()
@@ -352,17 +295,17 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _read_entry(path: Path, vocab_size: int) -> PreparedData:
-    """The features of a cache entry, after checking it; raises ``_Invalid`` with the reason."""
+def read_entry(path: Path, vocab_size: int) -> PreparedData:
+    """The features of a cache entry, after checking it; raises ``InvalidEntry`` with the reason."""
     try:
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         blob = (path / TOKENS_FILE).read_bytes()
     except (OSError, ValueError) as exc:
-        raise _Invalid(f"unreadable: {exc}") from None
+        raise InvalidEntry(f"unreadable: {exc}") from None
     if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
-        raise _Invalid("written by another cache version")
+        raise InvalidEntry("written by another cache version")
     if hashlib.sha256(blob).hexdigest() != meta.get("tokens_sha256"):
-        raise _Invalid(f"{TOKENS_FILE} does not match its checksum")
+        raise InvalidEntry(f"{TOKENS_FILE} does not match its checksum")
     try:
         arrays = load_arrays(blob)
         ints = np.array(range(vocab_size), dtype=object)
@@ -374,7 +317,7 @@ def _read_entry(path: Path, vocab_size: int) -> PreparedData:
             n = len(ids)
             counts = arrays[f"{role}.option_counts"]
             if len(counts) != n or (n and int(counts.min()) < 0):
-                raise _Invalid(f"{role} option counts are inconsistent")
+                raise InvalidEntry(f"{role} option counts are inconsistent")
             rows = {"prompt": n, "target": n, "options": int(counts.sum())}
             columns = {}
             for part, count in rows.items():
@@ -385,14 +328,14 @@ def _read_entry(path: Path, vocab_size: int) -> PreparedData:
                     or offsets[-1] != len(flat)
                     or np.any(np.diff(offsets) < 0)
                 ):
-                    raise _Invalid(f"{role} {part} offsets are inconsistent")
+                    raise InvalidEntry(f"{role} {part} offsets are inconsistent")
                 if len(flat) and (int(flat.min()) < 0 or int(flat.max()) >= vocab_size):
-                    raise _Invalid(f"{role} {part} ids outside the tokenizer's vocabulary")
+                    raise InvalidEntry(f"{role} {part} ids outside the tokenizer's vocabulary")
                 columns[part] = _rows(flat, offsets, ints)
             if len(refs) != n or len(task_index) != n or len(cats) != len(tasks):
-                raise _Invalid(f"{role} columns have different lengths")
+                raise InvalidEntry(f"{role} columns have different lengths")
             if n and (int(task_index.min()) < 0 or int(task_index.max()) >= len(tasks)):
-                raise _Invalid(f"{role} task index out of range")
+                raise InvalidEntry(f"{role} task index out of range")
             names = [tasks[i] for i in task_index.tolist()]
             categories = dict(zip(tasks, cats, strict=True))
             option_rows = iter(columns["options"])
@@ -414,59 +357,7 @@ def _read_entry(path: Path, vocab_size: int) -> PreparedData:
             from_cache=True,
             warnings=list(meta.get("warnings", [])),
         )
-    except _Invalid:
+    except InvalidEntry:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise _Invalid(f"malformed ({type(exc).__name__}: {exc})") from None
-
-
-def prepare_features(
-    config: SuperNIConfig,
-    encoding: EncodingConfig,
-    tokenizer: PreTrainedTokenizerBase,
-    lengths: Lengths,
-    *,
-    cache_dir: str | Path | None = None,
-    log: logging.Logger | None = None,
-    progress: bool = False,
-) -> PreparedData:
-    """Loads, encodes and tokenises a SuperNI split, through the on-disk cache when ``cache_dir`` is set.
-
-    Args:
-        config: Data location and instance selection.
-        encoding: The prompt encoding.
-        tokenizer: The model's tokenizer.
-        lengths: Token limits and architecture kind.
-        cache_dir: Root of the feature cache; None loads without caching.
-        log: Logger for warnings and the cache messages; defaults to this module's logger.
-        progress: Show tokenisation progress bars (only a cold build tokenises).
-
-    Returns:
-        The features (identical with and without the cache), task lists, counts, and where the entry is.
-
-    Raises:
-        PeftbenchError: Bad data (see :func:`peftbench.data.superni.load_superni`); a cache problem never raises.
-    """
-    log = log if log is not None else logger
-    if cache_dir is None:
-        return _build(config, encoding, tokenizer, lengths, log, progress)
-    root = Path(cache_dir)
-    key = cache_key(config, encoding, tokenizer, lengths)
-    entry = root / key
-    if entry.is_dir():
-        try:
-            with _no_gc():
-                data = _read_entry(entry, len(tokenizer))
-        except _Invalid as why:
-            log.warning("feature cache entry %s is damaged (%s); removing and rebuilding it", entry, why)
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            for message in data.warnings:
-                log.warning("%s", message)
-            log.info("data: read the tokenised examples from the cache %s", entry)
-            return data
-    data = _build(config, encoding, tokenizer, lengths, log, progress)
-    data.cache_path = _write_entry(root, key, data, log)
-    if data.cache_path is not None:
-        log.info("data: tokenised examples cached in %s", data.cache_path)
-    return data
+        raise InvalidEntry(f"malformed ({type(exc).__name__}: {exc})") from None

@@ -107,7 +107,7 @@ def featurize(
     progress: bool = False,
     desc: str = "tokenizing",
 ) -> list[Features]:
-    """Tokenises ``peftbench.data.superni.Example`` objects: the same ids as :func:`tokenize_prompt` and
+    """Tokenises ``peftbench.data.examples.Example`` objects: the same ids as :func:`tokenize_prompt` and
     :func:`tokenize_target` one by one, in batched tokenizer calls (a fast tokenizer then uses every core;
     the full default split loads and tokenises 2.6x faster than one call per text, ``bench/data_bench.py``)."""
     affixes = special_affixes(tokenizer)

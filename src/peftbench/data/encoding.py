@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from peftbench.errors import PeftbenchError
+from peftbench.config import DataConfig
 
 
 class Task(Protocol):
-    """What encoding needs of a task (``peftbench.data.superni.Task`` has it): the encoder does not depend on the
+    """What encoding needs of a task (``peftbench.data.tasks.Task`` has it): the encoder does not depend on the
     loader."""
 
     @property
@@ -53,43 +52,13 @@ class Task(Protocol):
     def negative_examples(self) -> Sequence[Mapping[str, Any]]: ...
 
 
-__all__ = ["INSTANCE_HEADER", "OUTPUT_CUE", "EncodingConfig", "encode_source", "encode_sources"]
+__all__ = ["INSTANCE_HEADER", "OUTPUT_CUE", "encode_source", "encode_sources"]
 
 OUTPUT_CUE = "Output: "
 """The final cue every encoded source ends with (Tk-Instruct: ``task_input += "Output: "``)."""
 
 INSTANCE_HEADER = "Now complete the following example -\n"
 """The line that introduces the instance to solve."""
-
-
-@dataclass
-class EncodingConfig:
-    """Which SuperNI task elements go into the prompt (Tk-Instruct's encoding switches).
-
-    The default (definition only) is Tk-Instruct's ``instruct_input``; the SuperNI/Tk-Instruct headline
-    setting "Def + 2 Pos." is ``EncodingConfig(num_pos_examples=2)``.
-    """
-
-    add_task_definition: bool = True
-    """Prepend ``"Definition: ..."`` built from the task's first definition."""
-    num_pos_examples: int = 0
-    """How many positive demonstration examples to include (the first ones, in file order)."""
-    num_neg_examples: int = 0
-    """How many negative demonstration examples to include (the first ones, in file order)."""
-    add_explanation: bool = False
-    """Add each included demonstration's ``" Explanation: ..."`` line."""
-    add_task_name: bool = False
-    """Prepend the task name followed by ``". "`` (e.g. ``"task1146_country_capital. "``)."""
-
-    def __post_init__(self) -> None:
-        for name in ("add_task_definition", "add_explanation", "add_task_name"):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise PeftbenchError(f"encoding: {name} must be true or false, got {value!r}")
-        for name in ("num_pos_examples", "num_neg_examples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise PeftbenchError(f"encoding: {name} must be a non-negative integer, got {value!r}")
 
 
 def _period_if_missing(text: str) -> str:
@@ -121,7 +90,7 @@ def _add_demonstrations(
     examples: Sequence[Mapping[str, Any]],
     prefixes: Sequence[str],
     task_inputs: Sequence[str],
-    config: EncodingConfig,
+    config: DataConfig,
     fits: Callable[[list[str]], list[bool]] | None,
 ) -> list[list[str]]:
     """Each instance's demonstrations, in order, stopping at the first that does not fit (Tk-Instruct's
@@ -143,7 +112,7 @@ def _add_demonstrations(
 def encode_source(
     task: Task,
     instance_input: str,
-    config: EncodingConfig,
+    config: DataConfig,
     length_fn: Callable[[str], int] | None = None,
     max_source_length: int | None = None,
 ) -> str:
@@ -152,7 +121,8 @@ def encode_source(
     Args:
         task: The SuperNI task (its name, definition and demonstration examples are used).
         instance_input: The instance's ``input`` field (stripped here, as in Tk-Instruct).
-        config: Which task elements to include.
+        config: The data settings; its encoding switches (``add_task_definition``, ``num_pos_examples``,
+            ``num_neg_examples``, ``add_explanation``, ``add_task_name``) say which task elements to include.
         length_fn: Optional length of a text in model tokens (e.g. ``lambda s: len(tok(s)["input_ids"])``).
             Together with ``max_source_length`` it drops demonstration examples that would not fit, like
             Tk-Instruct; if either is ``None`` all requested examples are kept.
@@ -168,7 +138,7 @@ def encode_source(
 def encode_sources(
     task: Task,
     instance_inputs: Sequence[str],
-    config: EncodingConfig,
+    config: DataConfig,
     lengths_fn: Callable[[list[str]], list[int]] | None = None,
     max_source_length: int | None = None,
 ) -> list[str]:

@@ -1,4 +1,5 @@
-"""Load Super-NaturalInstructions (SuperNI) task files and splits into encoded examples.
+"""Which SuperNI tasks and instances a run uses: the split files read, tasks filtered and carved, instances
+selected. Nothing here builds prompts (:mod:`peftbench.data.encoding`, :mod:`peftbench.data.examples`).
 
 Expected layout (the original ``allenai/natural-instructions`` repository layout)::
 
@@ -11,278 +12,78 @@ Selection follows Tk-Instruct (``src/ni_dataset.py``): training instances are sh
 (``max_num_instances_per_task``); evaluation tasks use the first 100 instances of each task file (the official
 label-balanced evaluation set) and then the first ``max_eval_instances_per_task`` of those (Tk-Instruct
 shuffles before capping; we keep file order so a smaller cap is a prefix of the official set). A training
-example keeps all its non-empty outputs as ``targets`` and each epoch trains on one of them drawn afresh
+instance keeps all its non-empty outputs as its targets and each epoch trains on one of them drawn afresh
 (Tk-Instruct's collator: ``random.choice(output)`` per batch; here deterministic in the training seed, the
-epoch and the instance, see :func:`peftbench.data.collate.with_epoch_targets`); evaluation examples keep the
-first output as target; all outputs are references, exactly as the file has
-them (empty strings included, as the official reference file keeps them). Evaluation keeps instances with an
-empty input; training skips instances without a non-empty output (an empty target would teach the model to
-stop at once); see docs/fidelity.md.
+epoch and the instance, see :func:`peftbench.data.collate.with_epoch_targets`); evaluation instances keep all
+their outputs as references, exactly as the file has them (empty strings included, as the official reference
+file keeps them). Evaluation keeps instances with an empty input; training skips instances without a
+non-empty output (an empty target would teach the model to stop at once); see docs/fidelity.md.
 
-All randomness goes through ``random.Random`` objects seeded from :attr:`SuperNIConfig.seed` (and the task
-name, so a task's sample does not depend on which other tasks are listed).
+All randomness goes through ``random.Random`` objects seeded from ``data.seed`` (and the task name, so a
+task's sample does not depend on which other tasks are listed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftbench.data.encoding import EncodingConfig, encode_sources
+from peftbench.config import DataConfig
+from peftbench.data.tasks import Task, load_task
 from peftbench.errors import PeftbenchError
 
-__all__ = [
-    "EVAL_INSTANCES_PER_TASK",
-    "REQUIRED_TASK_KEYS",
-    "Example",
-    "SuperNIConfig",
-    "SuperNIData",
-    "Task",
-    "load_superni",
-    "load_task",
-]
+__all__ = ["EVAL_INSTANCES_PER_TASK", "SelectedTask", "Selection", "load_superni", "read_task_list"]
 
 logger = logging.getLogger(__name__)
 
 EVAL_INSTANCES_PER_TASK = 100
 """SuperNI evaluates on the first 100 instances of each task file (label-balanced, put first on purpose)."""
 
-REQUIRED_TASK_KEYS = (
-    "Definition",
-    "Categories",
-    "Positive Examples",
-    "Negative Examples",
-    "Input_language",
-    "Output_language",
-    "Instruction_language",
-    "Instances",
-)
-"""Keys every task file must have."""
-
-_ENGLISH = ["English"]
 _SHOW_MISSING = 3
 
 
-@dataclass(frozen=True)
-class Task:
-    """One SuperNI task file, validated."""
+@dataclass
+class SelectedTask:
+    """One task in one role, with the instances that role uses."""
 
-    name: str
-    """Task name: the file name without ``.json`` (e.g. ``task1146_country_capital``)."""
-    definition: str
-    """The task definition (``Definition[0]`` when the file holds a list, as Tk-Instruct uses)."""
-    category: str
-    """The task category, ``Categories[0]``."""
-    categories: list[str]
-    """All categories listed in the file."""
-    positive_examples: list[dict[str, Any]] = field(repr=False)
-    """Positive demonstrations: dicts with ``input``, ``output`` and usually ``explanation``."""
-    negative_examples: list[dict[str, Any]] = field(repr=False)
-    """Negative demonstrations, same shape as the positive ones."""
-    input_language: list[str]
-    """``Input_language`` of the file."""
-    output_language: list[str]
-    """``Output_language`` of the file."""
-    instruction_language: list[str]
-    """``Instruction_language`` of the file."""
-    instances: list[dict[str, Any]] = field(repr=False)
-    """Instances in file order: dicts with ``id`` (str), ``input`` (str) and ``output`` (list of str)."""
-
-    @property
-    def is_english(self) -> bool:
-        """Whether input, output and instruction languages are all exactly ``["English"]``."""
-        return (
-            self.input_language == _ENGLISH
-            and self.output_language == _ENGLISH
-            and self.instruction_language == _ENGLISH
-        )
-
-
-@dataclass(frozen=True)
-class Example:
-    """One encoded instance, ready for tokenisation."""
-
-    id: str
-    """The instance id from the task file (e.g. ``task1146-caea...``)."""
-    task: str
-    """Name of the task the instance belongs to."""
-    category: str
-    """Category of that task (``Categories[0]``)."""
-    source: str
-    """The encoded prompt; ends with ``"Output: "``."""
-    target: str
-    """The default target: the first non-empty output for training (each epoch draws one of ``targets``, see
-    :func:`peftbench.data.collate.with_epoch_targets`), the first output for evaluation."""
-    references: tuple[str, ...]
-    """All outputs of the instance as in the file, empty strings included (for evaluation metrics; the official
-    reference file keeps them too)."""
-    targets: tuple[str, ...] = ()
-    """Training: the targets an epoch draws from, the instance's non-empty outputs in file order
-    (``targets[0] == target``). Empty for evaluation examples."""
+    task: Task
+    """The task's metadata (definition, category, demonstrations); its ``instances`` list is emptied."""
+    path: Path
+    """The task file."""
+    instances: list[dict[str, Any]]
+    """The selected instances (``id``, ``input``, ``output``), in the order the role uses them."""
+    targets: list[tuple[str, ...]]
+    """Per instance: training, the non-empty outputs an epoch draws a target from; evaluation, all outputs
+    (the references)."""
 
 
 @dataclass
-class SuperNIConfig:
-    """Where the SuperNI data is and which instances to take."""
+class Selection:
+    """What a split and a data config select, role by role, and the counts."""
 
-    data_dir: str
-    """Directory holding ``tasks/`` and ``splits/`` (a natural-instructions checkout)."""
-    split: str = "default"
-    """Name of the directory under ``splits/`` (``default`` is SuperNI's English 756/119 split)."""
-    max_train_instances_per_task: int | None = 100
-    """Training instances per task after a seeded shuffle; ``None`` takes all."""
-    max_eval_instances_per_task: int | None = 100
-    """Evaluation instances per task: the first N of the first 100; ``None`` takes those 100."""
-    num_validation_tasks: int = 0
-    """Training tasks carved out as validation tasks (the study's ``default_train_707_val_50`` uses 50)."""
-    english_only: bool = True
-    """Keep only tasks whose input, output and instruction languages are all ``["English"]``."""
-    num_train_tasks: int | None = None
-    """Train on only this many of the training tasks (after validation carving); ``None`` takes all. The
-    subset is a prefix of one seeded shuffle, so smaller counts are subsets of larger ones (the study's
-    training-task curve: 8 … 707)."""
-    seed: int = 42
-    """Seed for the validation carving, the training-task subsets and the training-instance shuffle (``data.seed``
-    of a run; the training target of each epoch is drawn from the training seed instead)."""
-
-
-@dataclass
-class SuperNIData:
-    """The loaded examples and what was selected."""
-
-    train: list[Example]
-    """Training examples, task by task in split-file order."""
-    validation: list[Example]
-    """Validation examples (from the carved-out training tasks), task by task in sorted order."""
-    test: list[Example]
-    """Test examples, task by task in split-file order."""
-    train_tasks: list[str]
-    """Training task names (split-file order, validation tasks removed)."""
-    validation_tasks: list[str]
-    """Validation task names (sorted)."""
-    test_tasks: list[str]
-    """Test task names (split-file order)."""
+    train: list[SelectedTask]
+    """Training tasks in split-file order (validation tasks removed)."""
+    validation: list[SelectedTask]
+    """Validation tasks (carved out of the training tasks), sorted by name."""
+    test: list[SelectedTask]
+    """Test tasks in split-file order."""
     stats: dict[str, int]
     """Counts: ``{train,validation,test}_tasks``, ``{train,validation,test}_instances``,
     ``skipped_instances``, ``excluded_non_english_tasks``, ``excluded_tasks``."""
-
-
-# --------------------------------------------------------------------------------------------- task files
 
 
 def _fail(path: Path, problem: str) -> PeftbenchError:
     return PeftbenchError(f"{path}: {problem}")
 
 
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-def _string_list(path: Path, key: str, value: Any, *, non_empty: bool) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _fail(path, f"{key!r} must be a list of strings, got {_type_name(value)}")
-    if non_empty and not value:
-        raise _fail(path, f"{key!r} must not be empty")
-    return list(value)
-
-
-def _demonstrations(path: Path, key: str, value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        raise _fail(path, f"{key!r} must be a list of examples, got {_type_name(value)}")
-    for idx, example in enumerate(value):
-        if not isinstance(example, dict):
-            raise _fail(path, f"{key!r}[{idx}] must be an object, got {_type_name(example)}")
-        for field_name in ("input", "output"):
-            if not isinstance(example.get(field_name), str):
-                raise _fail(path, f"{key!r}[{idx}] needs a string {field_name!r}")
-    return list(value)
-
-
-def _instances(path: Path, name: str, value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        raise _fail(path, f"'Instances' must be a list, got {_type_name(value)}")
-    instances: list[dict[str, Any]] = []
-    for idx, instance in enumerate(value):
-        if not isinstance(instance, dict):
-            raise _fail(path, f"'Instances'[{idx}] must be an object, got {_type_name(instance)}")
-        text = instance.get("input")
-        if not isinstance(text, str):
-            raise _fail(path, f"'Instances'[{idx}] needs a string 'input'")
-        outputs = instance.get("output")
-        if isinstance(outputs, str):
-            outputs = [outputs]
-        if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
-            raise _fail(path, f"'Instances'[{idx}] needs 'output' as a list of strings")
-        instance_id = instance.get("id", f"{name}-{idx}")
-        if not isinstance(instance_id, str):
-            raise _fail(path, f"'Instances'[{idx}] has a non-string 'id'")
-        instances.append({"id": instance_id, "input": text, "output": list(outputs)})
-    return instances
-
-
-def load_task(path: str | Path) -> Task:
-    """Read and validate one SuperNI task file.
-
-    Args:
-        path: Path to ``<task>.json``; the task name is the file name without ``.json``.
-
-    Returns:
-        The validated task, instances in file order.
-
-    Raises:
-        PeftbenchError: The file cannot be read, is not valid JSON (line and column are given), lacks
-            required keys or has fields of the wrong type.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise _fail(path, f"not valid UTF-8 text (byte {err.start})") from None
-    except OSError as err:
-        raise _fail(path, f"cannot read task file ({err.strerror or err})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _fail(path, f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
-    if not isinstance(data, dict):
-        raise _fail(path, f"a task file must hold a JSON object, got {_type_name(data)}")
-    missing = [key for key in REQUIRED_TASK_KEYS if key not in data]
-    if missing:
-        raise _fail(path, f"missing required key(s): {', '.join(repr(k) for k in missing)}")
-
-    name = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
-    definition = data["Definition"]
-    if isinstance(definition, list):
-        if not definition or not isinstance(definition[0], str):
-            raise _fail(path, "'Definition' must be a string or a non-empty list of strings")
-        definition = definition[0]
-    elif not isinstance(definition, str):
-        raise _fail(path, f"'Definition' must be a string or a list of strings, got {_type_name(definition)}")
-    categories = _string_list(path, "Categories", data["Categories"], non_empty=True)
-    return Task(
-        name=name,
-        definition=definition,
-        category=categories[0],
-        categories=categories,
-        positive_examples=_demonstrations(path, "Positive Examples", data["Positive Examples"]),
-        negative_examples=_demonstrations(path, "Negative Examples", data["Negative Examples"]),
-        input_language=_string_list(path, "Input_language", data["Input_language"], non_empty=False),
-        output_language=_string_list(path, "Output_language", data["Output_language"], non_empty=False),
-        instruction_language=_string_list(path, "Instruction_language", data["Instruction_language"], non_empty=False),
-        instances=_instances(path, name, data["Instances"]),
-    )
-
-
 # --------------------------------------------------------------------------------------------- split files
 
 
-def _read_task_list(path: Path) -> list[str]:
+def read_task_list(path: Path) -> list[str]:
     """Task names from a split file: one per line, blank lines and ``#`` comments ignored."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -310,32 +111,12 @@ def _available_splits(splits_dir: Path) -> str:
     return ", ".join(names) if names else "none"
 
 
-def _check_int(name: str, value: Any, minimum: int, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or null" if allow_none else "")
-        raise PeftbenchError(f"superni config: {name} must be {allowed}, got {value!r}")
-
-
-def _validate_config(config: SuperNIConfig) -> None:
-    _check_int("max_train_instances_per_task", config.max_train_instances_per_task, 1, allow_none=True)
-    _check_int("max_eval_instances_per_task", config.max_eval_instances_per_task, 1, allow_none=True)
-    _check_int("num_validation_tasks", config.num_validation_tasks, 0, allow_none=False)
-    _check_int("num_train_tasks", config.num_train_tasks, 1, allow_none=True)
-    _check_int("seed", config.seed, -(2**63), allow_none=False)
-    if not isinstance(config.split, str) or not config.split.strip() or "/" in config.split:
-        raise PeftbenchError(f"superni config: split must be a directory name, got {config.split!r}")
-    if not isinstance(config.english_only, bool):
-        raise PeftbenchError(f"superni config: english_only must be true or false, got {config.english_only!r}")
-
-
 # --------------------------------------------------------------------------------------------- selection
 
 
 @dataclass
-class _Selected:
-    """What is kept of one task: its metadata and the instances each role would use."""
+class _Candidates:
+    """What one task would contribute in either role (it is not yet known which role it ends up in)."""
 
     task: Task
     path: Path
@@ -350,7 +131,7 @@ def _training_targets(instance: dict[str, Any]) -> tuple[str, ...]:
     return tuple(o for o in instance["output"] if o.strip())
 
 
-def _select(task: Task, path: Path, config: SuperNIConfig) -> _Selected:
+def _select(task: Task, path: Path, config: DataConfig) -> _Candidates:
     """Pick the training and the evaluation instances of a task (whichever role it ends up in).
 
     Training takes any instance with a non-empty output (an empty input is kept, as Tk-Instruct keeps it);
@@ -382,7 +163,7 @@ def _select(task: Task, path: Path, config: SuperNIConfig) -> _Selected:
         evaluation = evaluation[: config.max_eval_instances_per_task]
     # Keep only the selected instances in memory: full SuperNI task files can be large.
     slim = dataclasses.replace(task, instances=[])
-    return _Selected(slim, path, train, train_skipped, evaluation, eval_skipped)
+    return _Candidates(slim, path, train, train_skipped, evaluation, eval_skipped)
 
 
 def _warn_skipped(log: logging.Logger, path: Path, skipped: list[str], why: str) -> None:
@@ -394,42 +175,31 @@ def _warn_skipped(log: logging.Logger, path: Path, skipped: list[str], why: str)
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_superni(
-    config: SuperNIConfig,
-    encoding: EncodingConfig,
-    lengths_fn: Callable[[list[str]], list[int]] | None = None,
-    max_source_length: int | None = None,
-    log: logging.Logger | None = None,
-) -> SuperNIData:
-    """Load a SuperNI split, select instances and encode them as Tk-Instruct prompts.
+def load_superni(config: DataConfig, log: logging.Logger | None = None) -> Selection:
+    """Read a SuperNI split and select its tasks and instances (no prompt is built here).
 
     Steps: read ``train_tasks.txt`` / ``test_tasks.txt`` of the split, drop tasks listed in
     ``excluded_tasks.txt`` (if present), load every listed task file, drop non-English tasks when
     ``english_only`` (SuperNI's English track: input, output and instruction languages all ``["English"]``;
     the official ``default`` split only lists such tasks, Tk-Instruct itself does not filter), carve
     ``num_validation_tasks`` validation tasks out of the training tasks (``random.Random(seed).sample`` of the
-    sorted training names, so independent of file order), then select and encode instances.
+    sorted training names, so independent of file order), keep ``num_train_tasks`` of the rest, then select
+    instances.
 
     Args:
-        config: Data location and selection settings.
-        encoding: Which task elements go into each prompt.
-        lengths_fn: Optional ``Callable[[list[str]], list[int]]`` giving texts' lengths in model tokens (one
-            batched tokenizer call per demonstration and task); with ``max_source_length`` it drops
-            demonstration examples that do not fit (see :func:`peftbench.data.encoding.encode_source`).
-        max_source_length: Token budget of a source, used only with ``lengths_fn``.
+        config: The data settings, already checked (:func:`peftbench.config.validate` or
+            :func:`peftbench.config.check_data`); only the location and selection fields are read.
         log: Logger for warnings (skipped instances) and the summary; defaults to this module's logger.
 
     Returns:
-        The examples of each role, the task lists and counts. Same config, same result (same order).
+        Each role's tasks with their selected instances, and the counts. Same config, same result (same order).
 
     Raises:
         PeftbenchError: A missing directory or split file, a task named in a split without its file, a
             malformed task file, a task in both train and test lists, too many validation tasks, or a role
-            left without examples. The message is one line naming the offending file.
+            left without instances. The message is one line naming the offending file.
     """
     log = log if log is not None else logger
-    _validate_config(config)
-
     data_dir = Path(config.data_dir)
     if not data_dir.is_dir():
         raise PeftbenchError(f"{data_dir}: SuperNI data directory does not exist")
@@ -451,12 +221,12 @@ def load_superni(
     if not tasks_dir.is_dir():
         raise _fail(tasks_dir, "task directory missing (expected tasks/<task>.json beside splits/)")
 
-    train_names = _read_task_list(train_file)
-    test_names = _read_task_list(test_file)
+    train_names = read_task_list(train_file)
+    test_names = read_task_list(test_file)
     excluded_file = split_dir / "excluded_tasks.txt"
     excluded_count = 0
     if excluded_file.is_file():
-        excluded = set(_read_task_list(excluded_file))
+        excluded = set(read_task_list(excluded_file))
         before = len(train_names) + len(test_names)
         train_names = [n for n in train_names if n not in excluded]
         test_names = [n for n in test_names if n not in excluded]
@@ -479,7 +249,7 @@ def load_superni(
                 f"(github.com/allenai/natural-instructions) or list them in {excluded_file}",
             )
 
-    selected: dict[str, _Selected] = {}
+    selected: dict[str, _Candidates] = {}
     non_english = 0
     kept: dict[str, list[str]] = {"train": [], "test": []}
     for role, names in (("train", train_names), ("test", test_names)):
@@ -520,52 +290,47 @@ def load_superni(
 
     skipped = 0
 
-    def encode(task: Task, instances: list[dict[str, Any]]) -> list[str]:
-        inputs = [inst["input"] for inst in instances]
-        return encode_sources(task, inputs, encoding, lengths_fn=lengths_fn, max_source_length=max_source_length)
-
-    train: list[Example] = []
-    for name in train_names:
-        sel = selected[name]
-        skipped += len(sel.train_skipped)
-        _warn_skipped(log, sel.path, sel.train_skipped, "training instance(s) without a non-empty output")
-        sources = encode(sel.task, [inst for inst, _ in sel.train])
-        train.extend(
-            Example(inst["id"], name, sel.task.category, source, targets[0], tuple(inst["output"]), targets)
-            for (inst, targets), source in zip(sel.train, sources, strict=True)
-        )
-
-    def evaluation(names: list[str]) -> list[Example]:
+    def role(names: list[str], training: bool) -> list[SelectedTask]:
         nonlocal skipped
-        examples: list[Example] = []
+        chosen = []
         for name in names:
-            sel = selected[name]
-            skipped += len(sel.eval_skipped)
-            _warn_skipped(log, sel.path, sel.eval_skipped, "evaluation instance(s) without any output")
-            sources = encode(sel.task, [inst for inst, _ in sel.eval])
-            examples.extend(
-                Example(inst["id"], name, sel.task.category, source, refs[0], refs)
-                for (inst, refs), source in zip(sel.eval, sources, strict=True)
+            candidates = selected[name]
+            picked, dropped = (
+                (candidates.train, candidates.train_skipped) if training else (candidates.eval, candidates.eval_skipped)
             )
-        return examples
+            skipped += len(dropped)
+            why = (
+                "training instance(s) without a non-empty output"
+                if training
+                else "evaluation instance(s) without any output"
+            )
+            _warn_skipped(log, candidates.path, dropped, why)
+            chosen.append(
+                SelectedTask(candidates.task, candidates.path, [i for i, _ in picked], [t for _, t in picked])
+            )
+        return chosen
 
-    validation = evaluation(validation_names)
-    test = evaluation(test_names)
+    train = role(train_names, training=True)
+    validation = role(validation_names, training=False)
+    test = role(test_names, training=False)
 
-    if not train:
+    def count(tasks: list[SelectedTask]) -> int:
+        return sum(len(t.instances) for t in tasks)
+
+    if not count(train):
         raise _fail(train_file, "no training examples left (every instance was skipped)")
-    if not test:
+    if not count(test):
         raise _fail(test_file, "no test examples left (every instance was skipped)")
-    if validation_names and not validation:
+    if validation_names and not count(validation):
         raise _fail(train_file, "no validation examples left (every instance was skipped)")
 
     stats = {
         "train_tasks": len(train_names),
         "validation_tasks": len(validation_names),
         "test_tasks": len(test_names),
-        "train_instances": len(train),
-        "validation_instances": len(validation),
-        "test_instances": len(test),
+        "train_instances": count(train),
+        "validation_instances": count(validation),
+        "test_instances": count(test),
         "skipped_instances": skipped,
         "excluded_non_english_tasks": non_english,
         "excluded_tasks": excluded_count,
@@ -580,12 +345,4 @@ def load_superni(
         stats["validation_instances"],
         stats["test_instances"],
     )
-    return SuperNIData(
-        train=train,
-        validation=validation,
-        test=test,
-        train_tasks=train_names,
-        validation_tasks=validation_names,
-        test_tasks=test_names,
-        stats=stats,
-    )
+    return Selection(train=train, validation=validation, test=test, stats=stats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from peftbench.config import ExperimentConfig
-from peftbench.data.cache import Lengths, PreparedData, prepare_features
-from peftbench.data.encoding import EncodingConfig
-from peftbench.data.superni import SuperNIConfig
+from peftbench.data.cache import Lengths, PreparedData
+from peftbench.data.pipeline import prepare_features
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import DEMO_DATA
 from peftbench.io import cache_dir
@@ -89,23 +89,8 @@ def prepare_data(
     """The configured SuperNI split, encoded and tokenised for this model (through the feature cache when
     ``data.cache`` is on; see :mod:`peftbench.data.cache`)."""
     d = cfg.data
-    data_cfg = SuperNIConfig(
-        data_dir=str(demo_data_dir()) if d.data_dir == DEMO_DATA else d.data_dir,
-        split=d.split,
-        max_train_instances_per_task=d.max_train_instances_per_task,
-        max_eval_instances_per_task=d.max_eval_instances_per_task,
-        num_validation_tasks=d.num_validation_tasks,
-        num_train_tasks=d.num_train_tasks,
-        english_only=d.english_only,
-        seed=d.seed,
-    )
-    encoding = EncodingConfig(
-        add_task_definition=d.add_task_definition,
-        num_pos_examples=d.num_pos_examples,
-        num_neg_examples=d.num_neg_examples,
-        add_explanation=d.add_explanation,
-        add_task_name=d.add_task_name,
-    )
+    if d.data_dir == DEMO_DATA:
+        d = dataclasses.replace(d, data_dir=str(demo_data_dir()))
     enc_dec = is_encoder_decoder(model)
     source_limit = d.max_source_length
     if not enc_dec:  # prompt and target share the context: leave room for the target
@@ -115,7 +100,7 @@ def prepare_data(
     # demonstrations must fit the prompt limit the model really has (decoder-only: capped above)
     lengths = Lengths(source_limit, d.max_target_length, enc_dec, demonstration_budget=source_limit)
     cache = feature_cache_dir() if d.cache else None
-    return prepare_features(data_cfg, encoding, tokenizer, lengths, cache_dir=cache, log=log, progress=progress)
+    return prepare_features(d, tokenizer, lengths, cache_dir=cache, log=log, progress=progress)
 
 
 def feature_cache_dir() -> Path:
