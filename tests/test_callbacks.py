@@ -14,6 +14,7 @@ from peftbench.experiments.run import run_experiment
 from peftbench.training.callbacks import Callback, installed_callbacks
 from peftbench.training.checkpoint import MANIFEST, checkpoint_dirs
 from tests.conftest import tiny_mini_config
+from tests.support.slow import PLUGIN_DIR, slow_env
 
 
 class Recorder(Callback):
@@ -60,6 +61,15 @@ def _write_order(names) -> list[str]:
     order = ["trainable.safetensors", "optimizer.pt", "scheduler.pt"]
     rng = sorted(n for n in names if n.startswith("rng_state_rank"))
     return [n for n in order if n in names] + rng + ["trainer_state.json"]
+
+
+def test_the_slow_plugin_of_the_tests_is_found_through_pythonpath(monkeypatch):
+    for name, value in slow_env(step_s=0.25, checkpoint_file_s=0.5).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    (callback,) = installed_callbacks()
+    assert type(callback).__name__ == "Slow" and isinstance(callback, Callback)
+    assert (callback.step_s, callback.checkpoint_file_s, callback.evaluation_batch_s) == (0.25, 0.5, 0.0)
 
 
 def _plugin(root: Path, target: str, module: str = "") -> None:
