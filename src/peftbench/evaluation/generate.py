@@ -12,7 +12,6 @@ import copy
 import inspect
 import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,6 @@ def generate_predictions(
     ):  # drop lines of half-written batches and stray records
         kept = [existing[features[i].id] for idx in batches for i in idx if features[i].id in done_ids]
         atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    pause = float(os.environ.get("PEFTBENCH_TEST_SLOW_STEPS", "0") or 0)  # test-only, see training
     records: list[dict] = []
     pad_id = tokenizer.pad_token_id
     done = len(batches) - sum(1 for idx in batches if features[idx[0]].id not in done_ids)
@@ -117,8 +115,6 @@ def generate_predictions(
             records.extend(lines)
             bar.update(1)
             done += 1
-            if pause:
-                time.sleep(pause)
             if on_batch is not None:
                 on_batch(done, len(batches))
             if stop is not None and stop.requested and idx is not batches[-1]:

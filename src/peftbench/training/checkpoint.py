@@ -108,13 +108,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _slow_write_hook() -> Callable[[], None]:
-    """Test-only: ``PEFTBENCH_TEST_SLOW_CHECKPOINT=<seconds>`` sleeps between files, so a test can kill a
-    process while a checkpoint is half-written."""
-    delay = float(os.environ.get("PEFTBENCH_TEST_SLOW_CHECKPOINT", "0") or 0)
-    return (lambda: time.sleep(delay)) if delay > 0 else (lambda: None)
-
-
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -143,7 +136,6 @@ def save_checkpoint(
     tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    pause = _slow_write_hook()
 
     def written(name: str) -> None:
         if on_file_written is not None:
@@ -151,10 +143,8 @@ def save_checkpoint(
 
     write_trainable(trainable, tmp / WEIGHTS)
     written(WEIGHTS)
-    pause()
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
     written(OPTIMIZER)
-    pause()
     torch.save(scheduler.state_dict(), tmp / SCHEDULER)
     written(SCHEDULER)
     if scaler is not None:  # fp16 gradient scaler
@@ -163,7 +153,6 @@ def save_checkpoint(
     if method_state is not None:  # e.g. AdaLoRA's importance scores and rank pattern
         save_tensors(method_state, tmp / METHOD_STATE)
         written(METHOD_STATE)
-    pause()
     for rank, state in enumerate(rng_states):
         (tmp / rng_file(rank)).write_text(json.dumps(state))
         written(rng_file(rank))
@@ -172,7 +161,6 @@ def save_checkpoint(
     files = sorted(p.name for p in tmp.iterdir())
     for name in files:
         _fsync_file(tmp / name)
-    pause()
     manifest = {
         "step": step,
         "world_size": len(rng_states),

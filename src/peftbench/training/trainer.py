@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -171,11 +170,6 @@ class Checkpointing:
     """A validated checkpoint to continue from."""
 
 
-def _slow_steps() -> float:
-    """Test-only: ``PEFTBENCH_TEST_SLOW_STEPS=<seconds>`` sleeps after each step, so tests can signal mid-run."""
-    return float(os.environ.get("PEFTBENCH_TEST_SLOW_STEPS", "0") or 0)
-
-
 def fit(
     model: nn.Module,
     features: Sequence[Features],
@@ -228,7 +222,7 @@ def fit(
     step, epoch, seen = progress.step, progress.epoch, progress.seen
     running = torch.tensor(progress.running, device=accelerator.device)  # summed on device: no per-step sync
     losses = progress.losses
-    batches_done, last_saved, pause = progress.batches_done, step, _slow_steps()
+    batches_done, last_saved = progress.batches_done, step
     notify = CallbackList(callbacks)
     bar = tqdm(
         total=steps, initial=step, desc="train", unit="step", disable=not (progress and accelerator.is_main_process)
@@ -267,8 +261,6 @@ def fit(
                 log.info("step %d/%d loss %.4f lr %.3g", step, steps, mean, scheduler.get_last_lr()[0])
                 accelerator.log({"train/loss": mean, "train/learning_rate": scheduler.get_last_lr()[0]}, step=step)
                 running, seen = torch.zeros((), device=accelerator.device), 0
-            if pause:
-                time.sleep(pause)
             notify.on_step_end(step, steps)
             # every eval_steps, at each epoch's end and at the end of training (the study validates at
             # eval_steps and epoch ends); the best score's weights are kept for the test evaluation
