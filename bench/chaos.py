@@ -9,8 +9,9 @@ interruption until the run finishes. The finished run is compared with an uninte
 weights (torch.equal), losses, predictions and metrics must all be identical. Prints one line per trial and
 `N/N identical`, with how many signals were sent and how many checkpoints were quarantined.
 
-Test-only hooks widen the windows so that kills land in every phase: PEFTBENCH_TEST_SLOW_CHECKPOINT
-sleeps between the files of a checkpoint, PEFTBENCH_TEST_SLOW_STEPS after each step and evaluation batch.
+The tests' slow-down plugin (tests/support/slow.py, a peftbench callback plugin on the runs' PYTHONPATH)
+widens the windows so that kills land in every phase: it sleeps after each file of a checkpoint, each
+step and each evaluation batch.
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ def main() -> int:
                                   pretrain_instances=1)  # fmt: skip
     config = write_config(args.workdir, data_dir)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    chaos_env = {**env, "PEFTBENCH_TEST_SLOW_CHECKPOINT": "0.1", "PEFTBENCH_TEST_SLOW_STEPS": "0.03"}
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.support
+    from tests.support.slow import slow_env
+
+    chaos_env = {**env, **slow_env(step_s=0.03, checkpoint_file_s=0.07, evaluation_batch_s=0.03)}
 
     start = time.perf_counter()
     ref = train(config, args.workdir / "reference", env)

@@ -21,6 +21,7 @@ import yaml
 
 from peftbench.io import load_tensors
 from tests.conftest import run_cli, tiny_mini_config
+from tests.support.slow import slow_env
 
 # Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
 # run one after another on one worker (make test: --dist loadgroup), and the module's fixture is built once.
@@ -82,7 +83,7 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(two_rank_run, super
 def test_two_rank_run_preempted_by_sigterm_resumes_to_the_same_weights(two_rank_run, tmp_path):
     _, path, two_dir, _ = two_rank_run
     args = ("train", str(path), f"output_dir={tmp_path / 'runs'}", "--no-progress")
-    proc = _torchrun(*args, env={"PEFTBENCH_TEST_SLOW_STEPS": "1.0"})
+    proc = _torchrun(*args, env=slow_env(step_s=1.0))
     log = tmp_path / "runs" / "two" / "train.log"
     deadline = time.time() + 180
     while time.time() < deadline and not (log.is_file() and "step 2/5" in log.read_text()):

@@ -27,6 +27,7 @@ from peftbench.io import load_tensors
 from peftbench.training.checkpoint import QUARANTINE, checkpoint_dirs, latest_valid_checkpoint
 from peftbench.training.preemption import EXIT_PREEMPTED
 from tests.conftest import SUPERNI_MINI, run_cli
+from tests.support.slow import slow_env
 
 # Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
 # run one after another on one worker (make test: --dist loadgroup), and the module's reference run is made once.
@@ -58,8 +59,8 @@ def _config(out: Path, **train) -> Path:
     return path
 
 
-def _start(config: Path, **env) -> subprocess.Popen:
-    full = {**os.environ, "HF_HUB_OFFLINE": "1", **{k: str(v) for k, v in env.items()}}
+def _start(config: Path, env: dict[str, str]) -> subprocess.Popen:
+    full = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
     cmd = [sys.executable, "-m", "peftbench", "train", str(config), "--no-progress"]
     return subprocess.Popen(cmd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -125,7 +126,7 @@ def test_sigterm_during_training_then_resume_is_bit_identical(tmp_path, referenc
     config = _config(tmp_path / "runs")
     run_dir = tmp_path / "runs" / "run"
     target = random.Random(seed).randint(2, 25)  # a random training step
-    proc = _start(config, PEFTBENCH_TEST_SLOW_STEPS=0.05)
+    proc = _start(config, slow_env(step_s=0.05))
     _wait_for(lambda: (run_dir / "train.log").is_file() and _logged_step(run_dir) >= target, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -142,7 +143,7 @@ def test_sigterm_during_training_then_resume_is_bit_identical(tmp_path, referenc
 def test_sigterm_during_evaluation_then_resume_gives_identical_metrics(tmp_path, reference):
     config = _config(tmp_path / "runs", max_steps=30)
     run_dir = tmp_path / "runs" / "run"
-    proc = _start(config, PEFTBENCH_TEST_SLOW_STEPS=0.3)
+    proc = _start(config, slow_env(step_s=0.3, evaluation_batch_s=0.3))
     predictions = run_dir / "predictions.jsonl"
     _wait_for(lambda: predictions.is_file() and len(predictions.read_text().splitlines()) >= 2, proc)
     proc.send_signal(signal.SIGTERM)
@@ -163,7 +164,7 @@ def test_sigkill_while_writing_a_checkpoint_never_uses_it(tmp_path, reference):
     config = _config(tmp_path / "runs")
     run_dir = tmp_path / "runs" / "run"
     ckpts = run_dir / "checkpoints"
-    proc = _start(config, PEFTBENCH_TEST_SLOW_CHECKPOINT=0.5)
+    proc = _start(config, slow_env(checkpoint_file_s=0.5))
     # The first checkpoint (step 7) completes; kill while the second (step 14) is half-written.
     _wait_for(lambda: (ckpts / "checkpoint-00000007").is_dir() and any(ckpts.glob(".tmp-checkpoint-00000014-*")), proc)
     proc.kill()

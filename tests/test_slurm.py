@@ -21,6 +21,7 @@ from peftbench.experiments.sweep import expand, load_sweep
 from peftbench.io import load_tensors
 from tests.conftest import run_cli
 from tests.slurm_cluster import start_cluster, unavailable_reason
+from tests.support.slow import slow_env
 
 # Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
 # run one after another on one worker (make test: --dist loadgroup), and the module's fixture is built once.
@@ -85,7 +86,7 @@ def test_preempted_job_requeues_resumes_and_matches_an_uninterrupted_run(cluster
     overrides = {"train.max_steps": 16, "train.save_steps": 0, "train.logging_steps": 1, "seed": 5}
     path = _sweep(tmp_path, {"lora": {"method.r": 4}}, **overrides)
     (run,) = expand(load_sweep(path))
-    env = {**os.environ, **cluster.env, "HF_HUB_OFFLINE": "1", "PEFTBENCH_TEST_SLOW_STEPS": "0.5"}
+    env = {**os.environ, **cluster.env, "HF_HUB_OFFLINE": "1", **slow_env(step_s=0.5, evaluation_batch_s=0.5)}
     sweep = subprocess.Popen(
         [sys.executable, "-m", "peftbench", "sweep", str(path), "--launcher", "slurm", "--wait", "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

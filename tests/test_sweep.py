@@ -14,6 +14,7 @@ import yaml
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.sweep import expand, load_sweep, run_status
 from tests.conftest import REPO, run_cli
+from tests.support.slow import slow_env
 
 SWEEPS = REPO / "configs" / "sweeps"
 
@@ -108,7 +109,7 @@ def test_local_sweep_finishes_skips_and_resumes_after_preemption(tmp_path):
         tmp_path, methods={"lora": {"method.r": 4}, "adapter_pfeiffer": {"method.size": 8}}, overrides=overrides
     )
     runs = expand(load_sweep(path))
-    env = {"HF_HUB_OFFLINE": "1", "PEFTBENCH_TEST_SLOW_STEPS": "0.4", "PATH": "/usr/bin:/bin"}
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", **slow_env(step_s=0.4, evaluation_batch_s=0.4)}
     proc = subprocess.Popen(_sweep_cmd(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "runs").glob("*/checkpoints/checkpoint-*")):

@@ -12,8 +12,7 @@ import copy
 import inspect
 import json
 import os
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,7 @@ def generate_predictions(
     stop: StopFlag | None = None,
     batch_by_tokens: bool = True,
     share_prefix: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """Generates a prediction for every example, appending to ``out_path`` (JSONL) batch by batch.
 
@@ -69,6 +69,8 @@ def generate_predictions(
     ``batch_by_tokens`` later (shorter) batches hold more examples, within the first batch's token budget.
     With ``share_prefix`` (decoder-only models, greedy, no virtual-token method), the prompt prefix shared
     by a task's examples is encoded once and its KV cache reused by each of the task's batches.
+    ``on_batch(done, total)`` is called after each batch generated here (``done`` counts the batches of an
+    earlier attempt too), before a suspension signal is acted on.
     """
     was_training = model.training
     model.eval()
@@ -83,11 +85,10 @@ def generate_predictions(
     ):  # drop lines of half-written batches and stray records
         kept = [existing[features[i].id] for idx in batches for i in idx if features[i].id in done_ids]
         atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    pause = float(os.environ.get("PEFTBENCH_TEST_SLOW_STEPS", "0") or 0)  # test-only, see training
     records: list[dict] = []
     pad_id = tokenizer.pad_token_id
-    todo = sum(1 for idx in batches if features[idx[0]].id not in done_ids)
-    bar = tqdm(total=len(batches), initial=len(batches) - todo, desc=desc, unit="batch", disable=not progress)
+    done = len(batches) - sum(1 for idx in batches if features[idx[0]].id not in done_ids)
+    bar = tqdm(total=len(batches), initial=done, desc=desc, unit="batch", disable=not progress)
     with open(out_path, "a", encoding="utf-8") if out_path is not None else contextlib.nullcontext() as out:
         prefix_cache: tuple[tuple[int, ...], Any] | None = None  # the current task's (prefix ids, KV cache)
         for planned in plan:
@@ -113,8 +114,9 @@ def generate_predictions(
                 os.fsync(out.fileno())
             records.extend(lines)
             bar.update(1)
-            if pause:
-                time.sleep(pause)
+            done += 1
+            if on_batch is not None:
+                on_batch(done, len(batches))
             if stop is not None and stop.requested and idx is not batches[-1]:
                 raise Preempted("evaluation")
     bar.close()

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from peftbench.experiments.setup import budget_record, build_model, check_master
 from peftbench.io import atomic_write_json, atomic_write_text, peak_memory_mb
 from peftbench.methods import MethodSpec, get_method
 from peftbench.models import count_parameters, is_encoder_decoder
+from peftbench.training.callbacks import Callback, CallbackList, installed_callbacks
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
 from peftbench.training.preemption import StopFlag, stop_on_signals
 from peftbench.training.trainer import Checkpointing, TrainResult, fit, resolve_schedule
@@ -97,12 +98,15 @@ def run_log(path: Path) -> Iterator[None]:
 # Train and evaluate
 
 
-def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False) -> RunResult:
+def run_experiment(
+    cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False, callbacks: Sequence[Callback] = ()
+) -> RunResult:
     """Trains and evaluates one configuration, resuming where an earlier attempt stopped.
 
     A finished run is reported, not redone. A suspension signal (SIGTERM, SIGUSR1, SIGINT) makes the run
     save at the next step boundary (or after the current evaluation batch) and raise ``Preempted``; running
-    the same command again continues from the newest valid checkpoint.
+    the same command again continues from the newest valid checkpoint. ``callbacks`` watch the training and
+    the test evaluation, after those of installed plugins (:mod:`peftbench.training.callbacks`).
     """
     run_dir = cfg.run_dir()
     finished = finished_metrics(run_dir)
@@ -130,6 +134,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     with run_log(run_dir / LOG_FILE), stop_on_signals() as stop, run_state(run_dir) as state:
+        callback = CallbackList([*installed_callbacks(), *callbacks])
         if cfg.train.report_to:  # TensorBoard: <run_dir>/tensorboard/; W&B: project "peftbench", run = run name
             accelerator.init_trackers(
                 "tensorboard", config=_flat(cfg.to_dict()), init_kwargs={"wandb": {"name": run_dir.name}}
@@ -171,7 +176,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
                 seed=cfg.seed, pad_id=tokenizer.pad_token_id, encoder_decoder=is_encoder_decoder(model),
                 progress=progress, checkpointing=checkpointing, stop=stop,
                 validate=validation_scorer(cfg, tokenizer, data.validation, accelerator.device),
-                hooks=spec.training_hooks,
+                hooks=spec.training_hooks, callbacks=callback.callbacks,
             )  # fmt: skip
             model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
             weights = None
@@ -185,7 +190,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
             metrics = evaluate_and_write(
                 model, tokenizer, test_features, cfg, run_dir, accelerator.device, spec=spec, progress=progress,
                 train=result, params=(trainable, total), data_stats=data.stats, resume=True, stop=stop,
-                weights=weights,
+                weights=weights, on_batch=callback.on_evaluation_batch,
             )  # fmt: skip
             say(headline(run_dir.name, metrics), quiet)
             accelerator.log({f"test/{k}": float(v) for k, v in metrics["overall"].items()}, step=result.steps)
@@ -278,10 +283,12 @@ def evaluate_and_write(
     resume: bool = False,
     stop: StopFlag | None = None,
     weights: dict[str, Any] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``.
 
     With ``resume``, predictions already written are kept; otherwise the evaluation starts afresh.
+    ``on_batch`` is :func:`~peftbench.evaluation.generate.generate_predictions`'s.
     """
     predictions_path = run_dir / PREDICTIONS_FILE
     if not resume:
@@ -301,6 +308,7 @@ def evaluate_and_write(
         stop=stop,
         batch_by_tokens=cfg.eval.batch_by_tokens,
         share_prefix=cfg.eval.share_prefix,
+        on_batch=on_batch,
     )
     eval_time = time.perf_counter() - start
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)

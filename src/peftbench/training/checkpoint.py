@@ -108,13 +108,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _slow_write_hook() -> Callable[[], None]:
-    """Test-only: ``PEFTBENCH_TEST_SLOW_CHECKPOINT=<seconds>`` sleeps between files, so a test can kill a
-    process while a checkpoint is half-written."""
-    delay = float(os.environ.get("PEFTBENCH_TEST_SLOW_CHECKPOINT", "0") or 0)
-    return (lambda: time.sleep(delay)) if delay > 0 else (lambda: None)
-
-
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -130,10 +123,12 @@ def save_checkpoint(
     versions: dict[str, str],
     scaler: Any = None,
     method_state: dict[str, torch.Tensor] | None = None,
+    on_file_written: Callable[[Path], None] | None = None,
 ) -> Path:
     """Writes checkpoint ``step`` atomically and keeps only the newest ``keep`` ones; returns its path.
 
-    ``rng_states`` holds one entry per rank (index = rank), gathered by the caller.
+    ``rng_states`` holds one entry per rank (index = rank), gathered by the caller. ``on_file_written`` is
+    called with each file's path once it is written into the temporary directory, the manifest last.
     """
     root = run_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
@@ -141,24 +136,31 @@ def save_checkpoint(
     tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    pause = _slow_write_hook()
+
+    def written(name: str) -> None:
+        if on_file_written is not None:
+            on_file_written(tmp / name)
+
     write_trainable(trainable, tmp / WEIGHTS)
-    pause()
+    written(WEIGHTS)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-    pause()
+    written(OPTIMIZER)
     torch.save(scheduler.state_dict(), tmp / SCHEDULER)
+    written(SCHEDULER)
     if scaler is not None:  # fp16 gradient scaler
         torch.save(scaler.state_dict(), tmp / SCALER)
+        written(SCALER)
     if method_state is not None:  # e.g. AdaLoRA's importance scores and rank pattern
         save_tensors(method_state, tmp / METHOD_STATE)
-    pause()
+        written(METHOD_STATE)
     for rank, state in enumerate(rng_states):
         (tmp / rng_file(rank)).write_text(json.dumps(state))
+        written(rng_file(rank))
     (tmp / STATE).write_text(json.dumps(trainer_state, indent=1))
+    written(STATE)
     files = sorted(p.name for p in tmp.iterdir())
     for name in files:
         _fsync_file(tmp / name)
-    pause()
     manifest = {
         "step": step,
         "world_size": len(rng_states),
@@ -169,6 +171,7 @@ def save_checkpoint(
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     _fsync_file(tmp / MANIFEST)
+    written(MANIFEST)
     if final.exists():  # a checkpoint of the same step from an earlier attempt: keep it, aside
         _quarantine(final, run_dir, "replaced by a newer save of the same step")
     os.replace(tmp, final)

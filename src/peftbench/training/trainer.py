@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from peftbench.data.collate import Features, length_grouped_batches, training_ba
 from peftbench.errors import PeftbenchError
 from peftbench.io import peak_memory_mb
 from peftbench.methods import MethodSpec, TrainingHooks, trainable_parameters
+from peftbench.training.callbacks import Callback, CallbackList
 from peftbench.training.checkpoint import (
     Checkpoint,
     capture_rng_state,
@@ -170,11 +170,6 @@ class Checkpointing:
     """A validated checkpoint to continue from."""
 
 
-def _slow_steps() -> float:
-    """Test-only: ``PEFTBENCH_TEST_SLOW_STEPS=<seconds>`` sleeps after each step, so tests can signal mid-run."""
-    return float(os.environ.get("PEFTBENCH_TEST_SLOW_STEPS", "0") or 0)
-
-
 def fit(
     model: nn.Module,
     features: Sequence[Features],
@@ -190,6 +185,7 @@ def fit(
     stop: StopFlag | None = None,
     validate: Callable[[nn.Module], float] | None = None,
     hooks: Callable[[nn.Module, int], TrainingHooks] | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Trains ``model``'s trainable parameters on ``features``; returns the loss curve and timings.
 
@@ -200,7 +196,8 @@ def fit(
     steps, at every epoch's end and at the last step, and the best weights are kept in ``best/`` of the run
     directory (:func:`~peftbench.training.checkpoint.save_best`). ``hooks`` (a method's
     ``training_hooks``) builds the method's per-step hooks from the model and the run's step count; their
-    state is checkpointed with the rest.
+    state is checkpointed with the rest. ``callbacks`` are told of every step's end and every checkpoint
+    file written (:class:`~peftbench.training.callbacks.Callback`).
     """
     steps = total_steps(train, len(features), accelerator.num_processes)
     warmup = round(schedule.warmup_ratio * steps)
@@ -225,7 +222,8 @@ def fit(
     step, epoch, seen = progress.step, progress.epoch, progress.seen
     running = torch.tensor(progress.running, device=accelerator.device)  # summed on device: no per-step sync
     losses = progress.losses
-    batches_done, last_saved, pause = progress.batches_done, step, _slow_steps()
+    batches_done, last_saved = progress.batches_done, step
+    notify = CallbackList(callbacks)
     bar = tqdm(
         total=steps, initial=step, desc="train", unit="step", disable=not (progress and accelerator.is_main_process)
     )
@@ -263,8 +261,7 @@ def fit(
                 log.info("step %d/%d loss %.4f lr %.3g", step, steps, mean, scheduler.get_last_lr()[0])
                 accelerator.log({"train/loss": mean, "train/learning_rate": scheduler.get_last_lr()[0]}, step=step)
                 running, seen = torch.zeros((), device=accelerator.device), 0
-            if pause:
-                time.sleep(pause)
+            notify.on_step_end(step, steps)
             # every eval_steps, at each epoch's end and at the end of training (the study validates at
             # eval_steps and epoch ends); the best score's weights are kept for the test evaluation
             epoch_end = batches_done >= epoch_batches
@@ -294,7 +291,7 @@ def fit(
                     validation=progress.validation,
                     train_time_s=progress.train_time_s + time.perf_counter() - start,
                 )
-                _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed, method_hooks)
+                _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed, method_hooks, notify)
                 last_saved = step
                 if accelerator.is_main_process:
                     prune_best(checkpointing.run_dir, progress.best[0] if progress.best else None)
@@ -336,7 +333,7 @@ def _all_agree(flag: bool, accelerator: Accelerator) -> bool:
 
 def _save(
     ck: Checkpointing, snapshot: Progress, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, seed: int,
-    hooks: TrainingHooks | None = None,
+    hooks: TrainingHooks | None = None, callback: Callback | None = None,
 ) -> None:  # fmt: skip
     """Saves one checkpoint (all ranks contribute their RNG state; the main process writes)."""
     rng_states = gather_object([capture_rng_state()])
@@ -348,6 +345,7 @@ def _save(
             trainer_state=snapshot.to_state(), rng_states=rng_states, config_hash=ck.config_hash, seed=seed,
             keep=ck.keep, versions=ck.versions, scaler=accelerator.scaler,
             method_state=hooks.state_dict() if hooks is not None else None,
+            on_file_written=callback.on_checkpoint_file if callback is not None else None,
         )  # fmt: skip
         log.info("saved %s", path.name)
     accelerator.wait_for_everyone()
