@@ -190,13 +190,6 @@ class ExperimentConfig:
         """The method's registry name."""
         return str(self.method.get("name", ""))
 
-    def method_config(self) -> Any:
-        """The method's typed config dataclass."""
-        from peftbench.methods import build_method_config
-
-        options = {k: v for k, v in self.method.items() if k not in ("name", "budget")}
-        return build_method_config(self.method_name, options)
-
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-ready dict."""
         return asdict(self)

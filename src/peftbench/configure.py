@@ -204,6 +204,12 @@ def _build_method(name: str, options: dict[str, Any]) -> Any:
     return build_method_config(name, options)
 
 
+def method_config(cfg: ExperimentConfig) -> Any:
+    """The typed config dataclass of ``cfg``'s method (its options, without ``name`` and ``budget``)."""
+    options = {k: v for k, v in cfg.method.items() if k not in ("name", "budget")}
+    return build_method_config(cfg.method_name, options)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Loads a YAML config (or the defaults when ``path`` is None) and applies overrides."""
     raw: dict[str, Any] = {}
