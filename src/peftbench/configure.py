@@ -1,6 +1,6 @@
 """From YAML and ``key=value`` overrides to a resolved, checked ``ExperimentConfig``.
 
-``peftbench.config`` is the schema (typed sections, value checks, hashing); this module reads user input into it:
+``peftbench.config`` is the schema (typed sections, value checks); this module reads user input into it:
 YAML and dotted overrides, coercion of each value to its field's type with one-line errors, and the method's
 resolution (its options typed, its size chosen for ``method.budget``, its defaults for learning rate, schedule
 and warm-up written into ``train`` once, so that ``config.yaml`` records every value the run uses).

@@ -37,10 +37,12 @@ from peftbench.experiments.rundir import (
     PREDICTIONS_FILE,
     WEIGHTS_FILE,
     check_same_config,
+    config_hash,
     finished_metrics,
     headline,
     load_trainable,
     read_run_config,
+    run_dir_for,
     run_state,
     save_trainable,
 )
@@ -104,7 +106,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
     save at the next step boundary (or after the current evaluation batch) and raise ``Preempted``; running
     the same command again continues from the newest valid checkpoint.
     """
-    run_dir = cfg.run_dir()
+    run_dir = run_dir_for(cfg)
     finished = finished_metrics(run_dir)
     if finished is not None:
         check_same_config(run_dir, cfg)
@@ -158,13 +160,13 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool 
             weights = state.get("weights")
             say("training had finished; continuing the evaluation", quiet)
         else:
-            resume = latest_valid_checkpoint(run_dir, cfg.config_hash(), accelerator.num_processes)
+            resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes)
             if resume is not None:
                 say(f"resuming from {resume.path.name} (step {resume.step})", quiet)
             elif (run_dir / QUARANTINE).is_dir():
                 say("no valid checkpoint left (see quarantine/); training from the start", quiet)
             checkpointing = Checkpointing(
-                run_dir, cfg.train.save_steps, cfg.train.save_total_limit, cfg.config_hash(), versions(), resume
+                run_dir, cfg.train.save_steps, cfg.train.save_total_limit, config_hash(cfg), versions(), resume
             )
             result = fit(
                 model, train_features, cfg.train, resolve_schedule(cfg.train, spec), accelerator,
@@ -327,7 +329,7 @@ def evaluate_and_write(
         "peak_memory_kind": peak_kind,
         "data": data_stats,
         "seed": cfg.seed,
-        "config_hash": cfg.config_hash(),
+        "config_hash": config_hash(cfg),
         "versions": versions(),
     }
     atomic_write_json(run_dir / METRICS_FILE, metrics)
@@ -336,7 +338,7 @@ def evaluate_and_write(
 
 def evaluate_untrained(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False) -> RunResult:
     """Evaluates the base model without any method or training: the baseline row of a comparison."""
-    run_dir = cfg.run_dir()
+    run_dir = run_dir_for(cfg)
     if (run_dir / CONFIG_FILE).exists():
         check_same_config(run_dir, cfg)
     finished = finished_metrics(run_dir)
