@@ -9,6 +9,7 @@ from accelerate import Accelerator
 from peftbench.configure import config_from_dict
 from peftbench.data.collate import Features
 from peftbench.errors import PeftbenchError
+from peftbench.experiments.rundir import config_hash
 from peftbench.experiments.setup import build_model
 from peftbench.methods import get_method
 from peftbench.models import is_encoder_decoder
@@ -55,8 +56,8 @@ def _fit(cfg, run_dir=None, stop_at=None):
 
     checkpointing = None
     if run_dir is not None:
-        resume = latest_valid_checkpoint(run_dir, cfg.config_hash(), 1)
-        checkpointing = Checkpointing(run_dir, 0, 2, cfg.config_hash(), {}, resume)
+        resume = latest_valid_checkpoint(run_dir, config_hash(cfg), 1)
+        checkpointing = Checkpointing(run_dir, 0, 2, config_hash(cfg), {}, resume)
     fit(
         model, FEATS, cfg.train, resolve_schedule(cfg.train, spec), Accelerator(), seed=cfg.seed, pad_id=0,
         encoder_decoder=is_encoder_decoder(model), progress=False, checkpointing=checkpointing, stop=stop,
@@ -86,7 +87,7 @@ def test_preempted_adalora_resumes_bit_identically(tmp_path, stop_at):
     reference = _fit(cfg)
     with pytest.raises(Preempted):
         _fit(cfg, tmp_path, stop_at=stop_at)
-    ckpt = latest_valid_checkpoint(tmp_path, cfg.config_hash(), 1)
+    ckpt = latest_valid_checkpoint(tmp_path, config_hash(cfg), 1)
     assert ckpt is not None and ckpt.step == stop_at
     assert (ckpt.path / "method_state.safetensors").is_file()
     resumed = _fit(cfg, tmp_path)

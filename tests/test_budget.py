@@ -10,6 +10,7 @@ import yaml
 from peftbench.config import ModelConfig
 from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
+from peftbench.experiments.rundir import config_hash
 from peftbench.experiments.setup import build_model
 from peftbench.methods import all_methods, get_method
 from peftbench.methods.budget import MethodCounter, match_budget, parse_budget
@@ -88,7 +89,7 @@ def test_budget_in_config_records_the_chosen_value():
     assert cfg.method["budget"] == "2%" and cfg.method["size"] == match.value
     # the saved config reloads to the same run (same hash), and still agrees with the budget
     again = config_from_dict(yaml.safe_load(yaml.safe_dump({"model": {"name": "tiny-t5"}, "method": cfg.method})))
-    assert again.config_hash() == config_from_dict({"model": {"name": "tiny-t5"}, "method": cfg.method}).config_hash()
+    assert config_hash(again) == config_hash(config_from_dict({"model": {"name": "tiny-t5"}, "method": cfg.method}))
 
 
 @pytest.mark.parametrize(

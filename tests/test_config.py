@@ -8,6 +8,7 @@ import yaml
 from peftbench.config import dump_config
 from peftbench.configure import config_from_dict, load_config
 from peftbench.errors import PeftbenchError
+from peftbench.experiments.rundir import config_hash, resolved_run_name
 
 
 def test_dotted_overrides_reach_sections_and_method(tmp_path):
@@ -23,18 +24,18 @@ def test_method_defaults_are_recorded_in_the_resolved_config():
     cfg = config_from_dict({"method": {"name": "lora"}})
     dumped = yaml.safe_load(dump_config(cfg))
     assert dumped["method"] == {"name": "lora", "r": 8, "alpha": None, "dropout": 0.0, "target_modules": None}
-    assert config_from_dict(dumped).config_hash() == cfg.config_hash()
+    assert config_hash(config_from_dict(dumped)) == config_hash(cfg)
 
 
 def test_hash_ignores_output_location_but_not_hyperparameters():
     a = config_from_dict({"output_dir": "x"})
     b = config_from_dict({"output_dir": "y", "run_name": "z"})
     c = config_from_dict({"train": {"learning_rate": 1e-3}})
-    assert a.config_hash() == b.config_hash() != c.config_hash()
-    assert a.resolved_run_name() == f"lora-r8-lr5e-4-s42-{a.config_hash()}"
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+    assert resolved_run_name(a) == f"lora-r8-lr5e-4-s42-{config_hash(a)}"
     tasks = config_from_dict({"method": {"name": "prompt"}, "data": {"num_train_tasks": 8}, "seed": 3})
-    assert tasks.resolved_run_name() == f"prompt-tok20-lr3e-2-t8-s3-{tasks.config_hash()}"
-    assert config_from_dict({"method": "ia3"}).resolved_run_name().startswith("ia3-lr3e-3-s42-")
+    assert resolved_run_name(tasks) == f"prompt-tok20-lr3e-2-t8-s3-{config_hash(tasks)}"
+    assert resolved_run_name(config_from_dict({"method": "ia3"})).startswith("ia3-lr3e-3-s42-")
 
 
 @pytest.mark.parametrize(
@@ -96,7 +97,7 @@ def test_a_method_revision_enters_the_config_hash(monkeypatch):
     from peftbench.methods import get_method, registry
 
     cfg = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "lora"}})
-    before = cfg.config_hash()
+    before = config_hash(cfg)
     monkeypatch.setitem(registry._REGISTRY, "lora", dataclasses.replace(get_method("lora"), revision=1))
-    assert cfg.config_hash() != before
+    assert config_hash(cfg) != before
     assert get_method("adapter_houlsby").revision >= 1  # its defaults changed on 2026-12-01

@@ -238,13 +238,14 @@ def test_run_config_switch_and_location(data_dir: Path, tmp_path: Path, monkeypa
     """`data.cache` (on by default) uses $PEFTBENCH_CACHE/features, gives the same features, and is not
     part of the config hash (it does not change results)."""
     from peftbench.configure import config_from_dict
+    from peftbench.experiments.rundir import config_hash
     from peftbench.experiments.setup import build_model, prepare_data
 
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path / "home-cache"))
     raw = {"model": {"name": "tiny-t5"}, "data": {"data_dir": str(data_dir), "max_source_length": 64}}
     on = config_from_dict(raw)
     off = config_from_dict({**raw, "data": {**raw["data"], "cache": False}})
-    assert on.data.cache and not off.data.cache and on.config_hash() == off.config_hash()
+    assert on.data.cache and not off.data.cache and config_hash(on) == config_hash(off)
     model, tokenizer = build_model(on, apply_method=False)
     uncached = prepare_data(off, tokenizer, model)
     assert uncached.cache_path is None and not (tmp_path / "home-cache").exists()

@@ -201,6 +201,7 @@ def _damage(kind: str, ckpt: Path) -> str:
 @pytest.mark.parametrize("kind", ["truncated", "flipped", "rng", "optimizer", "manifest"])
 def test_damaged_checkpoint_is_quarantined_and_the_previous_one_used(tmp_path, reference, kind):
     from peftbench.configure import load_config
+    from peftbench.experiments.rundir import config_hash
 
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
@@ -208,7 +209,7 @@ def test_damaged_checkpoint_is_quarantined_and_the_previous_one_used(tmp_path, r
     assert [d.name for d in dirs] == ["checkpoint-00000021", "checkpoint-00000028"]
     reason = _damage(kind, dirs[-1])
     cfg = load_config(reference.parent.with_suffix(".yaml"))
-    found = latest_valid_checkpoint(run_dir, cfg.config_hash(), world_size=1)
+    found = latest_valid_checkpoint(run_dir, config_hash(cfg), world_size=1)
     assert found is not None and found.step == 21
     (quarantined,) = (run_dir / QUARANTINE).iterdir()
     assert quarantined.name.startswith("checkpoint-00000028")
@@ -218,6 +219,7 @@ def test_damaged_checkpoint_is_quarantined_and_the_previous_one_used(tmp_path, r
 
 def test_changed_config_or_world_size_is_refused(tmp_path, reference):
     from peftbench.configure import load_config
+    from peftbench.experiments.rundir import config_hash
 
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
@@ -225,7 +227,7 @@ def test_changed_config_or_world_size_is_refused(tmp_path, reference):
     with pytest.raises(PeftbenchError, match="different config"):
         latest_valid_checkpoint(run_dir, "0000000000", world_size=1)
     with pytest.raises(PeftbenchError, match="saved by 1 process"):
-        latest_valid_checkpoint(run_dir, cfg.config_hash(), world_size=2)
+        latest_valid_checkpoint(run_dir, config_hash(cfg), world_size=2)
     # Through the CLI: a preempted run re-invoked with another hyperparameter gets a one-line error.
     (run_dir / "metrics.json").unlink()
     config = reference.parent.with_suffix(".yaml")

@@ -497,6 +497,7 @@ def test_training_examples_keep_every_non_empty_output_as_a_target(small: Path) 
 def test_training_seed_does_not_change_the_data_but_data_seed_does(mini_dir: Path) -> None:
     """`seed` is the training seed; everything that selects data follows `data.seed` (issue 11, part 4)."""
     from peftbench.configure import config_from_dict
+    from peftbench.experiments.rundir import config_hash
     from peftbench.experiments.setup import build_model, prepare_data
 
     data = {
@@ -522,7 +523,7 @@ def test_training_seed_does_not_change_the_data_but_data_seed_does(mini_dir: Pat
     other = selection("data.seed")
     assert other[1] != base[1] and other[0] != base[0]  # other validation tasks, other training subset
     assert other[2] == base[2] and other[3][2] == base[3][2]  # the test set is the official one either way
-    assert configs["data.seed"].config_hash() != configs["base"].config_hash()
+    assert config_hash(configs["data.seed"]) != config_hash(configs["base"])
 
 
 def test_the_loader_selects_and_does_not_encode(mini_dir: Path) -> None:

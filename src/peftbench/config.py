@@ -2,14 +2,13 @@
 
 A config is loaded from YAML, overridden with dotted ``section.field=value`` pairs, checked once
 (every problem reported in one line), and written back fully resolved as the run's ``config.yaml``.
+Reading YAML into it and resolving the method are :mod:`peftbench.configure`'s; the config hash and the run's
+name and directory are :mod:`peftbench.experiments.rundir`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -143,10 +142,6 @@ class EvalConfig:
     """Tokenizer name or path for the cross-lingual track."""
 
 
-_SHORT = {"num_virtual_tokens": "tok", "init_r": "r"}
-"""Short forms of size knobs in run names."""
-
-
 @dataclass
 class LaunchConfig:
     """How a run is launched; not part of the config hash (where and how it runs, not what it computes)."""
@@ -181,7 +176,8 @@ class ExperimentConfig:
     output_dir: str = "runs"
     """Directory the run directory is created in."""
     run_name: str | None = None
-    """Run directory name; None = '<method>-<key hyperparameters>-<config hash>' (see resolved_run_name)."""
+    """Run directory name; None = '<method>-<key hyperparameters>-<config hash>' (see
+    ``peftbench.experiments.rundir.resolved_run_name``)."""
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     """How the run is launched (processes, accelerate config, Slurm time limit)."""
 
@@ -190,53 +186,9 @@ class ExperimentConfig:
         """The method's registry name."""
         return str(self.method.get("name", ""))
 
-    def method_config(self) -> Any:
-        """The method's typed config dataclass."""
-        from peftbench.methods import build_method_config
-
-        options = {k: v for k, v in self.method.items() if k not in ("name", "budget")}
-        return build_method_config(self.method_name, options)
-
     def to_dict(self) -> dict[str, Any]:
         """A plain, YAML-ready dict."""
         return asdict(self)
-
-    def config_hash(self) -> str:
-        """A short hash of everything that determines the results (not where they are written)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "run_name", "launch")}
-        payload["train"] = {k: v for k, v in payload["train"].items() if k != "report_to"}
-        payload["data"] = {k: v for k, v in payload["data"].items() if k != "cache"}
-        payload["eval"] = {k: v for k, v in payload["eval"].items() if k != "share_prefix"}
-        from peftbench.methods import get_method
-
-        revision = get_method(self.method_name).revision
-        if revision:  # absent at 0, so the hashes of unchanged methods stay what they were
-            payload["method_revision"] = revision
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:10]
-
-    def resolved_run_name(self) -> str:
-        """The run directory's name: ``run_name``, else readable and unique, e.g. ``lora-r8-lr5e-4-s42-1a2b3c4d5e``
-        (method, its size, learning rate, training-task count when set, seed, config hash)."""
-        if self.run_name:
-            return self.run_name
-        from peftbench.methods import get_method
-
-        parts = [self.method_name]
-        knob = get_method(self.method_name).size_knob
-        if knob is not None and self.method.get(knob.field) is not None:
-            parts.append(f"{_SHORT.get(knob.field, knob.field)}{self.method[knob.field]}")
-        if self.train.learning_rate is not None:
-            mantissa, exponent = f"{self.train.learning_rate:.2e}".split("e")
-            parts.append(f"lr{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}")
-        if self.data.num_train_tasks is not None:
-            parts.append(f"t{self.data.num_train_tasks}")
-        parts += [f"s{self.seed}", self.config_hash()]
-        return "-".join(parts)
-
-    def run_dir(self) -> Path:
-        """Where this run writes its files."""
-        return Path(self.output_dir) / self.resolved_run_name()
 
 
 _SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",

@@ -1,6 +1,6 @@
 """From YAML and ``key=value`` overrides to a resolved, checked ``ExperimentConfig``.
 
-``peftbench.config`` is the schema (typed sections, value checks, hashing); this module reads user input into it:
+``peftbench.config`` is the schema (typed sections, value checks); this module reads user input into it:
 YAML and dotted overrides, coercion of each value to its field's type with one-line errors, and the method's
 resolution (its options typed, its size chosen for ``method.budget``, its defaults for learning rate, schedule
 and warm-up written into ``train`` once, so that ``config.yaml`` records every value the run uses).
@@ -202,6 +202,12 @@ def _fill_method_defaults(cfg: ExperimentConfig) -> None:
 
 def _build_method(name: str, options: dict[str, Any]) -> Any:
     return build_method_config(name, options)
+
+
+def method_config(cfg: ExperimentConfig) -> Any:
+    """The typed config dataclass of ``cfg``'s method (its options, without ``name`` and ``budget``)."""
+    options = {k: v for k, v in cfg.method.items() if k not in ("name", "budget")}
+    return build_method_config(cfg.method_name, options)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

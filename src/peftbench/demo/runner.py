@@ -27,7 +27,7 @@ from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import deep_merge
 from peftbench.experiments.report import write_report
 from peftbench.experiments.run import evaluate_untrained, run_experiment
-from peftbench.experiments.rundir import CONFIG_FILE, WEIGHTS_FILE, check_same_config, load_trainable
+from peftbench.experiments.rundir import CONFIG_FILE, WEIGHTS_FILE, check_same_config, load_trainable, run_dir_for
 from peftbench.experiments.setup import build_model
 from peftbench.io import cache_dir
 from peftbench.models import train_tokenizer
@@ -144,7 +144,7 @@ def set_aside_if_stale(cfg: ExperimentConfig, stale_dir: Path) -> None:
     The demo reuses fixed run names; a run left by a different demo config is kept under ``stale/``
     (never deleted) and said so, rather than reported beside the new ones.
     """
-    run_dir = cfg.run_dir()
+    run_dir = run_dir_for(cfg)
     try:
         check_same_config(run_dir, cfg)
         return

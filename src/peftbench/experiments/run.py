@@ -1,17 +1,16 @@
 """One experiment, end to end: setup → train → save → evaluate → score, into a run directory.
 
-The recipe is :func:`run_experiment`; the model and data come from :mod:`peftbench.experiments.setup`, and
-the run directory's files (their names, state, config, metrics and weights) are
-:mod:`peftbench.experiments.rundir`'s.
+The recipe is :func:`run_experiment`; the model and data come from :mod:`peftbench.experiments.setup`, the
+run directory's files (their names, state, config, metrics and weights) are
+:mod:`peftbench.experiments.rundir`'s, and scoring (validation during training, the test split's
+``metrics.json``) is :mod:`peftbench.experiments.scoring`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import platform
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,36 +20,32 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
-import peftbench
 from peftbench.config import ExperimentConfig, dump_config
-from peftbench.data.collate import Features
 from peftbench.errors import PeftbenchError
-from peftbench.evaluation.generate import generate_predictions
-from peftbench.evaluation.metrics import score_predictions
 from peftbench.experiments.rundir import (
     CONFIG_FILE,
     LAST_WEIGHTS_FILE,
     LOG_FILE,
-    METRICS_FILE,
-    PREDICTIONS_FILE,
     WEIGHTS_FILE,
     check_same_config,
+    config_hash,
     finished_metrics,
     headline,
     load_trainable,
     read_run_config,
+    run_dir_for,
     run_state,
     save_trainable,
 )
+from peftbench.experiments.scoring import evaluate_and_write, validation_scorer, versions
 from peftbench.experiments.setup import budget_record, build_model, check_master_weights, prepare_data
-from peftbench.io import atomic_write_json, atomic_write_text, peak_memory_mb
-from peftbench.methods import MethodSpec, get_method
+from peftbench.io import atomic_write_text
+from peftbench.methods import get_method
 from peftbench.models import count_parameters, is_encoder_decoder
 from peftbench.training.callbacks import Callback, CallbackList, installed_callbacks
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
-from peftbench.training.preemption import StopFlag, stop_on_signals
+from peftbench.training.preemption import stop_on_signals
 from peftbench.training.trainer import Checkpointing, TrainResult, fit, resolve_schedule
 from peftbench.weights import apply_trainable
 
@@ -108,7 +103,7 @@ def run_experiment(
     the same command again continues from the newest valid checkpoint. ``callbacks`` watch the training and
     the test evaluation, after those of installed plugins (:mod:`peftbench.training.callbacks`).
     """
-    run_dir = cfg.run_dir()
+    run_dir = run_dir_for(cfg)
     finished = finished_metrics(run_dir)
     if finished is not None:
         check_same_config(run_dir, cfg)
@@ -163,13 +158,13 @@ def run_experiment(
             weights = state.get("weights")
             say("training had finished; continuing the evaluation", quiet)
         else:
-            resume = latest_valid_checkpoint(run_dir, cfg.config_hash(), accelerator.num_processes)
+            resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes)
             if resume is not None:
                 say(f"resuming from {resume.path.name} (step {resume.step})", quiet)
             elif (run_dir / QUARANTINE).is_dir():
                 say("no valid checkpoint left (see quarantine/); training from the start", quiet)
             checkpointing = Checkpointing(
-                run_dir, cfg.train.save_steps, cfg.train.save_total_limit, cfg.config_hash(), versions(), resume
+                run_dir, cfg.train.save_steps, cfg.train.save_total_limit, config_hash(cfg), versions(), resume
             )
             result = fit(
                 model, train_features, cfg.train, resolve_schedule(cfg.train, spec), accelerator,
@@ -248,103 +243,9 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def validation_scorer(
-    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, features: list[Features], device: torch.device
-) -> Callable[[nn.Module], float] | None:
-    """ROUGE-L on the validation tasks (the study's model-selection metric), or None without validation tasks."""
-    if not features or cfg.train.eval_steps <= 0:
-        return None
-
-    def score(trained: nn.Module) -> float:
-        records = generate_predictions(
-            trained, tokenizer, features, None, batch_size=cfg.eval.batch_size,
-            max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length, num_beams=cfg.eval.num_beams,
-            encoder_decoder=is_encoder_decoder(trained), device=device, progress=False,
-            batch_by_tokens=cfg.eval.batch_by_tokens, share_prefix=cfg.eval.share_prefix,
-        )  # fmt: skip
-        return float(score_predictions(records)["overall"]["rougeL"])
-
-    return score
-
-
-def evaluate_and_write(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    features: list[Features],
-    cfg: ExperimentConfig,
-    run_dir: Path,
-    device: torch.device,
-    *,
-    spec: MethodSpec | None,
-    progress: bool,
-    train: TrainResult | None,
-    params: tuple[int, int],
-    data_stats: dict[str, Any],
-    resume: bool = False,
-    stop: StopFlag | None = None,
-    weights: dict[str, Any] | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``.
-
-    With ``resume``, predictions already written are kept; otherwise the evaluation starts afresh.
-    ``on_batch`` is :func:`~peftbench.evaluation.generate.generate_predictions`'s.
-    """
-    predictions_path = run_dir / PREDICTIONS_FILE
-    if not resume:
-        predictions_path.unlink(missing_ok=True)
-    start = time.perf_counter()
-    records = generate_predictions(
-        model,
-        tokenizer,
-        features,
-        predictions_path,
-        batch_size=cfg.eval.batch_size,
-        max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length,
-        num_beams=cfg.eval.num_beams,
-        encoder_decoder=is_encoder_decoder(model),
-        device=device,
-        progress=progress,
-        stop=stop,
-        batch_by_tokens=cfg.eval.batch_by_tokens,
-        share_prefix=cfg.eval.share_prefix,
-        on_batch=on_batch,
-    )
-    eval_time = time.perf_counter() - start
-    scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
-    trainable, total = params
-    # Training's peak when there was training (a re-evaluation keeps it), else this evaluation's.
-    peak, peak_kind = (train.peak_memory_mb, train.peak_memory_kind) if train else peak_memory_mb(device)
-    metrics = {
-        **scores,
-        "status": "finished",
-        "run_name": run_dir.name,
-        "method": cfg.method_name if spec is not None else "untrained",
-        "method_config": {k: v for k, v in cfg.method.items() if k != "name"} if spec is not None else {},
-        "model": cfg.model.name,
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_percent": round(100 * trainable / total, 6) if total else 0.0,
-        "trainable_params_note": spec.count_note if spec is not None else "",
-        "budget": budget_record(cfg, trainable) if spec is not None else None,
-        "train": asdict(train) if train is not None else None,
-        "weights": weights,
-        "train_time_s": train.train_time_s if train is not None else 0.0,
-        "eval_time_s": round(eval_time, 3),
-        "peak_memory_mb": peak,
-        "peak_memory_kind": peak_kind,
-        "data": data_stats,
-        "seed": cfg.seed,
-        "config_hash": cfg.config_hash(),
-        "versions": versions(),
-    }
-    atomic_write_json(run_dir / METRICS_FILE, metrics)
-    return metrics
-
-
 def evaluate_untrained(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False) -> RunResult:
     """Evaluates the base model without any method or training: the baseline row of a comparison."""
-    run_dir = cfg.run_dir()
+    run_dir = run_dir_for(cfg)
     if (run_dir / CONFIG_FILE).exists():
         check_same_config(run_dir, cfg)
     finished = finished_metrics(run_dir)
@@ -408,19 +309,3 @@ def evaluate_run(run_dir: str | Path, *, progress: bool = True, quiet: bool = Fa
         )
         say(headline(run_dir.name, metrics), quiet)
     return RunResult(run_dir, metrics)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the software that produced a result."""
-    import accelerate
-    import peft
-    import transformers
-
-    return {
-        "peftbench": peftbench.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "accelerate": accelerate.__version__,
-        "python": platform.python_version(),
-    }

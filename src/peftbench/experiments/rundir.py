@@ -1,4 +1,4 @@
-"""A run directory's files: their names, the run's state, its config, its metrics and its weights.
+"""A run directory: its name (config hash, run name), its files, the run's state, config, metrics and weights.
 
 A run directory holds ``config.yaml`` (fully resolved), ``train.log``, ``run_state.json``,
 ``trainable.safetensors`` (the method's weights only, never the base model unless the method is full
@@ -10,6 +10,7 @@ fine-tuning; ``last.safetensors`` too when the best validation weights replaced 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -25,6 +26,7 @@ from peftbench.config import ExperimentConfig
 from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
 from peftbench.io import atomic_write_json
+from peftbench.methods import get_method
 from peftbench.training.preemption import Preempted
 from peftbench.weights import apply_trainable, read_trainable, write_trainable
 
@@ -35,6 +37,50 @@ PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "train.log"
 STATE_FILE = "run_state.json"
+
+
+# --------------------------------------------------------------------------------------------------
+# Name
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """A short hash of everything that determines the results (not where they are written)."""
+    payload = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "run_name", "launch")}
+    payload["train"] = {k: v for k, v in payload["train"].items() if k != "report_to"}
+    payload["data"] = {k: v for k, v in payload["data"].items() if k != "cache"}
+    payload["eval"] = {k: v for k, v in payload["eval"].items() if k != "share_prefix"}
+    revision = get_method(cfg.method_name).revision
+    if revision:  # absent at 0, so the hashes of unchanged methods stay what they were
+        payload["method_revision"] = revision
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+_SHORT = {"num_virtual_tokens": "tok", "init_r": "r"}
+"""Short forms of size knobs in run names."""
+
+
+def resolved_run_name(cfg: ExperimentConfig) -> str:
+    """The run directory's name: ``cfg.run_name``, else readable and unique, e.g. ``lora-r8-lr5e-4-s42-1a2b3c4d5e``
+    (method, its size, learning rate, training-task count when set, seed, config hash)."""
+    if cfg.run_name:
+        return cfg.run_name
+    parts = [cfg.method_name]
+    knob = get_method(cfg.method_name).size_knob
+    if knob is not None and cfg.method.get(knob.field) is not None:
+        parts.append(f"{_SHORT.get(knob.field, knob.field)}{cfg.method[knob.field]}")
+    if cfg.train.learning_rate is not None:
+        mantissa, exponent = f"{cfg.train.learning_rate:.2e}".split("e")
+        parts.append(f"lr{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}")
+    if cfg.data.num_train_tasks is not None:
+        parts.append(f"t{cfg.data.num_train_tasks}")
+    parts += [f"s{cfg.seed}", config_hash(cfg)]
+    return "-".join(parts)
+
+
+def run_dir_for(cfg: ExperimentConfig) -> Path:
+    """Where the run of ``cfg`` writes its files: ``output_dir/<resolved_run_name>``."""
+    return Path(cfg.output_dir) / resolved_run_name(cfg)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -59,10 +105,10 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
 
 def check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
     """Refuses to reuse a run directory made with a different configuration."""
-    saved = read_run_config(run_dir)
-    if saved.config_hash() != cfg.config_hash():
+    saved, wanted = config_hash(read_run_config(run_dir)), config_hash(cfg)
+    if saved != wanted:
         raise PeftbenchError(
-            f"{run_dir} holds a run with a different config (hash {saved.config_hash()} != {cfg.config_hash()}); "
+            f"{run_dir} holds a run with a different config (hash {saved} != {wanted}); "
             "use another run_name or output_dir"
         )
 
@@ -137,7 +183,7 @@ def run_state(run_dir: Path) -> Iterator[RunState]:
 def save_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig) -> int:
     """Saves the method's parameters (only those with ``requires_grad``), stamped with the method and the
     config hash; returns how many tensors."""
-    return write_trainable(model, path, metadata={"method": cfg.method_name, "config_hash": cfg.config_hash()})
+    return write_trainable(model, path, metadata={"method": cfg.method_name, "config_hash": config_hash(cfg)})
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:

@@ -11,6 +11,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from peftbench.config import ExperimentConfig
+from peftbench.configure import method_config
 from peftbench.data.cache import Lengths, PreparedData
 from peftbench.data.pipeline import prepare_features
 from peftbench.errors import PeftbenchError
@@ -42,9 +43,9 @@ def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Mo
         reason = spec.supports(model.config)
         if reason:
             raise PeftbenchError(f"method {spec.name!r} cannot be used with {cfg.model.name!r}: {reason}")
-        method_config = cfg.method_config()
+        options = method_config(cfg)
         try:
-            model = spec.apply(model, method_config)
+            model = spec.apply(model, options)
         except (ValueError, TypeError, NotImplementedError) as exc:  # e.g. peft refusing an architecture
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise PeftbenchError(f"method {spec.name!r} cannot be applied to {cfg.model.name!r}: {first}") from None

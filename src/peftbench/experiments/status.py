@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.rundir import CONFIG_FILE, STATE_FILE, finished_metrics, read_run_config
+from peftbench.experiments.rundir import CONFIG_FILE, STATE_FILE, config_hash, finished_metrics, read_run_config
 from peftbench.training.checkpoint import checkpoint_dirs, validate_checkpoint
 
 
@@ -38,7 +38,7 @@ def run_status(run_dir: Path) -> dict:
     try:
         cfg = read_run_config(run_dir)
         for path in reversed(checkpoint_dirs(run_dir)):
-            if validate_checkpoint(path, cfg.config_hash(), json.loads((path / "manifest.json").read_text())[
+            if validate_checkpoint(path, config_hash(cfg), json.loads((path / "manifest.json").read_text())[
                 "world_size"]) is None:  # fmt: skip
                 last = int(path.name.rsplit("-", 1)[1])
                 break

@@ -36,6 +36,7 @@ from peftbench.config import ExperimentConfig
 from peftbench.configure import apply_overrides, config_from_dict
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import MODES, preset_dict, read_yaml
+from peftbench.experiments.rundir import STATE_FILE, finished_metrics, resolved_run_name, run_dir_for
 
 SECTIONS = ("mode", "methods", "grid", "zip", "overrides", "slurm")
 
@@ -66,7 +67,7 @@ class SweepRun:
 
     @property
     def run_dir(self) -> Path:
-        return self.config.run_dir()
+        return run_dir_for(self.config)
 
 
 def _axes(where: str, raw: Any) -> dict[str, list[Any]]:
@@ -147,7 +148,7 @@ def _expand_one(
                 cfg = config_from_dict(raw)
             except PeftbenchError as exc:
                 raise PeftbenchError(f"{sweep.path}: run {method} {values}: {exc}") from None
-            name = cfg.resolved_run_name()
+            name = resolved_run_name(cfg)
             if name in seen:
                 raise PeftbenchError(
                     f"{sweep.path}: {method} {values} and {seen[name]} are the same run ({name}); remove one"
@@ -159,8 +160,6 @@ def _expand_one(
 
 def run_status(run: SweepRun) -> str:
     """finished / preempted / failed / running / interrupted / new, from the run directory."""
-    from peftbench.experiments.rundir import STATE_FILE, finished_metrics
-
     if finished_metrics(run.run_dir) is not None:
         return "finished"
     state_file = run.run_dir / STATE_FILE

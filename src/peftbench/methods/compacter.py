@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods.adapters import (
+from peftbench.methods.bottleneck import (
     ACTIVATIONS,
     Sites,
     bottleneck_size,

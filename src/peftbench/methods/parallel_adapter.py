@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from peftbench.methods.adapters import (
+from peftbench.methods.bottleneck import (
     SIZE_KNOB,
     T5_TYPES,
     BottleneckAdapter,
