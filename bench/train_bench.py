@@ -25,8 +25,7 @@ from _common import parser, report, sync
 
 from peftbench.configure import config_from_dict
 from peftbench.experiments.setup import build_model, prepare_data
-from peftbench.methods import get_method
-from peftbench.training.trainer import epoch_loader, fit, resolve_schedule
+from peftbench.training.trainer import Schedule, epoch_loader, fit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "superni-mini"
 
@@ -57,7 +56,7 @@ def run_peftbench(cfg, features, device) -> float:
     model = _fresh(cfg, device)
     accelerator = Accelerator(cpu=device == "cpu")
     start = time.perf_counter()
-    fit(model, features, cfg.train, resolve_schedule(cfg.train, get_method("lora")), accelerator, seed=cfg.seed,
+    fit(model, features, cfg.train, Schedule.of(cfg.train), accelerator, seed=cfg.seed,
         pad_id=0, encoder_decoder=True, progress=False)  # fmt: skip
     sync(device)
     return time.perf_counter() - start

@@ -15,7 +15,7 @@ from peftbench.methods import get_method
 from peftbench.models import is_encoder_decoder
 from peftbench.training.checkpoint import latest_valid_checkpoint
 from peftbench.training.preemption import Preempted, StopFlag
-from peftbench.training.trainer import Checkpointing, fit, resolve_schedule
+from peftbench.training.trainer import Checkpointing, Schedule, fit
 
 STEPS = 12
 
@@ -59,7 +59,7 @@ def _fit(cfg, run_dir=None, stop_at=None):
         resume = latest_valid_checkpoint(run_dir, config_hash(cfg), 1)
         checkpointing = Checkpointing(run_dir, 0, 2, config_hash(cfg), {}, resume)
     fit(
-        model, FEATS, cfg.train, resolve_schedule(cfg.train, spec), Accelerator(), seed=cfg.seed, pad_id=0,
+        model, FEATS, cfg.train, Schedule.of(cfg.train), Accelerator(), seed=cfg.seed, pad_id=0,
         encoder_decoder=is_encoder_decoder(model), progress=False, checkpointing=checkpointing, stop=stop,
         hooks=hooks,
     )  # fmt: skip

@@ -10,9 +10,8 @@ from peftbench.config import TrainConfig
 from peftbench.configure import config_from_dict
 from peftbench.data.collate import Features
 from peftbench.experiments.setup import build_model
-from peftbench.methods import get_method
 from peftbench.models import is_encoder_decoder
-from peftbench.training.trainer import fit, resolve_schedule, total_steps
+from peftbench.training.trainer import Schedule, fit, total_steps
 
 
 @pytest.mark.parametrize(
@@ -49,7 +48,7 @@ def test_fit_runs_the_configured_number_of_steps_with_accumulation():
     accelerator = Accelerator(gradient_accumulation_steps=2)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     result = fit(
-        model, feats, cfg.train, resolve_schedule(cfg.train, get_method("lora")), accelerator, seed=0, pad_id=0,
+        model, feats, cfg.train, Schedule.of(cfg.train), accelerator, seed=0, pad_id=0,
         encoder_decoder=is_encoder_decoder(model), progress=False,
     )  # fmt: skip
     # 9 examples / batch 2 = 5 batches an epoch -> 3 optimizer steps (the last group is short), x 2 epochs
@@ -72,3 +71,16 @@ def test_progress_round_trips_through_a_checkpoints_trainer_state():
     assert Progress.from_state(json.loads(json.dumps(progress.to_state()))) == progress
     older = {k: v for k, v in progress.to_state().items() if k not in ("best", "validation")}  # before validation
     assert Progress.from_state(older) == dataclasses.replace(progress, best=None, validation=[])
+
+
+def test_the_schedule_comes_from_the_resolved_config_only():
+    """Method defaults are filled in once, when the config is loaded; the trainer never guesses them."""
+    from peftbench.config import TrainConfig
+    from peftbench.errors import PeftbenchError
+    from peftbench.methods import get_method
+
+    resolved = config_from_dict({"method": {"name": "ia3"}}).train
+    spec = get_method("ia3")
+    assert Schedule.of(resolved) == Schedule(spec.default_learning_rate, spec.lr_scheduler, spec.warmup_ratio)
+    with pytest.raises(PeftbenchError, match=r"train.learning_rate, train.lr_scheduler, train.warmup_ratio unset"):
+        Schedule.of(TrainConfig())

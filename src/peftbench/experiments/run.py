@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from peftbench.config import ExperimentConfig, dump_config
+from peftbench.data.cache import PreparedData
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.rundir import (
     CONFIG_FILE,
@@ -46,7 +47,7 @@ from peftbench.models import count_parameters, is_encoder_decoder
 from peftbench.training.callbacks import Callback, CallbackList, installed_callbacks
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
 from peftbench.training.preemption import stop_on_signals
-from peftbench.training.trainer import Checkpointing, TrainResult, fit, resolve_schedule
+from peftbench.training.trainer import Checkpointing, Schedule, TrainResult, fit
 from peftbench.weights import apply_trainable
 
 log = logging.getLogger("peftbench")
@@ -112,6 +113,8 @@ def run_experiment(
         return RunResult(run_dir, finished, skipped=True)
     if (run_dir / CONFIG_FILE).exists():
         check_same_config(run_dir, cfg)
+
+    # 1. setup: processes, model with its method, data (bad data fails here, before a run directory exists)
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
@@ -125,7 +128,7 @@ def run_experiment(
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)
     model, tokenizer = build_model(cfg)
-    data = prepare_data(cfg, tokenizer, model, progress)  # bad data fails here, before a run directory exists
+    data = prepare_data(cfg, tokenizer, model, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     with run_log(run_dir / LOG_FILE), stop_on_signals() as stop, run_state(run_dir) as state:
@@ -135,27 +138,13 @@ def run_experiment(
                 "tensorboard", config=_flat(cfg.to_dict()), init_kwargs={"wandb": {"name": run_dir.name}}
             )
         trainable, total = count_parameters(model)
-        say(
-            f"run {run_dir} | method {spec.name} | trainable {trainable:,} / {total:,} "
-            f"({100 * trainable / total:.4f}%)",
-            quiet,
-        )
-        matched = budget_record(cfg, trainable)
-        if matched:
-            say(
-                f"budget {matched['budget']} = {matched['target']:,} parameters -> {matched['knob']}="
-                f"{matched['value']} ({matched['achieved']:,} trainable)",
-                quiet,
-            )
-        log.info("data: %s", data.stats)
-        if data.cache_path is not None:
-            log.info("data: tokenised examples %s %s", "read from" if data.from_cache else "cached in", data.cache_path)
-        train_features, test_features = data.train, data.test
+        _announce(cfg, run_dir, spec.name, trainable, total, data, quiet)
+
+        # 2. fit, resuming from the newest valid checkpoint (or take the weights a finished training saved)
         if state.get("trained") and (run_dir / WEIGHTS_FILE).is_file():
             load_trainable(model, run_dir / WEIGHTS_FILE)
             model.to(accelerator.device)
-            result = TrainResult(**state["train"])
-            weights = state.get("weights")
+            result, weights = TrainResult(**state["train"]), state.get("weights")
             say("training had finished; continuing the evaluation", quiet)
         else:
             resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes)
@@ -167,13 +156,15 @@ def run_experiment(
                 run_dir, cfg.train.save_steps, cfg.train.save_total_limit, config_hash(cfg), versions(), resume
             )
             result = fit(
-                model, train_features, cfg.train, resolve_schedule(cfg.train, spec), accelerator,
+                model, data.train, cfg.train, Schedule.of(cfg.train), accelerator,
                 seed=cfg.seed, pad_id=tokenizer.pad_token_id, encoder_decoder=is_encoder_decoder(model),
                 progress=progress, checkpointing=checkpointing, stop=stop,
                 validate=validation_scorer(cfg, tokenizer, data.validation, accelerator.device),
                 hooks=spec.training_hooks, callbacks=callback.callbacks,
             )  # fmt: skip
             model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
+
+            # 3. save: the weights the test is scored with (best on validation, or last), and the state
             weights = None
             if accelerator.is_main_process:
                 weights = select_test_weights(model, cfg, result, run_dir)
@@ -181,9 +172,11 @@ def run_experiment(
                 save_trainable(model, run_dir / WEIGHTS_FILE, cfg)
                 state.update(trained=True, train=asdict(result), weights=weights)
                 state.save()
+
+        # 4. evaluate the whole test split (resumable per batch) and write metrics.json
         if accelerator.is_main_process:
             metrics = evaluate_and_write(
-                model, tokenizer, test_features, cfg, run_dir, accelerator.device, spec=spec, progress=progress,
+                model, tokenizer, data.test, cfg, run_dir, accelerator.device, spec=spec, progress=progress,
                 train=result, params=(trainable, total), data_stats=data.stats, resume=True, stop=stop,
                 weights=weights, on_batch=callback.on_evaluation_batch,
             )  # fmt: skip
@@ -192,6 +185,24 @@ def run_experiment(
         accelerator.wait_for_everyone()
         accelerator.end_training()
     return RunResult(run_dir, finished_metrics(run_dir) or {})
+
+
+def _announce(
+    cfg: ExperimentConfig, run_dir: Path, method: str, trainable: int, total: int, data: PreparedData, quiet: bool
+) -> None:
+    """The run's first lines: what trains, how many parameters (and the budget they match), the data."""
+    share = f"{100 * trainable / total:.4f}%"
+    say(f"run {run_dir} | method {method} | trainable {trainable:,} / {total:,} ({share})", quiet)
+    matched = budget_record(cfg, trainable)
+    if matched:
+        say(
+            f"budget {matched['budget']} = {matched['target']:,} parameters -> {matched['knob']}="
+            f"{matched['value']} ({matched['achieved']:,} trainable)",
+            quiet,
+        )
+    log.info("data: %s", data.stats)
+    if data.cache_path is not None:
+        log.info("data: tokenised examples %s %s", "read from" if data.from_cache else "cached in", data.cache_path)
 
 
 def select_test_weights(model: nn.Module, cfg: ExperimentConfig, result: TrainResult, run_dir: Path) -> dict[str, Any]:
@@ -243,8 +254,44 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def evaluate(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    *,
+    untrained: bool = False,
+    previous: dict[str, Any] | None = None,
+    progress: bool = True,
+    quiet: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Scores the test split from what is on disk: the base model alone (``untrained``, the baseline row of a
+    comparison) or the base with the run's saved trainable weights. On the GPU when there is one.
+
+    ``previous`` is the run's earlier ``metrics.json``: a re-evaluation keeps its training record (time, peak
+    memory, which weights) and replaces the scores.
+    """
+    previous = previous or {}
+    with run_log(run_dir / LOG_FILE):
+        set_seed(cfg.seed)
+        model, tokenizer = build_model(cfg, apply_method=not untrained)
+        if not untrained:
+            load_trainable(model, run_dir / WEIGHTS_FILE)
+        trainable, total = count_parameters(model)
+        data = prepare_data(cfg, tokenizer, model, progress)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(device)
+        metrics = evaluate_and_write(
+            model, tokenizer, data.test, cfg, run_dir, device, spec=None if untrained else get_method(cfg.method_name),
+            progress=progress, train=TrainResult(**previous["train"]) if previous.get("train") else None,
+            params=(0 if untrained else trainable, total), data_stats=data.stats, weights=previous.get("weights"),
+            on_batch=CallbackList([*installed_callbacks(), *callbacks]).on_evaluation_batch,
+        )  # fmt: skip
+        say(headline(run_dir.name, metrics), quiet)
+    return RunResult(run_dir, metrics)
+
+
 def evaluate_untrained(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False) -> RunResult:
-    """Evaluates the base model without any method or training: the baseline row of a comparison."""
+    """The base model without any method or training, scored into its own run directory (done once)."""
     run_dir = run_dir_for(cfg)
     if (run_dir / CONFIG_FILE).exists():
         check_same_config(run_dir, cfg)
@@ -253,59 +300,13 @@ def evaluate_untrained(cfg: ExperimentConfig, *, progress: bool = True, quiet: b
         return RunResult(run_dir, finished, skipped=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
-    with run_log(run_dir / LOG_FILE):
-        set_seed(cfg.seed)
-        model, tokenizer = build_model(cfg, apply_method=False)
-        data = prepare_data(cfg, tokenizer, model, progress)
-        features = data.test
-        _, total = count_parameters(model)
-        metrics = evaluate_and_write(
-            model,
-            tokenizer,
-            features,
-            cfg,
-            run_dir,
-            torch.device("cpu"),
-            spec=None,
-            progress=progress,
-            train=None,
-            params=(0, total),
-            data_stats=data.stats,
-        )
-        say(headline(run_dir.name, metrics), quiet)
-    return RunResult(run_dir, metrics)
+    return evaluate(cfg, run_dir, untrained=True, progress=progress, quiet=quiet)
 
 
 def evaluate_run(run_dir: str | Path, *, progress: bool = True, quiet: bool = False) -> RunResult:
-    """Re-evaluates a run from its ``config.yaml`` and saved trainable weights."""
+    """Re-evaluates a run (`peftbench evaluate`) from its ``config.yaml`` and saved trainable weights."""
     run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
     previous = finished_metrics(run_dir) or {}
-    with run_log(run_dir / LOG_FILE):
-        set_seed(cfg.seed)
-        untrained = previous.get("method") == "untrained"
-        model, tokenizer = build_model(cfg, apply_method=not untrained)
-        if not untrained:
-            load_trainable(model, run_dir / WEIGHTS_FILE)
-        trainable, total = count_parameters(model)
-        data = prepare_data(cfg, tokenizer, model, progress)
-        features = data.test
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model.to(device)
-        train = TrainResult(**previous["train"]) if previous.get("train") else None
-        metrics = evaluate_and_write(
-            model,
-            tokenizer,
-            features,
-            cfg,
-            run_dir,
-            device,
-            spec=None if untrained else get_method(cfg.method_name),
-            progress=progress,
-            train=train,
-            params=(0 if untrained else trainable, total),
-            data_stats=data.stats,
-            weights=previous.get("weights"),
-        )
-        say(headline(run_dir.name, metrics), quiet)
-    return RunResult(run_dir, metrics)
+    untrained = previous.get("method") == "untrained"
+    return evaluate(read_run_config(run_dir), run_dir, untrained=untrained, previous=previous, progress=progress,
+                    quiet=quiet)  # fmt: skip

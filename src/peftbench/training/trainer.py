@@ -28,7 +28,7 @@ from peftbench.config import TrainConfig
 from peftbench.data.collate import Features, length_grouped_batches, training_batch, training_length, with_epoch_targets
 from peftbench.errors import PeftbenchError
 from peftbench.io import peak_memory_mb
-from peftbench.methods import MethodSpec, TrainingHooks, trainable_parameters
+from peftbench.methods import TrainingHooks, trainable_parameters
 from peftbench.training.callbacks import Callback, CallbackList
 from peftbench.training.checkpoint import (
     Checkpoint,
@@ -113,14 +113,19 @@ class Schedule:
     lr_scheduler: str
     warmup_ratio: float
 
-
-def resolve_schedule(train: TrainConfig, spec: MethodSpec) -> Schedule:
-    """The run's learning rate, schedule and warm-up: the config's where set, else the method's defaults."""
-    return Schedule(
-        learning_rate=train.learning_rate if train.learning_rate is not None else spec.default_learning_rate,
-        lr_scheduler=train.lr_scheduler or spec.lr_scheduler,
-        warmup_ratio=train.warmup_ratio if train.warmup_ratio is not None else spec.warmup_ratio,
-    )
+    @classmethod
+    def of(cls, train: TrainConfig) -> Schedule:
+        """The learning rate, schedule and warm-up of a resolved config. The method's defaults are filled into
+        unset fields once, when the config is loaded (:func:`peftbench.configure.config_from_dict`), so the
+        saved config records what the run uses; an unresolved config is a one-line error, not a guess."""
+        unset = [name for name in ("learning_rate", "lr_scheduler", "warmup_ratio") if getattr(train, name) is None]
+        if unset:
+            raise PeftbenchError(
+                f"train.{', train.'.join(unset)} unset: build the config with peftbench.configure.config_from_dict "
+                "or load_config, which fill in the method's defaults"
+            )
+        assert train.learning_rate is not None and train.lr_scheduler is not None and train.warmup_ratio is not None
+        return cls(train.learning_rate, train.lr_scheduler, train.warmup_ratio)
 
 
 def total_steps(train: TrainConfig, num_examples: int, world_size: int = 1) -> int:
