@@ -197,3 +197,11 @@ def test_subset_and_task_means():
     assert scores.subset([1]).values.tolist() == [[3.0, 5.0], [4.0, 6.0]]
     with pytest.raises(ValueError):
         scores.minus(scores.subset([1]))
+
+
+def test_several_sign_flip_tests_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(14)
+    for tasks in (8, 30):  # exact, then Monte Carlo (the same patterns for every test)
+        differences = rng.normal(0.5, 2, (3, tasks))
+        together = sign_flip_test(differences, n_resamples=5000, seed=15)
+        assert together.tolist() == [sign_flip_test(d, n_resamples=5000, seed=15) for d in differences]

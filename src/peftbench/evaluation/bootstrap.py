@@ -164,7 +164,7 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[np
 
 def sign_flip_test(
     differences: np.ndarray, weights: np.ndarray | None = None, n_resamples: int = 10_000, seed: int = 0
-) -> float:
+) -> np.ndarray:
     """Two-sided paired permutation test over tasks.
 
     The statistic is ``sum(weights * differences)`` (with weights = instances per task / all instances and
@@ -174,32 +174,31 @@ def sign_flip_test(
     test); otherwise ``n_resamples`` random patterns are drawn and p = (1 + extreme) / (1 + n_resamples).
 
     Args:
-        differences: Shape (tasks,): per-task differences between the two systems.
+        differences: Shape (tasks,), or (tests, tasks) for several tests on the same tasks (same patterns).
         weights: Shape (tasks,); default equal weights.
         n_resamples: Sign patterns drawn when not enumerating all of them.
         seed: Seed of the generator for the random patterns.
 
     Returns:
-        The p-value: the share of sign patterns whose |statistic| is at least the observed |statistic|.
+        The p-value (shape () or (tests,)): the share of sign patterns whose |statistic| is at least the observed.
     """
     d = np.asarray(differences, dtype=np.float64)
-    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=np.float64)
-    contributions = w * d
-    observed = abs(contributions.sum())
-    threshold = observed - _TIE * max(observed, np.abs(contributions).sum())
-    tasks = d.size
+    tasks = d.shape[-1]
+    w = np.ones(tasks) if weights is None else np.asarray(weights, dtype=np.float64)
+    contributions = (w * d).T  # (tasks,) or (tasks, tests)
+    observed = np.abs(contributions.sum(axis=0))
+    threshold = observed - _TIE * np.maximum(observed, np.abs(contributions).sum(axis=0))
     if tasks == 0:
-        return 1.0
+        return np.ones_like(observed)
     if 2**tasks <= n_resamples:
         patterns = np.arange(2**tasks)[:, None] >> np.arange(tasks) & 1  # every sign pattern, the identity first
-        null = np.abs((1 - 2 * patterns) @ contributions)
-        return float(np.mean(null >= threshold))
+        return np.mean(np.abs((1.0 - 2 * patterns) @ contributions) >= threshold, axis=0)
     rng = np.random.default_rng(seed)
-    extreme = 0
+    extreme = np.zeros_like(observed)
     chunk = max(1, _CHUNK_ELEMENTS // tasks)
     for start in range(0, n_resamples, chunk):
-        signs = rng.choice(np.array([-1.0, 1.0]), size=(min(chunk, n_resamples - start), tasks))
-        extreme += int(np.count_nonzero(np.abs(signs @ contributions) >= threshold))
+        flips = rng.integers(0, 2, size=(min(chunk, n_resamples - start), tasks), dtype=np.int8)
+        extreme += np.count_nonzero(np.abs((1.0 - 2.0 * flips) @ contributions) >= threshold, axis=0)
     return (1 + extreme) / (1 + n_resamples)
 
 

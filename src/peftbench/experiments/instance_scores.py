@@ -96,28 +96,31 @@ def read_run_scores(run_dir: Path, metrics: dict[str, Any]) -> RunScores:
         PeftbenchError: One line, when ``predictions.jsonl`` is missing or malformed.
     """
     path = run_dir / PREDICTIONS_FILE
-    if not path.is_file():
-        raise PeftbenchError(f"{path}: missing")
-    records = official.read_predictions(path)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise PeftbenchError(f"{path}: missing or unreadable") from None
     track = _track(run_dir, metrics)
-    cached = cache_dir() / "instance-scores" / f"{_cache_key(path.read_bytes(), track)}.json"
-    values = None
-    with contextlib.suppress(OSError, ValueError):
-        values = np.asarray(json.loads(cached.read_text()), dtype=np.float64)
-        if values.shape != (len(METRICS), len(records)):
-            values = None
-    if values is None:
-        rouge = official.rouge_l if track is None else lambda p, r: official.rouge_l(p, r, xlingual_tokenizer=track)
-        scored = []
-        for record in records:
-            prediction = record["prediction"] or ""  # a missing prediction scores as the empty string
-            scored.append([official.max_over_references(fn, prediction, record["references"])
-                           for fn in (official.exact_match, rouge)])  # fmt: skip
-        values = 100.0 * np.asarray(scored, dtype=np.float64).T.reshape(len(METRICS), len(records))
-        with contextlib.suppress(OSError):  # an unwritable cache only costs the scoring next time
-            atomic_write_json(cached, values.tolist())
-    return RunScores([r["id"] for r in records], [r["task"] for r in records],
-                     [r.get("category") for r in records], values)  # fmt: skip
+    cached = cache_dir() / "instance-scores" / f"{_cache_key(data, track)}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        entry = json.loads(cached.read_text())
+        values = np.asarray(entry["values"], dtype=np.float64)
+        if values.shape == (len(METRICS), len(entry["ids"])) == (len(METRICS), len(entry["tasks"])):
+            return RunScores(entry["ids"], entry["tasks"], entry["categories"], values)
+    records = official.read_predictions(path)
+    rouge = official.rouge_l if track is None else lambda p, r: official.rouge_l(p, r, xlingual_tokenizer=track)
+    scored = []
+    for record in records:
+        prediction = record["prediction"] or ""  # a missing prediction scores as the empty string
+        scored.append([official.max_over_references(fn, prediction, record["references"])
+                       for fn in (official.exact_match, rouge)])  # fmt: skip
+    values = 100.0 * np.asarray(scored, dtype=np.float64).T.reshape(len(METRICS), len(records))
+    scores = RunScores([r["id"] for r in records], [r["task"] for r in records],
+                       [r.get("category") for r in records], values)  # fmt: skip
+    entry = {"ids": scores.ids, "tasks": scores.tasks, "categories": scores.categories, "values": values.tolist()}
+    with contextlib.suppress(OSError):  # an unwritable cache only costs the scoring next time
+        atomic_write_json(cached, entry)
+    return scores
 
 
 def mismatch(scores: RunScores, metrics: dict[str, Any]) -> str | None:

@@ -187,7 +187,7 @@ def _compare(a: Configuration, b: Configuration, systems: dict[str, SystemScores
     weights = diff.counts / diff.num_instances
     per_task = diff.task_means()
     result.exact_tests &= 2**diff.num_tasks <= PERMUTATIONS
-    p = {m: sign_flip_test(per_task[k], weights, PERMUTATIONS, result.seed) for k, m in enumerate(METRICS)}
+    p = dict(zip(METRICS, map(float, sign_flip_test(per_task, weights, PERMUTATIONS, result.seed)), strict=True))
     return Comparison(a, b, diff.num_tasks, diff.num_instances, _intervals(draws, diff.mean()), p)
 
 
