@@ -251,7 +251,9 @@ def categories_csv_rows(sig: Significance, chosen: dict[str, Configuration]) -> 
 
 
 def _p(value: float) -> str:
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+    if value < 0.001:
+        return "<0.001"
+    return f"{value:.4f}" if value < 0.01 else f"{value:.3f}"
 
 
 def explanation(sig: Significance, on_test: bool) -> str:

@@ -208,7 +208,8 @@ def plot_categories(chosen: dict[str, Configuration], path: Path,
             own = intervals.get(method, {})
             bars = [_bars(v[0], own.get(c), v[1]) for v, c in zip(values, categories, strict=True)]
             xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(categories))]
-            ax.bar(xs, [v[0] for v in values], width, yerr=np.transpose(bars), capsize=2, label=method)
+            ax.bar(xs, [v[0] for v in values], width, yerr=np.transpose(bars), capsize=2, label=method,
+                   error_kw={"elinewidth": 0.8})  # fmt: skip
         ax.set_xticks(range(len(categories)))
         ax.set_xticklabels([c.replace("_", " ") for c in categories], rotation=30, ha="right", fontsize=7)
         bars_are = "95% bootstrap CI over the category's tasks and instances" if intervals else "± std over seeds"
