@@ -226,3 +226,17 @@ def test_seeds_average_before_the_bootstrap(study, report):
               for s in (1, 2)]  # fmt: skip
     row = next(r for r in _rows(files.configurations_csv) if r["method"] == "lora" and r["best"] == "yes")
     assert row["test ROUGE-L"].startswith(f"{statistics.fmean(scores):.2f}")
+
+
+def test_methods_scored_on_different_instances_are_compared_on_the_common_ones(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        _run(root, "full", seed, 0.8, val=40)
+        _run(root, "prompt", seed, 0.25, val=10, instances=9)  # 9 of the 12 instances of every task
+    files = write_report(root, tmp_path / "out", bootstrap=200)
+    (row,) = _rows(files.differences_csv)
+    assert (row["first"], row["second"], row["tasks"], row["instances"]) == ("full", "prompt", "10", "90")
+    assert row["verdict"] == "full > prompt"
+    assert "full vs prompt: compared on the 90 test instances both have" in files.markdown.read_text()
+    sizes = {r["method"]: r["test instances"] for r in _rows(files.configurations_csv)}
+    assert sizes == {"full": "120", "prompt": "90"}

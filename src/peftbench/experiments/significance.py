@@ -44,7 +44,8 @@ class Interval:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The best configurations of two methods on the instances both were scored on (first better on ROUGE-L)."""
+    """The best configurations of two methods on the instances both were scored on (first: the higher test ROUGE-L
+    on all its instances)."""
 
     first: Configuration
     second: Configuration
@@ -63,9 +64,11 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        if self.real:
-            return f"{self.first.method} > {self.second.method}"
-        return "not distinguishable"
+        if not self.real:
+            return "not distinguishable"
+        if self.difference["rougeL"].estimate < 0:  # possible only when compared on a subset of the instances
+            return f"{self.second.method} > {self.first.method}"
+        return f"{self.first.method} > {self.second.method}"
 
 
 @dataclass
