@@ -240,3 +240,13 @@ def test_methods_scored_on_different_instances_are_compared_on_the_common_ones(t
     assert "full vs prompt: compared on the 90 test instances both have" in files.markdown.read_text()
     sizes = {r["method"]: r["test instances"] for r in _rows(files.configurations_csv)}
     assert sizes == {"full": "120", "prompt": "90"}
+
+
+def test_runs_from_before_predictions_report_as_before(runs, tmp_path):
+    for path in runs.rglob("predictions.jsonl"):
+        path.unlink()
+    files = write_report(runs, tmp_path / "out")
+    text = files.markdown.read_text()
+    assert "Only 0 of 3 methods have predictions for their best configuration" in text
+    assert "95% CI" not in text and files.differences_csv is None and files.categories_csv is None
+    assert "4 of 4 configurations have a run without predictions.jsonl" in text

@@ -16,11 +16,14 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.rundir import METRICS_FILE
 from peftbench.io import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from peftbench.experiments.significance import Significance
 
 _KEY_OPTIONS = ("r", "alpha", "size", "num_virtual_tokens", "projection")
 
@@ -254,7 +257,7 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
         note_text += "(it includes earlier work in the same process).\n"
     diff_header, diff_rows = sg.differences_table(sig) if sig else ([], [])
     differences = sr.markdown(diff_header, diff_rows) if diff_rows else ""
-    real_text = _differences_text(sig, bootstrap, len(chosen), how)
+    real_text = _differences_text(sig, bootstrap, chosen, how)
     intro = how[0].upper() + how[1:] + "; mean ± std over seeds"
     intro += "; 95% CI: bootstrap over test tasks and their instances." if ci_text else "."
     seeds = sorted({len(c.runs) for c in configs})
@@ -307,17 +310,19 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     return paths
 
 
-def _differences_text(sig: Any, bootstrap: int, methods: int, how: str) -> str:
+def _differences_text(sig: Significance | None, bootstrap: int, chosen: dict[str, Any], how: str) -> str:
     """The paragraph of the "Which differences are real" section (empty when there is nothing to say)."""
     from peftbench.experiments import significance as sg
 
-    if methods == 0:
+    if not chosen:
         return ""
     if bootstrap == 0:
         return "Intervals and tests are off (--bootstrap 0)."
+    if len(chosen) < 2:
+        return "Only one method was run, so there is no difference to test."
     if sig is None or not sig.comparisons:
-        have = len(sig.categories) if sig else 0
-        if methods < 2:
-            return "Only one method was run, so there is no difference to test."
-        return f"{have} of {methods} methods have per-instance predictions for their best configuration: no comparison."
+        have = sum(c.key in sig.intervals for c in chosen.values()) if sig else 0
+        if have >= 2:
+            return "No two methods' best configurations share a test instance, so none could be compared."
+        return f"Only {have} of {len(chosen)} methods have predictions for their best configuration: no comparison."
     return sg.explanation(sig, on_test=not how.startswith("chosen on validation"))
