@@ -250,3 +250,14 @@ def test_runs_from_before_predictions_report_as_before(runs, tmp_path):
     assert "Only 0 of 3 methods have predictions for their best configuration" in text
     assert "95% CI" not in text and files.differences_csv is None and files.categories_csv is None
     assert "4 of 4 configurations have a run without predictions.jsonl" in text
+
+
+def test_too_few_tasks_for_any_verdict_is_said(tmp_path):
+    root = tmp_path / "runs"
+    three = dict(list(TASKS.items())[:3])
+    _run(root, "full", 1, 0.9, tasks=three)
+    _run(root, "prompt", 1, 0.1, tasks=three)
+    files = write_report(root, tmp_path / "out", bootstrap=200)
+    (row,) = _rows(files.differences_csv)
+    assert float(row["rougeL p"]) == 0.25 and row["verdict"] == "not distinguishable"  # 2 of 8 sign patterns
+    assert "With 3 tasks the smallest possible p is 0.25" in files.markdown.read_text()

@@ -276,8 +276,13 @@ def explanation(sig: Significance, on_test: bool) -> str:
         f"difference is called real when its Holm-adjusted ROUGE-L p is at most {ALPHA}. The intervals are not "
         "adjusted for multiplicity. Details: docs/statistics.md."
     )
-    if min(tasks, default=99) < 6:
-        text += f" With {min(tasks)} tasks the smallest possible p is {2 ** (1 - min(tasks)):.3g}."
+    fewest = min(tasks)
+    smallest = 2.0 ** (1 - fewest) if 2**fewest <= PERMUTATIONS else 1 / (1 + PERMUTATIONS)
+    if smallest * len(sig.comparisons) > ALPHA:  # Holm multiplies the smallest p by the number of comparisons
+        text += (
+            f" With {fewest} tasks the smallest possible p is {smallest:.3g}, so after Holm's correction over "
+            f"{len(sig.comparisons)} comparisons no difference can be called real: that needs more test tasks."
+        )
     if on_test:
         text += " The configurations were chosen on the test tasks, so these comparisons are optimistic."
     return text
