@@ -222,11 +222,7 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     chosen, how = sr.selection(configs)
     untrained = next((m["overall"]["rougeL"] for m in runs if m["method"] == "untrained"), None)
     sig = sg.analyse(configs, chosen, root, bootstrap, seed) if bootstrap > 0 and configs else None
-    ci_text = {k: (iv["rougeL"].text(), iv["exact_match"].text()) for k, iv in sig.intervals.items()} if sig else {}
-    best_ci = {m: (sig.intervals[c.key]["rougeL"].low, sig.intervals[c.key]["rougeL"].high)
-               for m, c in chosen.items() if sig and c.key in sig.intervals}  # fmt: skip
-    category_ci = {m: {c: (iv["rougeL"].low, iv["rougeL"].high) for c, iv in per.items()}
-                   for m, per in (sig.categories if sig else {}).items()}  # fmt: skip
+    ci_text, best_ci, category_ci = sg.interval_texts(sig), sg.best_bounds(sig, chosen), sg.category_bounds(sig)
 
     plots: list[tuple[Path, str]] = []
     main_plot = out / "report.png"

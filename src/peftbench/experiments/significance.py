@@ -198,6 +198,26 @@ def _compare(a: Configuration, b: Configuration, systems: dict[str, SystemScores
 # Tables and text
 
 
+def interval_texts(sig: Significance | None) -> dict[str, tuple[str, str]]:
+    """Configuration key -> its ROUGE-L and exact-match intervals as "[low, high]", for the tables."""
+    return {k: (iv["rougeL"].text(), iv["exact_match"].text()) for k, iv in sig.intervals.items()} if sig else {}
+
+
+def best_bounds(sig: Significance | None, chosen: dict[str, Configuration]) -> dict[str, tuple[float, float]]:
+    """Method -> the ROUGE-L interval of its best configuration, for the bars of the params plot."""
+    if sig is None:
+        return {}
+    return {m: (sig.intervals[c.key]["rougeL"].low, sig.intervals[c.key]["rougeL"].high)
+            for m, c in chosen.items() if c.key in sig.intervals}  # fmt: skip
+
+
+def category_bounds(sig: Significance | None) -> dict[str, dict[str, tuple[float, float]]]:
+    """Method -> category -> ROUGE-L interval, for the bars of the per-category plot."""
+    if sig is None:
+        return {}
+    return {m: {c: (iv["rougeL"].low, iv["rougeL"].high) for c, iv in per.items()} for m, per in sig.categories.items()}
+
+
 def interval_columns(sig: Significance | None, key: str) -> list[str]:
     """CSV cells for one configuration: test tasks, instances, ROUGE-L low/high, EM low/high (empty if none)."""
     if sig is None or key not in sig.intervals:
