@@ -261,3 +261,16 @@ def test_too_few_tasks_for_any_verdict_is_said(tmp_path):
     (row,) = _rows(files.differences_csv)
     assert float(row["rougeL p"]) == 0.25 and row["verdict"] == "not distinguishable"  # 2 of 8 sign patterns
     assert "With 3 tasks the smallest possible p is 0.25" in files.markdown.read_text()
+
+
+def test_choosing_on_test_is_flagged_where_there_was_a_choice(runs, tmp_path):
+    for path in runs.rglob("metrics.json"):
+        metrics = json.loads(path.read_text())
+        metrics["train"]["validation"] = []
+        path.write_text(json.dumps(metrics))
+    report = write_report(runs, tmp_path / "a", bootstrap=100)
+    assert "chosen on the test tasks, so these comparisons are optimistic" in report.markdown.read_text()
+    for run_dir in runs.glob("lora-0.0001-*"):  # one configuration per method: nothing was chosen
+        shutil.rmtree(run_dir)
+    report = write_report(runs, tmp_path / "b", bootstrap=100)
+    assert "optimistic" not in report.markdown.read_text()

@@ -253,7 +253,9 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
         note_text += "(it includes earlier work in the same process).\n"
     diff_header, diff_rows = sg.differences_table(sig) if sig else ([], [])
     differences = sr.markdown(diff_header, diff_rows) if diff_rows else ""
-    real_text = _differences_text(sig, bootstrap, chosen, how)
+    # Chosen on test only matters where there was a choice (a method with several configurations).
+    on_test = not how.startswith("chosen on validation") and len(configs) > len(chosen)
+    real_text = _differences_text(sig, bootstrap, chosen, on_test)
     intro = how[0].upper() + how[1:] + "; mean ± std over seeds"
     intro += "; 95% CI: bootstrap over test tasks and their instances." if ci_text else "."
     seeds = sorted({len(c.runs) for c in configs})
@@ -306,7 +308,7 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     return paths
 
 
-def _differences_text(sig: Significance | None, bootstrap: int, chosen: dict[str, Any], how: str) -> str:
+def _differences_text(sig: Significance | None, bootstrap: int, chosen: dict[str, Any], on_test: bool) -> str:
     """The paragraph of the "Which differences are real" section (empty when there is nothing to say)."""
     from peftbench.experiments import significance as sg
 
@@ -321,4 +323,4 @@ def _differences_text(sig: Significance | None, bootstrap: int, chosen: dict[str
         if have >= 2:
             return "No two methods' best configurations share a test instance, so none could be compared."
         return f"Only {have} of {len(chosen)} methods have predictions for their best configuration: no comparison."
-    return sg.explanation(sig, on_test=not how.startswith("chosen on validation"))
+    return sg.explanation(sig, on_test)
