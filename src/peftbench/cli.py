@@ -91,11 +91,15 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from peftbench.experiments.report import write_report
 
-    files = write_report(args.runs_dir, args.output)
+    files = write_report(args.runs_dir, args.output, bootstrap=args.bootstrap, seed=args.seed)
     if files.summary:
         print("best configuration per method:\n" + files.summary + "\n")
+    if files.differences:
+        print("which differences are real (see report.md for how they were tested):\n" + files.differences + "\n")
     print(files.table)
-    written = [files.markdown, files.html, files.csv, files.configurations_csv, *files.plots]
+    written = [files.markdown, files.html, files.csv, files.configurations_csv, files.differences_csv,
+               files.categories_csv, *files.plots]  # fmt: skip
+    written = [p for p in written if p is not None]
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -192,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p["report"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for finished runs")
     p["report"].add_argument("-o", "--output", type=Path, help="where to write report.{md,csv,png} (default: RUNS_DIR)")
+    p["report"].add_argument(
+        "--bootstrap", type=int, default=1000, metavar="N",
+        help="bootstrap resamples for the 95%% intervals and paired tests (default 1000; 0 turns them off)",
+    )  # fmt: skip
+    p["report"].add_argument(
+        "--seed", type=int, default=0, help="seed of the bootstrap and permutation draws (default 0)"
+    )
     p["status"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for run directories")
     p["methods"].add_argument("--model", help="also count trainable parameters on this model (preset, hub name, path)")
     p["methods"].add_argument(

@@ -40,7 +40,7 @@ COMMON: dict[str, Any] = {
     "data": {"max_source_length": 320, "max_target_length": 24, "max_eval_instances_per_task": 30},
     "eval": {"batch_size": 64},
 }
-"""Settings shared by every demo run (sized for a tiny byte-level model on 2 CPU cores)."""
+"""Settings shared by every demo run (sized for the tiny T5 and its word-level BPE tokenizer on 2 CPU cores)."""
 
 PRETRAIN: dict[str, Any] = {
     "method": {"name": "full"},

@@ -2,7 +2,10 @@
 
 The report has three levels: the best configuration per method (chosen on validation ROUGE-L, as the study
 does, then reported on the test tasks, mean ± std over seeds), every configuration over its seeds, and
-every run. Plots: ROUGE-L vs trainable %, learning-rate sensitivity, training-task count, per category.
+every run. Where the runs' predictions are at hand, every configuration's test scores get a 95% bootstrap
+interval and the best configurations of every two methods a paired test ("Which differences are real",
+:mod:`peftbench.experiments.significance`). Plots: ROUGE-L vs trainable %, learning-rate sensitivity,
+training-task count, per category.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.rundir import METRICS_FILE
 from peftbench.io import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from peftbench.experiments.significance import Significance
 
 _KEY_OPTIONS = ("r", "alpha", "size", "num_virtual_tokens", "projection")
 
@@ -37,6 +43,10 @@ class ReportFiles:
     """Every PNG written (``plot`` first)."""
     summary: str = ""
     """The best-configuration-per-method Markdown table, for printing."""
+    differences: str = ""
+    """The "Which differences are real" Markdown table, for printing (empty without one)."""
+    differences_csv: Path | None = None
+    categories_csv: Path | None = None
 
 
 def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
@@ -169,13 +179,39 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_report(runs_dir: str | Path, output_dir: str | Path | None = None) -> ReportFiles:
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _write_or_remove(path: Path, header: list[str], rows: list[list[Any]]) -> Path | None:
+    """Writes a CSV when it has rows; otherwise removes a stale one from an earlier report (it would mislead)."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return None
+    atomic_write_text(path, _csv(header, rows))
+    return path
+
+
+def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, bootstrap: int = 1000,
+                 seed: int = 0) -> ReportFiles:  # fmt: skip
     """Writes ``report.{md,html,csv,png}``, ``report_configurations.csv`` and the study's plots
     (``report_lr.png``, ``report_tasks.png``, ``report_categories.png`` where the runs vary those) for every
-    finished run below ``runs_dir``."""
+    finished run below ``runs_dir``; with ``bootstrap`` > 0 resamples (seeded by ``seed``), also 95% intervals,
+    paired tests between methods, ``report_differences.csv`` and ``report_categories.csv``.
+
+    Raises:
+        PeftbenchError: No finished runs, or a negative ``bootstrap``.
+    """
+    from peftbench.experiments import significance as sg
     from peftbench.experiments import study_report as sr
     from peftbench.experiments.analysis import configurations
 
+    if bootstrap < 0:
+        raise PeftbenchError(f"--bootstrap must be 0 (no intervals) or a number of resamples, not {bootstrap}")
     runs = collect_runs(runs_dir)
     root = Path(runs_dir)
     out = Path(output_dir) if output_dir is not None else root
@@ -185,26 +221,28 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None) -> 
     configs = configurations(runs, root)
     chosen, how = sr.selection(configs)
     untrained = next((m["overall"]["rougeL"] for m in runs if m["method"] == "untrained"), None)
+    sig = sg.analyse(configs, chosen, root, bootstrap, seed) if bootstrap > 0 and configs else None
+    ci_text, best_ci, category_ci = sg.interval_texts(sig), sg.best_bounds(sig, chosen), sg.category_bounds(sig)
 
     plots: list[tuple[Path, str]] = []
     main_plot = out / "report.png"
     if chosen:
-        sr.plot_best_vs_params(chosen, untrained, how, main_plot)
+        sr.plot_best_vs_params(chosen, untrained, how, main_plot, best_ci)
     else:
         plot_rouge_vs_params(runs, main_plot)
     plots.append((main_plot, "ROUGE-L vs trainable parameters"))
     for name, draw, alt in (
         ("report_lr.png", lambda p: sr.plot_learning_rates(configs, p), "Learning-rate sensitivity"),
         ("report_tasks.png", lambda p: sr.plot_task_counts(configs, p), "Training-task count vs ROUGE-L"),
-        ("report_categories.png", lambda p: sr.plot_categories(chosen, p), "ROUGE-L per category"),
+        ("report_categories.png", lambda p: sr.plot_categories(chosen, p, category_ci), "ROUGE-L per category"),
     ):
         if draw(out / name):
             plots.append((out / name, alt))
         else:
             (out / name).unlink(missing_ok=True)  # a stale plot from an earlier report would mislead
 
-    best_header, best_rows = sr.best_table(chosen)
-    conf_header, conf_rows = sr.configurations_table(configs)
+    best_header, best_rows = sr.best_table(chosen, ci_text)
+    conf_header, conf_rows = sr.configurations_table(configs, ci_text)
     summary = sr.markdown(best_header, best_rows) if best_rows else ""
     notes = sorted({f"- {m['method']}: {m['trainable_params_note']}" for m in runs if m.get("trainable_params_note")})
     note_text = ""
@@ -213,10 +251,20 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None) -> 
     if "cpu_peak_rss" in {str(m.get("peak_memory_kind")) for m in runs}:
         note_text += "\nPeak memory on CPU is the process's peak resident set "
         note_text += "(it includes earlier work in the same process).\n"
+    diff_header, diff_rows = sg.differences_table(sig) if sig else ([], [])
+    differences = sr.markdown(diff_header, diff_rows) if diff_rows else ""
+    # Chosen on test only matters where there was a choice (a method with several configurations).
+    on_test = not how.startswith("chosen on validation") and len(configs) > len(chosen)
+    real_text = _differences_text(sig, bootstrap, chosen, on_test)
+    intro = how[0].upper() + how[1:] + "; mean ± std over seeds"
+    intro += "; 95% CI: bootstrap over test tasks and their instances." if ci_text else "."
     seeds = sorted({len(c.runs) for c in configs})
     md = f"# peftbench report: {root}\n\n"
     if summary:
-        md += f"## Best configuration per method\n\n{how[0].upper() + how[1:]}; mean ± std over seeds.\n\n{summary}\n\n"
+        md += f"## Best configuration per method\n\n{intro}\n\n{summary}\n\n"
+    if real_text:
+        md += f"## Which differences are real\n\n{real_text}\n\n" + (f"{differences}\n\n" if differences else "")
+        md += "".join(f"- {n}\n" for n in (sig.notes if sig else [])) + ("\n" if sig and sig.notes else "")
     if conf_rows:
         md += f"## All configurations\n\n{len(configs)} configurations, {'/'.join(map(str, seeds))} seed(s) each."
         md += "\n\n"
@@ -228,8 +276,13 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None) -> 
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
             f"<style>{sr.CSS}</style></head><body><h1>{title}</h1>"]  # fmt: skip
     if best_rows:
-        intro = f"<p>{html.escape(how[0].upper() + how[1:])}; mean ± std over seeds.</p>"
-        page += ["<h2>Best configuration per method</h2>", intro, sr.html_table(best_header, best_rows)]
+        page += ["<h2>Best configuration per method</h2>", f"<p>{html.escape(intro)}</p>"]
+        page += [sr.html_table(best_header, best_rows)]
+    if real_text:
+        page += ["<h2>Which differences are real</h2>", f"<p>{html.escape(real_text)}</p>"]
+        page += [sr.html_table(diff_header, diff_rows)] if diff_rows else []
+        if sig and sig.notes:
+            page += ["<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in sig.notes) + "</ul>"]
     page += [sr.image_tag(path, alt) for path, alt in plots]
     if conf_rows:
         page += ["<h2>All configurations</h2>", sr.html_table(conf_header, conf_rows)]
@@ -239,19 +292,35 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None) -> 
     ]
     page += [f"<pre>{html.escape(note_text)}</pre>" if note_text else "", "</body></html>"]
 
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    conf_buf = io.StringIO()
-    conf_writer = csv.writer(conf_buf)
-    conf_writer.writerow([*conf_header, "best"])
-    for c, row in zip(configs, conf_rows, strict=True):
-        conf_writer.writerow([*row, "yes" if chosen.get(c.method) is c else ""])
+    plain_header, plain_rows = sr.configurations_table(configs)
+    conf_csv = [[*row, "yes" if chosen.get(c.method) is c else "", *sg.interval_columns(sig, c.key)]
+                for c, row in zip(configs, plain_rows, strict=True)]  # fmt: skip
     paths = ReportFiles(out / "report.md", out / "report.csv", main_plot, table, out / "report.html",
-                        out / "report_configurations.csv", [p for p, _ in plots], summary)  # fmt: skip
+                        out / "report_configurations.csv", [p for p, _ in plots], summary, differences)  # fmt: skip
     atomic_write_text(paths.markdown, md)
-    atomic_write_text(paths.csv, buf.getvalue())
-    atomic_write_text(paths.configurations_csv, conf_buf.getvalue())
+    atomic_write_text(paths.csv, _csv(header, rows))
+    atomic_write_text(paths.configurations_csv, _csv([*plain_header, "best", *sg.INTERVAL_HEADER], conf_csv))
     atomic_write_text(paths.html, "\n".join(page))
+    differences_csv = sg.differences_csv_rows(sig) if sig else ([], [])
+    categories_csv = sg.categories_csv_rows(sig, chosen) if sig else ([], [])
+    paths.differences_csv = _write_or_remove(out / "report_differences.csv", *differences_csv)
+    paths.categories_csv = _write_or_remove(out / "report_categories.csv", *categories_csv)
     return paths
+
+
+def _differences_text(sig: Significance | None, bootstrap: int, chosen: dict[str, Any], on_test: bool) -> str:
+    """The paragraph of the "Which differences are real" section (empty when there is nothing to say)."""
+    from peftbench.experiments import significance as sg
+
+    if not chosen:
+        return ""
+    if bootstrap == 0:
+        return "Intervals and tests are off (--bootstrap 0)."
+    if len(chosen) < 2:
+        return "Only one method was run, so there is no difference to test."
+    if sig is None or not sig.comparisons:
+        have = sum(c.key in sig.intervals for c in chosen.values()) if sig else 0
+        if have >= 2:
+            return "No two methods' best configurations share a test instance, so none could be compared."
+        return f"Only {have} of {len(chosen)} methods have predictions for their best configuration: no comparison."
+    return sg.explanation(sig, on_test)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from peftbench.experiments.analysis import Configuration, best_by, best_per_method
 from peftbench.io import atomic_write_bytes
 
@@ -40,7 +42,28 @@ def selection(configs: list[Configuration]) -> tuple[dict[str, Configuration], s
     return chosen, "runs have no validation tasks, so this is the best mean *test* score (not the study's protocol)"
 
 
-def best_table(chosen: dict[str, Configuration]) -> tuple[list[str], list[list[str]]]:
+def _with_intervals(header: list[str], rows: list[list[str]], keys: list[str],
+                    intervals: dict[str, tuple[str, str]] | None) -> tuple[list[str], list[list[str]]]:  # fmt: skip
+    """Adds a 95% interval column after test ROUGE-L and after test EM (``intervals``: configuration key ->
+    the two intervals as text; "–" for a configuration without one). Unchanged when ``intervals`` is empty."""
+    if not intervals:
+        return header, rows
+    at_rouge, at_em = header.index("test ROUGE-L") + 1, header.index("test EM") + 2
+    header = [*header]
+    header.insert(at_rouge, "95% CI")
+    header.insert(at_em, "95% CI (EM)")
+    out = []
+    for key, row in zip(keys, rows, strict=True):
+        rouge, em = intervals.get(key, ("–", "–"))
+        row = [*row]
+        row.insert(at_rouge, rouge)
+        row.insert(at_em, em)
+        out.append(row)
+    return header, out
+
+
+def best_table(chosen: dict[str, Configuration], intervals: dict[str, tuple[str, str]] | None = None
+               ) -> tuple[list[str], list[list[str]]]:  # fmt: skip
     header = ["method", "configuration", "seeds", "trainable %", "validation ROUGE-L", "test ROUGE-L", "test EM",
               "train time (s)", "peak memory (MB)"]  # fmt: skip
     rows = []
@@ -49,14 +72,15 @@ def best_table(chosen: dict[str, Configuration]) -> tuple[list[str], list[list[s
         rows.append([method, c.label, str(len(c.runs)), f"{c.trainable_percent:.4f}", _pm(c.validation()),
                      _pm(c.test()), _pm(c.test("exact_match")), _opt(c.mean_of("train_time_s"), ".1f"),
                      _opt(c.mean_of("peak_memory_mb"), ".0f")])  # fmt: skip
-    return header, rows
+    return _with_intervals(header, rows, [chosen[m].key for m in sorted(chosen)], intervals)
 
 
-def configurations_table(configs: list[Configuration]) -> tuple[list[str], list[list[str]]]:
+def configurations_table(configs: list[Configuration], intervals: dict[str, tuple[str, str]] | None = None
+                         ) -> tuple[list[str], list[list[str]]]:  # fmt: skip
     header = ["method", "configuration", "seeds", "trainable %", "validation ROUGE-L", "test ROUGE-L", "test EM"]
     rows = [[c.method, c.label, ", ".join(map(str, c.seeds)), f"{c.trainable_percent:.4f}", _pm(c.validation()),
              _pm(c.test()), _pm(c.test("exact_match"))] for c in configs]  # fmt: skip
-    return header, rows
+    return _with_intervals(header, rows, [c.key for c in configs], intervals)
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -96,21 +120,35 @@ def _figure(draw: Callable[[Any], bool], path: Path, size: tuple[float, float] =
         plt.close(fig)
 
 
-def plot_best_vs_params(chosen: dict[str, Configuration], untrained: float | None, how: str, path: Path) -> bool:
+def _bars(mean: float, interval: tuple[float, float] | None, std: float) -> tuple[float, float]:
+    """Error-bar lengths below and above ``mean``: to the interval's ends, or ± std without one."""
+    if interval is None:
+        return std, std
+    return max(0.0, mean - interval[0]), max(0.0, interval[1] - mean)
+
+
+def plot_best_vs_params(chosen: dict[str, Configuration], untrained: float | None, how: str, path: Path,
+                        intervals: dict[str, tuple[float, float]] | None = None) -> bool:  # fmt: skip
+    """ROUGE-L against trainable % of each method's best configuration; bars: the 95% interval of the test
+    ROUGE-L where ``intervals`` (method -> (low, high)) has it, else ± std over seeds."""
+    intervals = intervals or {}
+
     def draw(ax) -> bool:
         for i, method in enumerate(sorted(chosen)):
             c = chosen[method]
             mean, std = c.test()
             if c.trainable_percent <= 0:
                 continue
-            ax.errorbar([c.trainable_percent], [mean], yerr=[std], fmt=MARKERS[i % len(MARKERS)], markersize=8,
-                        capsize=4, label=f"{method} ({c.label})")  # fmt: skip
+            below, above = _bars(mean, intervals.get(method), std)
+            ax.errorbar([c.trainable_percent], [mean], yerr=[[below], [above]], fmt=MARKERS[i % len(MARKERS)],
+                        markersize=8, capsize=4, label=f"{method} ({c.label})")  # fmt: skip
         if untrained is not None:
             ax.axhline(untrained, color="grey", linestyle="--", label="untrained base")
         ax.set_xscale("log")
         ax.set_ylim(bottom=0)
         ax.set_xlabel("trainable parameters (% of the model, log scale)")
-        ax.set_ylabel("test ROUGE-L (mean ± std over seeds)")
+        bars = "95% bootstrap CI over tasks and instances" if intervals else "± std over seeds"
+        ax.set_ylabel(f"test ROUGE-L (mean over seeds)\nbars: {bars}", fontsize=9)
         ax.set_title("Best configuration per method" + ("" if how.startswith("chosen on validation") else " (on test)"))
         ax.legend(fontsize=7, loc="best")
         return bool(chosen)
@@ -153,8 +191,12 @@ def plot_task_counts(configs: list[Configuration], path: Path) -> bool:
                    "Training-task count (best other settings per count)", True, path)  # fmt: skip
 
 
-def plot_categories(chosen: dict[str, Configuration], path: Path) -> bool:
+def plot_categories(chosen: dict[str, Configuration], path: Path,
+                    intervals: dict[str, dict[str, tuple[float, float]]] | None = None) -> bool:  # fmt: skip
+    """Per-category ROUGE-L bars of each method's best configuration; error bars: the 95% interval where
+    ``intervals`` (method -> category -> (low, high)) has it, else ± std over seeds."""
     categories = sorted({c for config in chosen.values() for m in config.runs for c in m.get("per_category", {})})
+    intervals = intervals or {}
 
     def draw(ax) -> bool:
         if not categories or not chosen:
@@ -163,11 +205,15 @@ def plot_categories(chosen: dict[str, Configuration], path: Path) -> bool:
         width = 0.8 / len(methods)
         for i, method in enumerate(methods):
             values = [chosen[method].category(c) for c in categories]
+            own = intervals.get(method, {})
+            bars = [_bars(v[0], own.get(c), v[1]) for v, c in zip(values, categories, strict=True)]
             xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(categories))]
-            ax.bar(xs, [v[0] for v in values], width, yerr=[v[1] for v in values], capsize=2, label=method)
+            ax.bar(xs, [v[0] for v in values], width, yerr=np.transpose(bars), capsize=2, label=method,
+                   error_kw={"elinewidth": 0.8})  # fmt: skip
         ax.set_xticks(range(len(categories)))
         ax.set_xticklabels([c.replace("_", " ") for c in categories], rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("test ROUGE-L")
+        bars_are = "95% bootstrap CI over the category's tasks and instances" if intervals else "± std over seeds"
+        ax.set_ylabel(f"test ROUGE-L\nbars: {bars_are}", fontsize=8)
         ax.set_title("Per category (best configuration per method)")
         ax.legend(fontsize=8, loc="best")
         return True

@@ -1,4 +1,4 @@
-"""The training loop: accelerate, straight-line, one screen.
+"""The training loop: a straight-line accelerate loop (:func:`fit`) with its data order, schedule and progress.
 
 Built on ``accelerate`` rather than ``transformers.Trainer`` because the run controls its own data order
 (seeded length-grouped batches), its own checkpoints and its own stopping; accelerate still gives DDP,

@@ -1,0 +1,157 @@
+"""Per-instance scores of finished runs, for the report's intervals and paired tests.
+
+A run's ``metrics.json`` keeps only averages; its ``predictions.jsonl`` keeps every prediction with its
+references. Each instance is scored here with the official scorer (:mod:`peftbench.evaluation.metrics`:
+exact match and ROUGE-L, each the maximum over the references, x100), so the mean over a run's instances is
+its reported overall score. Scores are cached in ``<cache root>/instance-scores/`` keyed by the SHA-256 of the
+predictions file, the scoring track and the scorer's source and ``rouge_score`` version (scoring the 11,900
+test instances of one run takes seconds; a study has thousands of runs).
+
+A configuration's seeds are scored on the same test instances (``data.seed`` selects them); their per-instance
+scores are averaged over seeds, which makes the mean over instances equal to the mean over seeds of the runs'
+overall scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from peftbench.errors import PeftbenchError
+from peftbench.evaluation import metrics as official
+from peftbench.evaluation.bootstrap import TaskScores
+from peftbench.experiments.rundir import CONFIG_FILE, PREDICTIONS_FILE
+from peftbench.io import atomic_write_json, cache_dir
+
+METRICS = ("exact_match", "rougeL")
+"""The metrics kept per instance, in this order (the first axis of every ``TaskScores`` built here)."""
+MISMATCH_POINTS = 0.01
+"""A run whose predictions re-score further than this from its metrics.json is noted in the report."""
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """One run's per-instance scores, in the order of its predictions file."""
+
+    ids: list[str]
+    tasks: list[str]
+    categories: list[str | None]
+    values: np.ndarray
+    """Shape (len(METRICS), instances): exact match and ROUGE-L, x100."""
+
+
+@dataclass(frozen=True)
+class SystemScores:
+    """A configuration's per-instance scores averaged over its seeds, tasks sorted, instances sorted by id."""
+
+    tasks: list[str]
+    categories: list[str | None]
+    """Per task, its category (None when the predictions have none)."""
+    ids: tuple[str, ...]
+    """Every instance id, task after task (the instance layout of ``scores``)."""
+    scores: TaskScores
+    seeds: int
+
+    def restricted(self, ids: set[str]) -> SystemScores:
+        """The same system on a subset of its instances (tasks left empty are dropped)."""
+        keep = np.array([i in ids for i in self.ids])
+        spans = np.split(keep, np.cumsum(self.scores.counts)[:-1])
+        tasks = [t for t, span in enumerate(spans) if span.any()]
+        counts = np.array([int(spans[t].sum()) for t in tasks], dtype=np.int64)
+        kept = tuple(i for i, k in zip(self.ids, keep, strict=True) if k)
+        return SystemScores([self.tasks[t] for t in tasks], [self.categories[t] for t in tasks], kept,
+                            TaskScores(self.scores.values[:, keep], counts), self.seeds)  # fmt: skip
+
+
+def _track(run_dir: Path, metrics: dict[str, Any]) -> str | None:
+    """None for the default track, else the cross-lingual tokenizer the run was scored with."""
+    if metrics.get("track") != "xlingual":
+        return None
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+        raw = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+        return str((raw.get("eval") or {}).get("xlingual_tokenizer") or official.DEFAULT_XLINGUAL_TOKENIZER)
+    return official.DEFAULT_XLINGUAL_TOKENIZER
+
+
+def _cache_key(data: bytes, track: str | None) -> str:
+    digest = hashlib.sha256(data)
+    scorer = Path(official.__file__).read_bytes() + metadata.version("rouge-score").encode() + str(track).encode()
+    digest.update(hashlib.sha256(scorer).digest())
+    return digest.hexdigest()[:32]
+
+
+def read_run_scores(run_dir: Path, metrics: dict[str, Any]) -> RunScores:
+    """Scores every prediction of a finished run with the official scorer (or reads them from the cache).
+
+    Raises:
+        PeftbenchError: One line, when ``predictions.jsonl`` is missing or malformed.
+    """
+    path = run_dir / PREDICTIONS_FILE
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise PeftbenchError(f"{path}: missing or unreadable") from None
+    track = _track(run_dir, metrics)
+    cached = cache_dir() / "instance-scores" / f"{_cache_key(data, track)}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        entry = json.loads(cached.read_text())
+        values = np.asarray(entry["values"], dtype=np.float64)
+        if values.shape == (len(METRICS), len(entry["ids"])) == (len(METRICS), len(entry["tasks"])):
+            return RunScores(entry["ids"], entry["tasks"], entry["categories"], values)
+    records = official.read_predictions(path)
+    rouge = official.rouge_l if track is None else lambda p, r: official.rouge_l(p, r, xlingual_tokenizer=track)
+    scored = []
+    for record in records:
+        prediction = record["prediction"] or ""  # a missing prediction scores as the empty string
+        scored.append([official.max_over_references(fn, prediction, record["references"])
+                       for fn in (official.exact_match, rouge)])  # fmt: skip
+    values = 100.0 * np.asarray(scored, dtype=np.float64).T.reshape(len(METRICS), len(records))
+    scores = RunScores([r["id"] for r in records], [r["task"] for r in records],
+                       [r.get("category") for r in records], values)  # fmt: skip
+    entry = {"ids": scores.ids, "tasks": scores.tasks, "categories": scores.categories, "values": values.tolist()}
+    with contextlib.suppress(OSError):  # an unwritable cache only costs the scoring next time
+        atomic_write_json(cached, entry)
+    return scores
+
+
+def mismatch(scores: RunScores, metrics: dict[str, Any]) -> str | None:
+    """Why a run's predictions do not reproduce its reported overall scores, or None when they do."""
+    for k, name in enumerate(METRICS):
+        reported = (metrics.get("overall") or {}).get(name)
+        again = float(scores.values[k].mean())
+        if isinstance(reported, (int, float)) and abs(again - reported) > MISMATCH_POINTS:
+            return f"its predictions score {name} {again:.2f}, its metrics.json says {reported:.2f}"
+    return None
+
+
+def system_scores(seeds: list[RunScores]) -> tuple[SystemScores, str | None]:
+    """Averages the runs of one configuration over seeds, on the instances every seed has; also says when the
+    seeds' instances differ (then the mean is over the common ones only)."""
+    common = set(seeds[0].ids).intersection(*(s.ids for s in seeds[1:]))
+    if not common:
+        raise PeftbenchError("its seeds share no test instance")
+    note = None
+    if any(len(s.ids) != len(common) for s in seeds):
+        note = f"its seeds differ in their test instances; intervals use the {len(common)} they share"
+    first = seeds[0]
+    task_of = {i: (t, c) for i, t, c in zip(first.ids, first.tasks, first.categories, strict=True) if i in common}
+    order = sorted(common, key=lambda i: (task_of[i][0], i))
+    total = np.zeros((len(METRICS), len(order)))
+    for s in seeds:
+        position = {i: j for j, i in enumerate(s.ids)}
+        total += s.values[:, [position[i] for i in order]]
+    per_task = Counter(task_of[i][0] for i in order)
+    tasks = sorted(per_task)
+    counts = np.array([per_task[t] for t in tasks], dtype=np.int64)
+    category = {t: c for t, c in task_of.values()}
+    return SystemScores(tasks, [category[t] for t in tasks], tuple(order), TaskScores(total / len(seeds), counts),
+                        len(seeds)), note  # fmt: skip

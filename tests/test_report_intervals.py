@@ -1,0 +1,276 @@
+"""The report's intervals and paired tests on synthetic finished runs with predictions of known quality:
+point estimates equal the reported scores, a planted difference is called real and an equal pair is not, the
+tables, CSVs and plots carry the numbers, the seed makes it reproducible, and the edge cases still report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+import statistics
+import zlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftbench.cli import main
+from peftbench.evaluation.metrics import score_predictions
+from peftbench.experiments import significance as sg
+from peftbench.experiments.analysis import configurations
+from peftbench.experiments.instance_scores import read_run_scores
+from peftbench.experiments.report import ReportFiles, collect_runs, write_report
+from peftbench.experiments.significance import analyse
+from peftbench.experiments.study_report import selection
+
+TASKS = {f"task{i:03d}_{'copy' if i % 2 else 'label'}": "Text Copying" if i % 2 else "Sentiment Analysis"
+         for i in range(10)}  # fmt: skip
+WORDS = ["red", "green", "blue", "small", "large", "quick", "slow", "bright", "dark", "round"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _private_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFTBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def _records(quality: float, seed: int, tasks: dict[str, str], instances: int) -> list[dict]:
+    """Predictions that are right with probability ``quality`` (task difficulty varies), else half right or wrong."""
+    rng = random.Random(seed)
+    records = []
+    for t, (task, category) in enumerate(sorted(tasks.items())):
+        for i in range(instances):
+            reference = " ".join(random.Random(t * 1000 + i).sample(WORDS, 4))  # the same references for every run
+            draw = rng.random() * (0.7 + 0.06 * t)
+            prediction = reference if draw < quality else (reference[: len(reference) // 2] if draw < 1.1 * quality
+                                                            else rng.choice(WORDS))  # fmt: skip
+            records.append({"id": f"{task}-{i}", "task": task, "category": category, "prediction": prediction,
+                            "references": [reference]})  # fmt: skip
+    return records
+
+
+def _run(root: Path, method: str, seed: int, quality: float, lr: float = 1e-3, val: float = 30.0, *,
+         tasks: dict[str, str] = TASKS, instances: int = 12) -> Path:  # fmt: skip
+    name = f"{method}-{lr:g}-s{seed}"
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    config = {"model": {"name": "tiny-t5"}, "method": {"name": method}, "seed": seed,
+              "train": {"learning_rate": lr}, "output_dir": str(root), "run_name": name}  # fmt: skip
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    records = _records(quality, zlib.crc32(f"{method} {seed} {lr}".encode()), tasks, instances)
+    (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    metrics = {**score_predictions(records), "status": "finished", "method": method, "method_config": {},
+               "model": "tiny-t5", "seed": seed, "trainable_params": 10, "total_params": 1000,
+               "trainable_percent": 100.0 if method == "full" else 1.0,
+               "train": {"learning_rate": lr, "steps": 10, "validation": [[10, val]]}}  # fmt: skip
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """full and lora equally good (same distribution, different draws), prompt much worse; lora has a second
+    learning rate that loses on validation. Tests must not change it (see ``runs``)."""
+    root = tmp_path_factory.mktemp("study") / "runs"
+    for seed in (1, 2):
+        _run(root, "full", seed, 0.8, val=40)
+        _run(root, "lora", seed, 0.8, val=39)
+        _run(root, "lora", seed, 0.5, lr=1e-4, val=20)
+        _run(root, "prompt", seed, 0.25, lr=0.3, val=10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(study, tmp_path_factory) -> ReportFiles:
+    """The report of ``study`` with the defaults (1000 resamples, seed 0)."""
+    return write_report(study, tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture
+def runs(study, tmp_path) -> Path:
+    """A copy of ``study`` a test may change."""
+    return Path(shutil.copytree(study, tmp_path / "runs"))
+
+
+def _csv_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    with path.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    return header, rows
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_intervals_surround_the_reported_scores(report):
+    configurations = _rows(report.configurations_csv)
+    assert len(configurations) == 4
+    for row in configurations:
+        mean = float(row["test ROUGE-L"].split(" ± ")[0])
+        assert float(row["ROUGE-L 95% low"]) < mean < float(row["ROUGE-L 95% high"])
+        em = float(row["test EM"].split(" ± ")[0])
+        assert float(row["EM 95% low"]) < em < float(row["EM 95% high"])
+        assert (row["test tasks"], row["test instances"]) == ("10", "120")
+
+
+def test_per_instance_scores_reproduce_the_official_overall(runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path / "cache"))
+    run_dir = runs / "lora-0.001-s1"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    scores = read_run_scores(run_dir, metrics)
+    assert scores.values[1].mean() == pytest.approx(metrics["overall"]["rougeL"], abs=1e-4)
+    assert scores.values[0].mean() == pytest.approx(metrics["overall"]["exact_match"], abs=1e-4)
+    assert len(list((tmp_path / "cache" / "instance-scores").iterdir())) == 1
+    again = read_run_scores(run_dir, metrics)  # from the cache this time
+    assert (again.values == scores.values).all() and again.ids == scores.ids
+
+
+def test_a_real_difference_is_called_real_and_an_equal_pair_is_not(report):
+    files = report
+    rows = {(r["first"], r["second"]): r for r in _rows(files.differences_csv)}
+    assert len(rows) == 3  # every pair of the 3 methods' best configurations
+    equal = rows.get(("full", "lora")) or rows[("lora", "full")]
+    assert equal["verdict"] == "not distinguishable" and float(equal["rougeL p holm"]) > 0.05
+    assert float(equal["rougeL 95% low"]) < 0 < float(equal["rougeL 95% high"])
+    for better in ("full", "lora"):
+        row = rows[(better, "prompt")]
+        assert row["verdict"] == f"{better} > prompt" and float(row["rougeL p holm"]) <= 0.05
+        assert float(row["rougeL 95% low"]) > 0
+    assert rows[("full", "prompt")]["first configuration"] == "lr=0.001"
+    # The difference is that of the two configurations' reported means (same instances, mean over seeds).
+    means = {r["method"]: float(r["test ROUGE-L"].split(" ± ")[0]) for r in _rows(files.configurations_csv)
+             if r["best"] == "yes"}  # fmt: skip
+    assert float(rows[("full", "prompt")]["rougeL difference"]) == pytest.approx(means["full"] - means["prompt"],
+                                                                                 abs=0.01)  # fmt: skip
+    p = [float(r["rougeL p"]) for r in rows.values()]
+    holm = sorted(float(r["rougeL p holm"]) for r in rows.values())
+    assert holm[0] == pytest.approx(min(1.0, 3 * min(p)), rel=1e-4)  # Holm: the smallest p times 3
+
+
+def test_tables_plots_and_page_show_the_intervals(report):
+    files = report
+    text = files.markdown.read_text()
+    assert "## Which differences are real" in text and "Holm" in text and "| full − prompt |" in text
+    assert "95% CI" in files.summary and "95% CI: bootstrap over test tasks" in text
+    assert "two-level bootstrap (1,000 resamples of the test tasks and of the instances within each, seed 0" in text
+    assert "Which differences are real" in files.html.read_text()
+    categories = _rows(files.categories_csv)
+    assert {(r["method"], r["category"]) for r in categories} == {
+        (m, c) for m in ("full", "lora", "prompt") for c in ("Sentiment Analysis", "Text Copying")
+    }
+    for r in categories:
+        assert float(r["ROUGE-L 95% low"]) <= float(r["ROUGE-L"]) <= float(r["ROUGE-L 95% high"])
+        assert r["test tasks"] == "5"
+    assert {p.name for p in files.plots} >= {"report.png", "report_categories.png"}
+
+
+def test_the_seed_makes_it_reproducible(study, report):
+    configs = configurations(collect_runs(study), study)
+    chosen, _ = selection(configs)
+    again = analyse(configs, chosen, study, 1000, seed=0)
+    assert sg.differences_csv_rows(again) == _csv_table(report.differences_csv)
+    other = analyse(configs, chosen, study, 1000, seed=1)
+    assert other.intervals != again.intervals and other.comparisons[0].difference != again.comparisons[0].difference
+
+
+def test_bootstrap_zero_turns_it_off_and_removes_stale_files(runs, tmp_path):
+    out = tmp_path / "out"
+    write_report(runs, out, bootstrap=100)
+    files = write_report(runs, out, bootstrap=0)
+    assert files.differences_csv is None and not (out / "report_differences.csv").exists()
+    assert not (out / "report_categories.csv").exists()
+    text = files.markdown.read_text()
+    assert "--bootstrap 0" in text and "95% CI" not in text
+    assert all(r["ROUGE-L 95% low"] == "" for r in _rows(files.configurations_csv))
+
+
+def test_one_method_on_one_task_still_reports(tmp_path):
+    root = tmp_path / "runs"
+    one = dict(list(TASKS.items())[:1])
+    for seed in (1, 2):
+        _run(root, "lora", seed, 0.6, tasks=one, instances=8)
+    files = write_report(root, tmp_path / "out", bootstrap=200)
+    assert "Only one method was run" in files.markdown.read_text()
+    assert files.differences_csv is None
+    row = _rows(files.configurations_csv)[0]
+    assert row["test tasks"] == "1" and float(row["ROUGE-L 95% low"]) <= float(row["ROUGE-L 95% high"])
+
+
+def test_runs_without_predictions_are_said_and_the_rest_still_has_intervals(runs, tmp_path):
+    for run_dir in runs.glob("prompt-*"):
+        (run_dir / "predictions.jsonl").unlink()
+    files = write_report(runs, tmp_path / "out", bootstrap=200)
+    text = files.markdown.read_text()
+    assert "1 of 4 configurations have a run without predictions.jsonl" in text and "prompt lr=0.3" in text
+    rows = _rows(files.differences_csv)
+    assert [(r["first"], r["second"]) for r in rows] in ([("full", "lora")], [("lora", "full")])
+
+
+def test_cli_flags_and_a_negative_count(runs, tmp_path, capsys):
+    assert main(["report", str(runs), "-o", str(tmp_path / "out"), "--bootstrap", "200", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "which differences are real" in out and "report_differences.csv" in out
+    assert "report_categories.csv" in out
+    assert main(["report", str(runs), "--bootstrap", "-5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("peftbench: error: ") and "\n" not in err and "--bootstrap" in err
+
+
+def test_seeds_average_before_the_bootstrap(study, report):
+    """The point estimate of a configuration is the mean over its seeds of the runs' overall scores."""
+    files = report
+    scores = [json.loads((study / f"lora-0.001-s{s}" / "metrics.json").read_text())["overall"]["rougeL"]
+              for s in (1, 2)]  # fmt: skip
+    row = next(r for r in _rows(files.configurations_csv) if r["method"] == "lora" and r["best"] == "yes")
+    assert row["test ROUGE-L"].startswith(f"{statistics.fmean(scores):.2f}")
+
+
+def test_methods_scored_on_different_instances_are_compared_on_the_common_ones(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        _run(root, "full", seed, 0.8, val=40)
+        _run(root, "prompt", seed, 0.25, val=10, instances=9)  # 9 of the 12 instances of every task
+    files = write_report(root, tmp_path / "out", bootstrap=200)
+    (row,) = _rows(files.differences_csv)
+    assert (row["first"], row["second"], row["tasks"], row["instances"]) == ("full", "prompt", "10", "90")
+    assert row["verdict"] == "full > prompt"
+    assert "full vs prompt: compared on the 90 test instances both have" in files.markdown.read_text()
+    sizes = {r["method"]: r["test instances"] for r in _rows(files.configurations_csv)}
+    assert sizes == {"full": "120", "prompt": "90"}
+
+
+def test_runs_from_before_predictions_report_as_before(runs, tmp_path):
+    for path in runs.rglob("predictions.jsonl"):
+        path.unlink()
+    files = write_report(runs, tmp_path / "out")
+    text = files.markdown.read_text()
+    assert "Only 0 of 3 methods have predictions for their best configuration" in text
+    assert "95% CI" not in text and files.differences_csv is None and files.categories_csv is None
+    assert "4 of 4 configurations have a run without predictions.jsonl" in text
+
+
+def test_too_few_tasks_for_any_verdict_is_said(tmp_path):
+    root = tmp_path / "runs"
+    three = dict(list(TASKS.items())[:3])
+    _run(root, "full", 1, 0.9, tasks=three)
+    _run(root, "prompt", 1, 0.1, tasks=three)
+    files = write_report(root, tmp_path / "out", bootstrap=200)
+    (row,) = _rows(files.differences_csv)
+    assert float(row["rougeL p"]) == 0.25 and row["verdict"] == "not distinguishable"  # 2 of 8 sign patterns
+    assert "With 3 tasks the smallest possible p is 0.25" in files.markdown.read_text()
+
+
+def test_choosing_on_test_is_flagged_where_there_was_a_choice(runs, tmp_path):
+    for path in runs.rglob("metrics.json"):
+        metrics = json.loads(path.read_text())
+        metrics["train"]["validation"] = []
+        path.write_text(json.dumps(metrics))
+    report = write_report(runs, tmp_path / "a", bootstrap=100)
+    assert "chosen on the test tasks, so these comparisons are optimistic" in report.markdown.read_text()
+    for run_dir in runs.glob("lora-0.0001-*"):  # one configuration per method: nothing was chosen
+        shutil.rmtree(run_dir)
+    report = write_report(runs, tmp_path / "b", bootstrap=100)
+    assert "optimistic" not in report.markdown.read_text()
