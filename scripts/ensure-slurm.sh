@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages slurm-wlm and munge when missing, so that tests/test_slurm.py can start a
+# Installs the Debian packages slurm-wlm and munge when missing, so that tests/experiments/test_slurm.py can start a
 # real single-node Slurm. Best effort: when they cannot be installed (no root, no apt-get, no network) it
 # says why and the Slurm tests skip with that reason; it never fails the build.
 set -u

@@ -23,11 +23,11 @@ SUPERNI_MINI = REPO.parent / "shared" / "data" / "superni-mini"
 
 # Started first under xdist (their modules kept whole): the longest tests, so that no worker ends with them alone.
 FIRST = (
-    "tests/test_demo.py::test_full_demo_methods_beat_the_untrained_base",
-    "tests/test_slurm.py",
-    "tests/test_preemption.py",
-    "tests/test_distributed.py",
-    "tests/test_end_to_end.py",
+    "tests/demo/test_demo.py::test_full_demo_methods_beat_the_untrained_base",
+    "tests/experiments/test_slurm.py",
+    "tests/training/test_preemption.py",
+    "tests/training/test_distributed.py",
+    "tests/experiments/test_end_to_end.py",
 )
 
 

@@ -79,7 +79,7 @@ def test_missing_and_malformed_files(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
-    # Stand-alone experiment configs; presets, sweeps and accelerate configs: tests/test_presets.py.
+    # Stand-alone experiment configs; presets, sweeps and accelerate configs: tests/experiments/test_presets.py.
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert configs, "no configs shipped"
     for path in configs:

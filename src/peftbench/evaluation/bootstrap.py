@@ -10,7 +10,7 @@ difference of their replicates is the bootstrap of their difference. The sign-fl
 per-task differences could be symmetric around zero: under that null hypothesis each task's difference is as
 likely to have the other sign, so the statistic is recomputed under random (or, for few tasks, all) sign flips.
 
-Only numpy; ``tests/test_stats.py`` checks these functions against scipy's.
+Only numpy; ``tests/evaluation/test_bootstrap.py`` checks these functions against scipy's.
 """
 
 from __future__ import annotations

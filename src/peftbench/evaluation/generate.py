@@ -188,7 +188,7 @@ def _inject_virtual_tokens(
     base model generates: a soft prompt (prompt tuning, P-tuning) becomes ``inputs_embeds = [P; E(x)]`` with
     the mask extended by ones; a prefix becomes the initial KV cache (``get_prompt``), with the decoder-only
     mask extended by ones so that positions count the prefix, as in the forward pass.
-    ``tests/test_generation_fidelity.py`` checks every method against a cache-free greedy loop over the
+    ``tests/evaluation/test_generation_fidelity.py`` checks every method against a cache-free greedy loop over the
     forward pass.
     """
     config = model.active_peft_config

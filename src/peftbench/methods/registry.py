@@ -53,8 +53,8 @@ class Anatomy:
     activation: str
     """Its non-linearity, or "—"."""
     layer_norms: str
-    """Whether the model's layer norms train: starts with "trained" or "frozen" (tests/test_methods_docs.py checks
-    it against the model), then any option that changes it."""
+    """Whether the model's layer norms train: starts with "trained" or "frozen" (checked against the model by
+    tests/experiments/test_methods_table.py), then any option that changes it."""
     source: str
     """The paper section and reference code it follows, and where peftbench differs from the study's code."""
 

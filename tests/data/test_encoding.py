@@ -11,7 +11,7 @@ from peftbench.data.encoding import OUTPUT_CUE, encode_source
 from peftbench.data.tasks import Task, load_task
 from peftbench.errors import PeftbenchError
 
-SUPERNI_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "superni-mini"
+SUPERNI_MINI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "superni-mini"
 
 # task1146_country_capital: definition and demonstrations lack final punctuation, so the add-period rule shows.
 DEF_1146 = (

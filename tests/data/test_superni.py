@@ -16,7 +16,7 @@ from peftbench.data.superni import load_superni
 from peftbench.data.tasks import load_task
 from peftbench.errors import PeftbenchError
 
-SUPERNI_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "superni-mini"
+SUPERNI_MINI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "superni-mini"
 
 
 @pytest.fixture(scope="module")

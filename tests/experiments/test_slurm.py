@@ -1,4 +1,4 @@
-"""The Slurm launcher against a real single-node Slurm started here (slurm-wlm + munge, see slurm_cluster.py).
+"""The Slurm launcher against a real single-node Slurm started here (slurm-wlm + munge, tests/support/slurm_cluster.py).
 
 Covers a sweep of two tiny runs finishing through Slurm, and a run pre-empted with
 ``scancel --signal=USR1`` that saves, requeues itself, resumes and ends with the same weights as an
@@ -20,8 +20,8 @@ import yaml
 from peftbench.experiments.sweep import expand, load_sweep
 from peftbench.io import load_tensors
 from tests.conftest import run_cli
-from tests.slurm_cluster import start_cluster, unavailable_reason
 from tests.support.slow import slow_env
+from tests.support.slurm_cluster import start_cluster, unavailable_reason
 
 # Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
 # run one after another on one worker (make test: --dist loadgroup), and the module's fixture is built once.
