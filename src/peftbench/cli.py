@@ -104,6 +104,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from peftbench.experiments.export import export_run
+
+    result = export_run(args.run_dir, args.out, merge=args.merge)
+    base = result.manifest["base"]
+    print(f"wrote {result.out} ({result.kind}: {_EXPORT_KINDS[result.kind]}; base {base['name']}, weights sha256 "
+          f"{base['sha256'][:12]})")  # fmt: skip
+    return 0
+
+
+_EXPORT_KINDS = {
+    "peft": "PeftModel.from_pretrained(base, OUT) loads it",
+    "model": "a plain model, AutoModel*.from_pretrained(OUT) loads it",
+    "peftbench": "peftbench.load_trained(base, OUT) loads it",
+}
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from peftbench.experiments.methods_table import methods_markdown, methods_table
 
@@ -141,6 +158,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     ),
     "evaluate": (cmd_evaluate, "(re)evaluate a finished run from its saved trainable weights"),
     "score": (cmd_score, "score a predictions JSONL file with the official SuperNI metrics"),
+    "export": (
+        cmd_export,
+        "export a run's trained weights: a peft adapter, a merged plain model (--merge) or a peftbench adapter",
+    ),
     "report": (cmd_report, "tabulate and plot every finished run below a directory"),
     "status": (cmd_status, "list runs with their state, last valid checkpoint and headline metrics"),
     "methods": (cmd_methods, "list the registered PEFT methods (and their sizes for a model)"),
@@ -194,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p["score"].add_argument(
         "--xlingual-tokenizer", default="gpt2", help="tokenizer name or path for --xlingual (default: gpt2)"
     )
+    p["export"].add_argument("run_dir", type=Path, help="a finished run directory")
+    p["export"].add_argument("out", type=Path, help="the export directory to create (must not exist or be empty)")
+    p["export"].add_argument(
+        "--merge", action="store_true",
+        help="fold the update into the base weights and write a plain model (LoRA family, IA3, LN tuning, BitFit)",
+    )  # fmt: skip
     p["report"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for finished runs")
     p["report"].add_argument("-o", "--output", type=Path, help="where to write report.{md,csv,png} (default: RUNS_DIR)")
     p["report"].add_argument(
