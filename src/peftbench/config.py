@@ -111,8 +111,9 @@ class TrainConfig:
     """Score the validation tasks (ROUGE-L) every this many steps and keep the best weights in best/
     (the study: 5000); needs data.num_validation_tasks > 0; 0 disables."""
     report_to: list[str] = field(default_factory=list)
-    """Experiment trackers for losses, learning rate and validation scores: tensorboard, wandb (as in
-    transformers' TrainingArguments). Not part of the config hash."""
+    """Experiment trackers for losses, learning rate, validation and test scores and the resolved config:
+    tensorboard, wandb, mlflow (as in transformers' TrainingArguments; see experiments/trackers.py). Not part of the
+    config hash."""
 
 
 @dataclass
@@ -281,9 +282,11 @@ def validate(cfg: ExperimentConfig) -> None:
         problems.append("eval.weights must be best or last")
     if cfg.run_name is not None and ("/" in cfg.run_name or cfg.run_name in ("", ".", "..")):
         problems.append("run_name must be a plain directory name")
-    unknown_trackers = sorted(set(t.report_to) - {"tensorboard", "wandb"})
+    unknown_trackers = sorted(set(t.report_to) - {"tensorboard", "wandb", "mlflow"})
     if unknown_trackers:
-        problems.append(f"train.report_to: unknown tracker(s) {', '.join(unknown_trackers)}; use tensorboard, wandb")
+        problems.append(
+            f"train.report_to: unknown tracker(s) {', '.join(unknown_trackers)}; use tensorboard, wandb, mlflow"
+        )
     launch = cfg.launch
     if launch.num_processes < 1 or launch.time_limit_min < 1 or launch.gpus_per_process < 0:
         problems.append("launch.num_processes and launch.time_limit_min must be >= 1, gpus_per_process >= 0")

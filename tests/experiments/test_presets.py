@@ -136,5 +136,5 @@ def test_tensorboard_logging(tmp_path):
 
 
 def test_unknown_or_missing_tracker_is_one_line(cli):
-    proc = cli("run", "lora", "--mode", "dev", "train.report_to=[mlflow]", "--print-config")
-    assert proc.returncode == 2 and "unknown tracker(s) mlflow" in proc.stderr
+    proc = cli("run", "lora", "--mode", "dev", "train.report_to=[comet]", "--print-config")
+    assert proc.returncode == 2 and "unknown tracker(s) comet" in proc.stderr

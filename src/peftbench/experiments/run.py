@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from peftbench.config import ExperimentConfig, dump_config
 from peftbench.data.cache import PreparedData
-from peftbench.errors import PeftbenchError
 from peftbench.experiments.rundir import (
     CONFIG_FILE,
     LAST_WEIGHTS_FILE,
@@ -41,6 +40,7 @@ from peftbench.experiments.rundir import (
 )
 from peftbench.experiments.scoring import evaluate_and_write, validation_scorer, versions
 from peftbench.experiments.setup import budget_record, build_model, check_master_weights, prepare_data
+from peftbench.experiments.trackers import flat_config, trackers
 from peftbench.io import atomic_write_text
 from peftbench.methods import get_method
 from peftbench.models import count_parameters, is_encoder_decoder
@@ -118,7 +118,7 @@ def run_experiment(
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-        log_with=trackers(cfg),
+        log_with=trackers(cfg, run_dir),
         project_dir=run_dir,
         # without a GPU, accelerate needs cpu=True to join a torchrun / accelerate launch process group (gloo)
         cpu=not torch.cuda.is_available(),
@@ -133,10 +133,8 @@ def run_experiment(
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     with run_log(run_dir / LOG_FILE), stop_on_signals() as stop, run_state(run_dir) as state:
         callback = CallbackList([*installed_callbacks(), *callbacks])
-        if cfg.train.report_to:  # TensorBoard: <run_dir>/tensorboard/; W&B: project "peftbench", run = run name
-            accelerator.init_trackers(
-                "tensorboard", config=_flat(cfg.to_dict()), init_kwargs={"wandb": {"name": run_dir.name}}
-            )
+        if cfg.train.report_to:  # TensorBoard: <run_dir>/tensorboard/; W&B and MLflow: see experiments/trackers.py
+            accelerator.init_trackers("tensorboard", config=flat_config(cfg.to_dict()))
         trainable, total = count_parameters(model)
         _announce(cfg, run_dir, spec.name, trainable, total, data, quiet)
 
@@ -231,27 +229,6 @@ def select_test_weights(model: nn.Module, cfg: ExperimentConfig, result: TrainRe
         "note": f"test scored with the best validation weights: step {result.best_step} of {result.steps}, "
         f"validation ROUGE-L {score:.2f}",
     }  # fmt: skip
-
-
-def trackers(cfg: ExperimentConfig) -> list[str] | None:
-    """accelerate trackers for ``train.report_to``; a one-line error when one is not installed."""
-    import importlib.util
-
-    for name in cfg.train.report_to:
-        if importlib.util.find_spec(name) is None:
-            raise PeftbenchError(f"train.report_to includes {name!r} but it is not installed (pip install {name})")
-    return list(cfg.train.report_to) or None
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A config as flat ``section.key`` scalars (what trackers accept as hyperparameters)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return out
 
 
 def evaluate(
