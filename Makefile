@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-slurm.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/ruff check src tests
 	$(PYTEST)
 

@@ -273,8 +273,11 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     md += "\n".join(f"![{alt}]({path.name})" for path, alt in plots) + "\n"
 
     title = f"peftbench report: {html.escape(str(root))}"
-    page = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
-            f"<style>{sr.CSS}</style></head><body><h1>{title}</h1>"]  # fmt: skip
+    # One offline file (plots embedded, no external resources); wide tables scroll inside the page at laptop width.
+    page = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>",
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+            f"<style>{sr.CSS}{_PAGE_CSS}</style></head><body><h1>{title}</h1>",
+            f"<p class='units'>{html.escape(_units_text(how))}</p>"]  # fmt: skip
     if best_rows:
         page += ["<h2>Best configuration per method</h2>", f"<p>{html.escape(intro)}</p>"]
         page += [sr.html_table(best_header, best_rows)]
@@ -283,7 +286,7 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
         page += [sr.html_table(diff_header, diff_rows)] if diff_rows else []
         if sig and sig.notes:
             page += ["<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in sig.notes) + "</ul>"]
-    page += [sr.image_tag(path, alt) for path, alt in plots]
+    page += [sr.image_tag(path, f"{alt}. {_PLOT_UNITS}; {how}.") for path, alt in plots]
     if conf_rows:
         page += ["<h2>All configurations</h2>", sr.html_table(conf_header, conf_rows)]
     page += [
@@ -306,6 +309,20 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     paths.differences_csv = _write_or_remove(out / "report_differences.csv", *differences_csv)
     paths.categories_csv = _write_or_remove(out / "report_categories.csv", *categories_csv)
     return paths
+
+
+_PAGE_CSS = "table{display:block;max-width:100%;overflow-x:auto}.units{color:#333;font-size:0.9em}"
+_PLOT_UNITS = "ROUGE-L: F-measure on the test tasks, 0–100"
+
+
+def _units_text(how: str) -> str:
+    """The page's first paragraph: what the numbers are, in which units, and how configurations were chosen."""
+    return (
+        "Scores are SuperNI's official metrics on the test tasks: ROUGE-L (F-measure) and exact match (EM), each "
+        "0–100 (averaged over instances, ×100). Trainable % is of the model's total parameters; train time in seconds; "
+        "peak memory in MB (2^20 bytes: the GPU allocator's peak, or on CPU the process's peak resident set). "
+        f"Best configurations: {how}."
+    )
 
 
 def _differences_text(sig: Significance | None, bootstrap: int, chosen: dict[str, Any], on_test: bool) -> str:
