@@ -109,13 +109,24 @@ def _load_elsewhere(jobs: list[dict], tmp: Path) -> None:
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
+class _Runs(dict):
+    """(model, method) -> (run directory, reference logits), made on first look-up."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, pair: tuple[str, str]) -> tuple[Path, torch.Tensor]:
+        self[pair] = made = _make_run(self.root, *pair)
+        return made
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[tuple[str, str], tuple[Path, torch.Tensor]]:
-    root = tmp_path_factory.mktemp("export-runs")
-    wanted = {(m, meth) for m in MODELS for meth in (*PEFT_METHODS, *MERGEABLE, *HANDWRITTEN)}
-    return {pair: _make_run(root, *pair) for pair in sorted(wanted)}
+def runs(tmp_path_factory) -> _Runs:
+    return _Runs(tmp_path_factory.mktemp("export-runs"))
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("export")
 def test_peft_exports_load_with_peft_alone_and_give_the_same_logits(runs, tmp_path):
     """``PeftModel.from_pretrained(base, OUT)`` in a process where peftbench cannot be imported: bit-identical
@@ -141,6 +152,7 @@ def test_peft_exports_load_with_peft_alone_and_give_the_same_logits(runs, tmp_pa
         assert torch.equal(got, logits), f"{path}: {method} logits differ by {(got - logits).abs().max():.3g}"
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("export")
 def test_merged_exports_are_plain_models_with_the_same_logits(runs, tmp_path):
     """``--merge``: a plain ``save_pretrained`` directory transformers loads alone (no peft, no peftbench), logits

@@ -151,3 +151,13 @@ def test_mlflow_file_store_holds_losses_learning_rate_scores_and_config(logged, 
         assert history(f"test/{key}") == [(STEPS, value)]
     params = run.data.params  # MLflow keeps parameters as strings
     assert params == {k: str(v) for k, v in _flat(logged["config"]).items()}
+
+
+def test_status_ignores_the_config_files_wandb_keeps_in_a_run_directory(tmp_path, cli):
+    run_dir = tmp_path / "runs" / "lora-run"
+    (run_dir / "wandb" / "run-20260101_000000-abc" / "files").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "tiny-t5"}, "method": {"name": "lora"}}))
+    (run_dir / "wandb" / "run-20260101_000000-abc" / "files" / "config.yaml").write_text("_wandb: {value: {}}\n")
+    done = cli("status", str(tmp_path / "runs"))
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == ["lora-run"]

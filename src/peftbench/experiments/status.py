@@ -52,7 +52,12 @@ def status_table(runs_dir: str | Path) -> str:
     root = Path(runs_dir)
     if not root.is_dir():
         raise PeftbenchError(f"{root} is not a directory")
-    runs = sorted(p.parent for p in root.rglob(CONFIG_FILE) if not p.parent.name.startswith("."))
+    runs = sorted(
+        p.parent
+        for p in root.rglob(CONFIG_FILE)
+        # W&B keeps its own config.yaml in <run_dir>/wandb/run-*/files/
+        if not p.parent.name.startswith(".") and "wandb" not in p.relative_to(root).parts[:-1]
+    )
     if not runs:
         raise PeftbenchError(f"no run directories (with {CONFIG_FILE}) below {root}")
     lines = [f"{'run':40} {'status':12} {'checkpoint':>10}  result"]
