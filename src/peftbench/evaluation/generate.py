@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from peftbench.data.collate import Features, generation_batch, generation_batches, prefix_generation_batch
+from peftbench.evaluation.greedy import early_exit_supported, greedy_decode
 from peftbench.io import atomic_write_text
 from peftbench.training.preemption import Preempted, StopFlag
 
@@ -138,9 +139,12 @@ def generate_ids(
     num_beams: int,
     encoder_decoder: bool,
     device: torch.device | str,
+    early_exit: bool = True,
 ) -> torch.Tensor:
     """The generated token ids (continuations only) of one batch; with ``prefix`` > 0 the batch's first
-    ``prefix`` prompt tokens come from ``prefix_cache`` (:func:`encode_prefix`) instead of being encoded."""
+    ``prefix`` prompt tokens come from ``prefix_cache`` (:func:`encode_prefix`) instead of being encoded. With
+    ``early_exit`` (and where :func:`~peftbench.evaluation.greedy.early_exit_supported`), greedy decoding drops
+    each sequence from the batch once it has ended (:func:`~peftbench.evaluation.greedy.greedy_decode`)."""
     extra: dict[str, Any] = {}
     if prefix:
         batch = {k: v.to(device) for k, v in prefix_generation_batch(chunk, prefix, pad_id).items()}
@@ -154,6 +158,13 @@ def generate_ids(
     kind = _virtual_token_method(model)
     if kind is not None:
         generator, batch = _inject_virtual_tokens(model, kind, batch, num_beams)
+    if early_exit and early_exit_supported(_base_model(generator), num_beams):
+        cache_key = _cache_argument(generator)
+        return greedy_decode(
+            _base_model(generator), attention_mask=batch["attention_mask"], input_ids=batch.get("input_ids"),
+            inputs_embeds=batch.get("inputs_embeds"), cache=batch.get(cache_key, extra.get(cache_key)),
+            max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, encoder_decoder=encoder_decoder,
+        )  # fmt: skip
     output = generator.generate(
         **batch,
         **extra,
