@@ -119,7 +119,7 @@ def greedy_decode(
         if logits_to_keep:
             kwargs["logits_to_keep"] = 1
         out = model(**step_inputs, **kwargs)
-        cache = out.get(keyword) or cache
+        cache = out.get(keyword, cache)
         next_tokens = out.logits[:, -1].to(dtype=torch.float32).argmax(dim=-1)
         tokens[active, step] = next_tokens
         length = step + 1
