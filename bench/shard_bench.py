@@ -4,7 +4,8 @@
 
 A run of tiny-llama + LoRA on ../shared/data/superni-mini (1 training step: the weights do not matter here) is
 evaluated on the whole test split (12 tasks x 100 = about 760 prompts, or 10 per task with --quick) by one
-process with every core, then by N processes under torchrun (one thread each on CPU). The wall time covers the
+process with every core, by one process with one thread, then by N processes under torchrun (one thread each
+on CPU). The wall time covers the
 whole command (start-up, model, cached features, generation, scoring); the generation time alone is
 ``metrics.json["eval_time_s"]``. ``predictions.jsonl`` must be byte-identical (asserted).
 """
@@ -55,13 +56,17 @@ def main() -> list[str]:
     one, many = root / "runs" / "one", root / "runs" / "many"
     shutil.copytree(one, many)
     threads = {"OMP_NUM_THREADS": "1"} if args.device == "cpu" else {}
+    single = root / "runs" / "single"
+    shutil.copytree(one, single)
     one_t = _run([py, "-m", "peftbench", "evaluate", str(one), "--no-progress"], {})
+    single_t = _run([py, "-m", "peftbench", "evaluate", str(single), "--no-progress"], threads)
     many_t = _run([py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.processes}",
                    "-m", "peftbench", "evaluate", str(many), "--no-progress"], threads)  # fmt: skip
     same = (one / "predictions.jsonl").read_bytes() == (many / "predictions.jsonl").read_bytes()
     assert same, "sharded predictions.jsonl differs from the 1-process one"
     n = len((one / "predictions.jsonl").read_text().splitlines())
-    gen_one, gen_many = (json.loads((d / "metrics.json").read_text())["eval_time_s"] for d in (one, many))
+    gen_one, gen_many, gen_single = (json.loads((d / "metrics.json").read_text())["eval_time_s"]
+                                     for d in (one, many, single))  # fmt: skip
     shutil.rmtree(root, ignore_errors=True)
     name = f"shard tiny-llama evaluate ({n} prompts) on {args.processes} processes"
     return [
@@ -73,6 +78,13 @@ def main() -> list[str]:
             one_t / many_t,
             f"1 process ({one_t:.1f} s wall); identical predictions.jsonl",
             goal=">= 1.6x",
+        ),
+        report(
+            f"{name}, one thread each",
+            many_t,
+            "s wall",
+            single_t / many_t,
+            f"1 process with one thread ({single_t:.1f} s wall; generation {gen_single:.1f} vs {gen_many:.1f} s)",
         ),
     ]
 
