@@ -1,6 +1,6 @@
 """Evaluation throughput: peftbench's generation vs Tk-Instruct-style generation, on the same model.
 
-    python bench/eval_bench.py [--quick] [--device cuda]
+    python bench/eval_bench.py [--quick] [--device cuda] [--mode random|trained|both]
 
 Both greedy-decode the same prompts with the same model and batch size; peftbench forms batches from
 length-sorted prompts (decoder-only: per task, with the task's shared prompt prefix encoded once and its
@@ -8,6 +8,9 @@ KV cache reused), Tk-Instruct takes them in file order, padded to the longest of
 prompts are the real SuperNI test prompts of ../shared/data/superni-mini (definition + input, up to 1024
 tokens), encoded for a tiny random T5 (encoder-decoder) and a tiny random LLaMA (decoder-only, KV cache).
 Predictions must be identical (asserted).
+
+``--mode trained`` (bench/eval_trained.py) measures the same on trained models, whose answers end early:
+the demo's pre-trained tiny base (T5 and LLaMA) with a LoRA adapter instruction-tuned by the bench.
 """
 
 from __future__ import annotations
@@ -97,11 +100,24 @@ def measure(model_name: str, device: str, quick: bool) -> str:
 
 
 def main() -> list[str]:
-    args = parser(__doc__.splitlines()[0]).parse_args()
-    if not (DATA / "tasks").is_dir():
-        print(f"eval: skipped, SuperNI sample not found at {DATA}", file=sys.stderr)
-        return []
-    return [measure(name, args.device, args.quick) for name in ("tiny-t5", "tiny-llama")]
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=("random", "trained", "both"), default="both",
+                   help="random tiny models on SuperNI prompts, trained ones on the demo tasks, or both")  # fmt: skip
+    p.add_argument("--models", default="tiny-t5,tiny-llama", help="comma-separated tiny presets")
+    p.add_argument("--steps", type=int, default=600, help="LoRA instruction-tuning steps of --mode trained")
+    args = p.parse_args()
+    models = args.models.split(",")
+    lines = []
+    if args.mode in ("random", "both"):
+        if not (DATA / "tasks").is_dir():
+            print(f"eval: skipped, SuperNI sample not found at {DATA}", file=sys.stderr)
+        else:
+            lines += [measure(name, args.device, args.quick) for name in models]
+    if args.mode in ("trained", "both"):
+        from eval_trained import measure_trained
+
+        lines += [line for name in models for line in measure_trained(name, args.device, args.quick, args.steps)]
+    return lines
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import inspect
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,9 +22,19 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from peftbench.data.collate import Features, generation_batch, generation_batches, prefix_generation_batch
+from peftbench.data.collate import (
+    Features,
+    GenerationBatch,
+    generation_batch,
+    generation_batches,
+    prefix_generation_batch,
+)
+from peftbench.evaluation.greedy import early_exit_supported, greedy_decode
+from peftbench.evaluation.sharding import all_gather, assign_rounds, broadcast, check_shardable, process_group
 from peftbench.io import atomic_write_text
 from peftbench.training.preemption import Preempted, StopFlag
+
+log = logging.getLogger("peftbench")
 
 
 def _existing_predictions(path: Path) -> dict[str, dict]:
@@ -59,6 +70,8 @@ def generate_predictions(
     batch_by_tokens: bool = True,
     share_prefix: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
+    early_exit: bool = True,
+    shard: bool = True,
 ) -> list[dict]:
     """Generates a prediction for every example, appending to ``out_path`` (JSONL) batch by batch.
 
@@ -70,59 +83,88 @@ def generate_predictions(
     With ``share_prefix`` (decoder-only models, greedy, no virtual-token method), the prompt prefix shared
     by a task's examples is encoded once and its KV cache reused by each of the task's batches.
     ``on_batch(done, total)`` is called after each batch generated here (``done`` counts the batches of an
-    earlier attempt too), before a suspension signal is acted on.
+    earlier attempt too), before a suspension signal is acted on. With ``early_exit``, a sequence leaves its
+    batch once it has ended (:mod:`peftbench.evaluation.greedy`; same predictions).
+
+    With ``shard`` (the default) under a process group of several ranks, every rank must call this: the
+    batches are split across them (:mod:`peftbench.evaluation.sharding`), every rank returns all the records,
+    and rank 0 alone reads and writes ``out_path``, in the single-process order.
     """
     was_training = model.training
     model.eval()
-    out_path = Path(out_path) if out_path is not None else None
+    rank, world = process_group() if shard else (0, 1)
+    if world > 1:
+        check_shardable(model)
+    out_path = Path(out_path) if out_path is not None and rank == 0 else None
     share_prefix = share_prefix and prefix_cache_supported(model, encoder_decoder, num_beams)
     plan = generation_batches(features, batch_size, batch_by_tokens, max_new_tokens, share_prefix)
-    batches = [b.indices for b in plan]
-    existing = _existing_predictions(out_path) if out_path is not None else {}
-    done_ids = {features[i].id for idx in batches if all(features[i].id in existing for i in idx) for i in idx}
-    if (
-        out_path is not None and existing and set(existing) != done_ids
-    ):  # drop lines of half-written batches and stray records
-        kept = [existing[features[i].id] for idx in batches for i in idx if features[i].id in done_ids]
-        atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    records: list[dict] = []
-    pad_id = tokenizer.pad_token_id
-    done = len(batches) - sum(1 for idx in batches if features[idx[0]].id not in done_ids)
-    bar = tqdm(total=len(batches), initial=done, desc=desc, unit="batch", disable=not progress)
+    existing = _resume(out_path, features, [b.indices for b in plan]) if out_path is not None else {}
+    existing = broadcast(existing, world)  # rank 0 alone reads the file; every rank follows it
+    pending = [k for k, b in enumerate(plan) if features[b.indices[0]].id not in existing]
+    costs = [_tokens(features, b, max_new_tokens) for b in (plan[k] for k in pending)]
+    rounds = [[pending[j] if j is not None else None for j in slots] for slots in assign_rounds(costs, world)]
+    if world > 1 and rank == 0:
+        log.info("%s: %d batches to generate over %d ranks, in %d rounds", desc, len(pending), world, len(rounds))
+    generated: dict[int, list[dict]] = {}
+    done = len(plan) - len(pending)
+    bar = tqdm(total=len(plan), initial=done, desc=desc, unit="batch", disable=not progress or rank != 0)
+    batch_kwargs = {
+        "pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id, "max_new_tokens": max_new_tokens,
+        "num_beams": num_beams, "encoder_decoder": encoder_decoder, "device": device, "early_exit": early_exit,
+    }  # fmt: skip
     with open(out_path, "a", encoding="utf-8") if out_path is not None else contextlib.nullcontext() as out:
         prefix_cache: tuple[tuple[int, ...], Any] | None = None  # the current task's (prefix ids, KV cache)
-        for planned in plan:
-            idx = planned.indices
-            chunk = [features[i] for i in idx]
-            if chunk[0].id in done_ids:
-                records.extend(existing[f.id] for f in chunk)
-                continue
-            if planned.prefix:
-                shared = tuple(chunk[0].prompt_ids[: planned.prefix])
-                if prefix_cache is None or prefix_cache[0] != shared:
-                    prefix_cache = (shared, encode_prefix(model, shared, device))
-            output = generate_ids(
-                model, chunk, prefix=planned.prefix, prefix_cache=prefix_cache[1] if planned.prefix else None,
-                pad_id=pad_id, eos_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                encoder_decoder=encoder_decoder, device=device,
-            )  # fmt: skip
-            texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            lines = [_record(f, clean_up_tokenization(text).strip()) for f, text in zip(chunk, texts, strict=True)]
-            if out is not None:
-                out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
-                out.flush()
-                os.fsync(out.fileno())
-            records.extend(lines)
-            bar.update(1)
-            done += 1
-            if on_batch is not None:
-                on_batch(done, len(batches))
-            if stop is not None and stop.requested and idx is not batches[-1]:
+        for number, slots in enumerate(rounds):
+            mine = slots[rank]
+            lines: list[dict] | None = None
+            if mine is not None:
+                planned = plan[mine]
+                chunk = [features[i] for i in planned.indices]
+                if planned.prefix:
+                    shared = tuple(chunk[0].prompt_ids[: planned.prefix])
+                    if prefix_cache is None or prefix_cache[0] != shared:
+                        prefix_cache = (shared, encode_prefix(model, shared, device))
+                cache = prefix_cache[1] if planned.prefix and prefix_cache is not None else None
+                output = generate_ids(model, chunk, prefix=planned.prefix, prefix_cache=cache, **batch_kwargs)
+                texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                lines = [_record(f, clean_up_tokenization(t).strip()) for f, t in zip(chunk, texts, strict=True)]
+            gathered = all_gather((mine, lines), world) if world > 1 else [(mine, lines)]
+            for k, batch_lines in sorted((g for g in gathered if g[0] is not None), key=lambda g: g[0]):
+                if out is not None:
+                    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch_lines))
+                    out.flush()
+                    os.fsync(out.fileno())
+                generated[k] = batch_lines
+                bar.update(1)
+                done += 1
+                if on_batch is not None:
+                    on_batch(done, len(plan))
+            stopping = stop is not None and stop.requested
+            if world > 1:  # every rank stops after the same round, or none does
+                stopping = any(all_gather(stopping, world))
+            if stopping and number != len(rounds) - 1:
                 raise Preempted("evaluation")
     bar.close()
     if was_training:
         model.train()
-    return records
+    return [r for k, b in enumerate(plan) for r in (generated.get(k) or [existing[features[i].id] for i in b.indices])]
+
+
+def _resume(out_path: Path, features: Sequence[Features], batches: list[list[int]]) -> dict[str, dict]:
+    """Predictions of whole batches already in ``out_path``, by id; the file is rewritten without the lines of
+    half-written batches and stray records (a batch counts as done only when all of its lines are there)."""
+    existing = _existing_predictions(out_path)
+    done_ids = {features[i].id for idx in batches if all(features[i].id in existing for i in idx) for i in idx}
+    if existing and set(existing) != done_ids:
+        kept = [existing[features[i].id] for idx in batches for i in idx if features[i].id in done_ids]
+        atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    return {i: existing[i] for i in done_ids}
+
+
+def _tokens(features: Sequence[Features], batch: GenerationBatch, max_new_tokens: int) -> int:
+    """A batch's cost for balancing ranks: its padded prompt tokens (past a shared prefix) and new tokens."""
+    longest = max(len(features[i].prompt_ids) for i in batch.indices) - batch.prefix
+    return len(batch.indices) * (longest + max_new_tokens) + batch.prefix
 
 
 @torch.no_grad()
@@ -138,9 +180,12 @@ def generate_ids(
     num_beams: int,
     encoder_decoder: bool,
     device: torch.device | str,
+    early_exit: bool = True,
 ) -> torch.Tensor:
     """The generated token ids (continuations only) of one batch; with ``prefix`` > 0 the batch's first
-    ``prefix`` prompt tokens come from ``prefix_cache`` (:func:`encode_prefix`) instead of being encoded."""
+    ``prefix`` prompt tokens come from ``prefix_cache`` (:func:`encode_prefix`) instead of being encoded. With
+    ``early_exit`` (and where :func:`~peftbench.evaluation.greedy.early_exit_supported`), greedy decoding drops
+    each sequence from the batch once it has ended (:func:`~peftbench.evaluation.greedy.greedy_decode`)."""
     extra: dict[str, Any] = {}
     if prefix:
         batch = {k: v.to(device) for k, v in prefix_generation_batch(chunk, prefix, pad_id).items()}
@@ -154,6 +199,13 @@ def generate_ids(
     kind = _virtual_token_method(model)
     if kind is not None:
         generator, batch = _inject_virtual_tokens(model, kind, batch, num_beams)
+    if early_exit and early_exit_supported(_base_model(generator), num_beams):
+        cache_key = _cache_argument(generator)
+        return greedy_decode(
+            _base_model(generator), attention_mask=batch["attention_mask"], input_ids=batch.get("input_ids"),
+            inputs_embeds=batch.get("inputs_embeds"), cache=batch.get(cache_key, extra.get(cache_key)),
+            max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, encoder_decoder=encoder_decoder,
+        )  # fmt: skip
     output = generator.generate(
         **batch,
         **extra,

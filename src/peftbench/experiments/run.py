@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from peftbench.experiments.scoring import evaluate_and_write, validation_scorer,
 from peftbench.experiments.setup import budget_record, build_model, check_master_weights, prepare_data
 from peftbench.experiments.trackers import flat_config, trackers
 from peftbench.io import atomic_write_text
-from peftbench.methods import get_method
+from peftbench.methods import get_method, trainable_parameters
 from peftbench.models import count_parameters, is_encoder_decoder
 from peftbench.training.callbacks import Callback, CallbackList, installed_callbacks
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
@@ -171,13 +172,15 @@ def run_experiment(
                 state.update(trained=True, train=asdict(result), weights=weights)
                 state.save()
 
-        # 4. evaluate the whole test split (resumable per batch) and write metrics.json
+        # 4. evaluate the whole test split (resumable per batch; every rank generates a share, rank 0 writes)
+        if accelerator.num_processes > 1:  # the other ranks score rank 0's weights: the best ones, if chosen
+            _share_weights(model, accelerator)
+        metrics = evaluate_and_write(
+            model, tokenizer, data.test, cfg, run_dir, accelerator.device, spec=spec, progress=progress,
+            train=result, params=(trainable, total), data_stats=data.stats, resume=True, stop=stop,
+            weights=weights, on_batch=callback.on_evaluation_batch,
+        )  # fmt: skip
         if accelerator.is_main_process:
-            metrics = evaluate_and_write(
-                model, tokenizer, data.test, cfg, run_dir, accelerator.device, spec=spec, progress=progress,
-                train=result, params=(trainable, total), data_stats=data.stats, resume=True, stop=stop,
-                weights=weights, on_batch=callback.on_evaluation_batch,
-            )  # fmt: skip
             say(headline(run_dir.name, metrics), quiet)
             accelerator.log({f"test/{k}": float(v) for k, v in metrics["overall"].items()}, step=result.steps)
         accelerator.wait_for_everyone()
@@ -231,6 +234,17 @@ def select_test_weights(model: nn.Module, cfg: ExperimentConfig, result: TrainRe
     }  # fmt: skip
 
 
+def _share_weights(model: nn.Module, accelerator: Accelerator) -> None:
+    """Rank 0's trainable weights on every rank, before a sharded test evaluation: rank 0 alone loads the
+    best validation weights (:func:`select_test_weights`)."""
+    import torch.distributed as dist
+
+    for param in trainable_parameters(model).values():
+        data = param.data.to(accelerator.device)
+        dist.broadcast(data, src=0)
+        param.data.copy_(data)
+
+
 def evaluate(
     cfg: ExperimentConfig,
     run_dir: Path,
@@ -248,6 +262,9 @@ def evaluate(
     memory, which weights) and replaces the scores.
     """
     previous = previous or {}
+    # under torchrun / accelerate launch, every rank generates a share of the batches (rank 0 writes)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available()) if _launched_ranks() > 1 else None
+    quiet = quiet or (accelerator is not None and not accelerator.is_main_process)
     with run_log(run_dir / LOG_FILE):
         set_seed(cfg.seed)
         model, tokenizer = build_model(cfg, apply_method=not untrained)
@@ -255,7 +272,7 @@ def evaluate(
             load_trainable(model, run_dir / WEIGHTS_FILE)
         trainable, total = count_parameters(model)
         data = prepare_data(cfg, tokenizer, model, progress)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = accelerator.device if accelerator else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         metrics = evaluate_and_write(
             model, tokenizer, data.test, cfg, run_dir, device, spec=None if untrained else get_method(cfg.method_name),
@@ -263,8 +280,16 @@ def evaluate(
             params=(0 if untrained else trainable, total), data_stats=data.stats, weights=previous.get("weights"),
             on_batch=CallbackList([*installed_callbacks(), *callbacks]).on_evaluation_batch,
         )  # fmt: skip
-        say(headline(run_dir.name, metrics), quiet)
+        if metrics:
+            say(headline(run_dir.name, metrics), quiet)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return RunResult(run_dir, metrics)
+
+
+def _launched_ranks() -> int:
+    """Processes of the torchrun / accelerate launch job this process belongs to (1 when not launched so)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def evaluate_untrained(cfg: ExperimentConfig, *, progress: bool = True, quiet: bool = False) -> RunResult:

@@ -21,6 +21,7 @@ from peftbench.config import ExperimentConfig
 from peftbench.data.collate import Features
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.evaluation.metrics import score_predictions
+from peftbench.evaluation.sharding import process_group
 from peftbench.experiments.rundir import METRICS_FILE, PREDICTIONS_FILE, config_hash
 from peftbench.experiments.setup import budget_record
 from peftbench.io import atomic_write_json, peak_memory_mb
@@ -33,7 +34,8 @@ from peftbench.training.trainer import TrainResult
 def validation_scorer(
     cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, features: list[Features], device: torch.device
 ) -> Callable[[nn.Module], float] | None:
-    """ROUGE-L on the validation tasks (the study's model-selection metric), or None without validation tasks."""
+    """ROUGE-L on the validation tasks (the study's model-selection metric), or None without validation tasks.
+    Under several ranks every rank calls it; they generate a share each and all get the same score."""
     if not features or cfg.train.eval_steps <= 0:
         return None
 
@@ -69,11 +71,14 @@ def evaluate_and_write(
 ) -> dict[str, Any]:
     """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``.
 
-    With ``resume``, predictions already written are kept; otherwise the evaluation starts afresh.
+    With ``resume``, predictions already written are kept; otherwise the evaluation starts afresh. Under a
+    process group of several ranks every rank calls this and generates its share of the batches; rank 0 writes
+    the files and returns the metrics, the others return ``{}``.
     ``on_batch`` is :func:`~peftbench.evaluation.generate.generate_predictions`'s.
     """
     predictions_path = run_dir / PREDICTIONS_FILE
-    if not resume:
+    rank, _ = process_group()
+    if not resume and rank == 0:
         predictions_path.unlink(missing_ok=True)
     start = time.perf_counter()
     records = generate_predictions(
@@ -93,6 +98,8 @@ def evaluate_and_write(
         on_batch=on_batch,
     )
     eval_time = time.perf_counter() - start
+    if rank != 0:  # the other ranks of a sharded evaluation generated their share; rank 0 writes
+        return {}
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
     trainable, total = params
     # Training's peak when there was training (a re-evaluation keeps it), else this evaluation's.
