@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from peftbench.config import ExperimentConfig
-from peftbench.configure import config_from_dict
+from peftbench.configure import config_from_dict, load_yaml
 from peftbench.errors import PeftbenchError
 from peftbench.io import atomic_write_json
 from peftbench.methods import get_method
@@ -95,7 +95,7 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
     if not path.is_file():
         raise PeftbenchError(f"{run_dir} is not a peftbench run directory (no {CONFIG_FILE})")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError:
         raise PeftbenchError(f"{path}: not valid YAML") from None
     if not isinstance(raw, dict):

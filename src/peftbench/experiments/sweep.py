@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from peftbench.config import ExperimentConfig
-from peftbench.configure import apply_overrides, config_from_dict
+from peftbench.configure import YamlFloat, YamlInt, apply_overrides, config_from_dict
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import MODES, preset_dict, read_yaml
 from peftbench.experiments.rundir import STATE_FILE, finished_metrics, resolved_run_name, run_dir_for
@@ -115,10 +115,15 @@ def load_sweep(path: str | Path) -> Sweep:
     return Sweep(path, mode, methods, _axes("grid", raw.get("grid")), zipped, overrides, slurm)
 
 
+def _text(value: Any) -> str:
+    """A sweep value as override text: numbers as written in the sweep file, anything else as YAML."""
+    if isinstance(value, YamlInt | YamlFloat):
+        return value.text
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def _assign(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-             for k, v in values.items()]  # fmt: skip
-    return apply_overrides(raw, items)
+    return apply_overrides(raw, [f"{k}={_text(v)}" for k, v in values.items()])
 
 
 def expand(sweep: Sweep) -> list[SweepRun]:
