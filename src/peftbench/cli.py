@@ -47,6 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(dump_config(cfg), end="")
         return 0
     if cfg.launch.num_processes > 1 and not in_distributed_launch():
+        from peftbench.experiments.preflight import preflight
+
+        preflight([cfg])  # devices, data, model: one line before any process starts, not one per process
         argv = ["run", args.method, "--mode", args.mode, *args.overrides]
         return relaunch(cfg, argv + (["--no-progress"] if args.no_progress else []))
     run_experiment(cfg, progress=not args.no_progress)

@@ -160,6 +160,13 @@ def _auto_config(name: str) -> tuple[PretrainedConfig, type]:
     return config, (AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM)
 
 
+def check_model(cfg: ModelConfig) -> None:
+    """Raises the one-line error loading ``cfg`` would give when its configuration cannot be read (a name that
+    is neither a preset, a local path nor a reachable hub model). Reads ``config.json`` only."""
+    if cfg.name not in TINY_PRESETS:
+        _auto_config(cfg.name)
+
+
 def model_skeleton(cfg: ModelConfig) -> PreTrainedModel:
     """The model's architecture with weights on the ``meta`` device: shapes and counts, no memory, no download.
 
