@@ -60,7 +60,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from peftbench.experiments.launchers import exit_status, launch_local, launch_slurm, summary
     from peftbench.experiments.sweep import estimated_trainable, expand, load_sweep, plan_table
 
-    sweep = load_sweep(args.sweep)
+    sweep = load_sweep(args.sweep, args.overrides)
     runs = expand(sweep)
     if args.dry_run:
         print(plan_table(runs, *estimated_trainable(runs)))
@@ -184,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.learning_rate=1e-4 method.r=16"
     )
     p["sweep"].add_argument("sweep", type=Path, help="sweep YAML (see configs/sweeps/)")
+    p["sweep"].add_argument(
+        "overrides", nargs="*", metavar="key=value",
+        help="dotted overrides applied to every run (part of each run's config hash), e.g. model.name=/models/t5-xl",
+    )  # fmt: skip
     p["sweep"].add_argument("--launcher", choices=("local", "slurm"), default="local", help="default: local")
     p["sweep"].add_argument("--dry-run", action="store_true", help="print the runs (and their sizes), run nothing")
     p["sweep"].add_argument("--jobs", type=int, default=1, help="local: runs at the same time (default 1)")
