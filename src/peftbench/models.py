@@ -205,6 +205,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedT
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
+BASE_PARAMS_ATTR = "peftbench_base_params"
+"""Attribute ``build_model`` sets on a model with a method applied: the base model's parameter count."""
+
+
+def base_parameters(model: nn.Module) -> int:
+    """The base model's parameters (before a method added its own): the denominator of every trainable share
+    peftbench reports, as in the study and ``peftbench methods``. Recorded by ``build_model``; a model without
+    the record counts all its parameters."""
+    recorded = getattr(model, BASE_PARAMS_ATTR, None)
+    return int(recorded) if recorded is not None else count_parameters(model)[1]
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; tied parameters are counted once."""
     trainable = total = 0

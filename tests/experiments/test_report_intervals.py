@@ -62,8 +62,8 @@ def _run(root: Path, method: str, seed: int, quality: float, lr: float = 1e-3, v
     records = _records(quality, zlib.crc32(f"{method} {seed} {lr}".encode()), tasks, instances)
     (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     metrics = {**score_predictions(records), "status": "finished", "method": method, "method_config": {},
-               "model": "tiny-t5", "seed": seed, "trainable_params": 10, "total_params": 1000,
-               "trainable_percent": 100.0 if method == "full" else 1.0,
+               "model": "tiny-t5", "seed": seed, "trainable_params": 1000 if method == "full" else 10,
+               "total_params": 1000, "base_params": 1000, "trainable_percent": 100.0 if method == "full" else 1.0,
                "train": {"learning_rate": lr, "steps": 10, "validation": [[10, val]]}}  # fmt: skip
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir

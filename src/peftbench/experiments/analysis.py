@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from peftbench.experiments.rundir import CONFIG_FILE
+from peftbench.experiments.rundir import CONFIG_FILE, trainable_percent
 
 _NOT_CONFIGURATION = ("seed", "output_dir", "run_name", "launch")
 _SIZE_KEYS = ("r", "init_r", "size", "num_virtual_tokens", "reduction_factor", "projection_hidden_size")
@@ -41,6 +41,7 @@ class Configuration:
     size: str
     """The method's size hyperparameter(s), e.g. 'r=8' (empty for methods of fixed size)."""
     trainable_percent: float
+    """Trainable parameters, % of the base model's."""
     runs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -112,7 +113,7 @@ def configurations(runs: list[dict[str, Any]], root: Path) -> list[Configuration
                 learning_rate=(m.get("train") or {}).get("learning_rate"),
                 train_tasks=(m.get("data") or {}).get("train_tasks"),
                 size=size,
-                trainable_percent=float(m.get("trainable_percent", 0.0)),
+                trainable_percent=trainable_percent(m),
             )
         groups[key].runs.append(m)
     return sorted(groups.values(), key=lambda c: (c.method, c.learning_rate or 0, c.size, c.train_tasks or 0))

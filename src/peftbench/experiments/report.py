@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.rundir import METRICS_FILE
+from peftbench.experiments.rundir import METRICS_FILE, trainable_percent
 from peftbench.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from peftbench.experiments.significance import Significance
 
 _KEY_OPTIONS = ("r", "alpha", "size", "num_virtual_tokens", "projection")
+TRAINABLE_PERCENT = "trainable % of base"
+"""Column of the trainable share: of the base model's parameters, everywhere (``rundir.trainable_percent``)."""
 
 
 @dataclass
@@ -91,7 +93,7 @@ def tested_weights(m: dict[str, Any]) -> str:
 def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]], list[str]]:
     """Header, rows (for the CSV) and the categories; per category both exact match and ROUGE-L."""
     categories = sorted({c for m in runs for c in m.get("per_category", {})})
-    header = ["run", "method", "model", "seed", "hyperparameters", "trainable params", "trainable %"]
+    header = ["run", "method", "model", "seed", "hyperparameters", "trainable params", TRAINABLE_PERCENT]
     header += ["exact match", "ROUGE-L"]
     for c in categories:
         header += [f"EM {c}", f"ROUGE-L {c}"]
@@ -106,7 +108,7 @@ def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]],
             m.get("seed", ""),
             hyperparameters(m),
             m.get("trainable_params", 0),
-            m.get("trainable_percent", 0.0),
+            trainable_percent(m),
             m["overall"]["exact_match"],
             m["overall"]["rougeL"],
         ]
@@ -122,7 +124,7 @@ def _fmt(value: Any, column: str) -> str:
         return str(value)
     if column == "trainable params":
         return f"{int(value):,}"
-    if column == "trainable %":
+    if column == TRAINABLE_PERCENT:
         return f"{value:.4f}"
     if isinstance(value, float):
         return f"{value:.2f}"
@@ -156,7 +158,7 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     methods = sorted({m["method"] for m in runs if m["method"] != "untrained"})
     for i, method in enumerate(methods):
-        pts = [(m["trainable_percent"], m["overall"]["rougeL"]) for m in runs if m["method"] == method]
+        pts = [(trainable_percent(m), m["overall"]["rougeL"]) for m in runs if m["method"] == method]
         pts = [(x, y) for x, y in pts if x > 0]
         if pts:
             xs, ys = zip(*pts, strict=True)
@@ -167,7 +169,7 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
             break
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("trainable parameters (% of total, log scale)")
+    ax.set_xlabel("trainable parameters (% of the base model's, log scale)")
     ax.set_ylabel("ROUGE-L (test tasks)")
     ax.set_title("ROUGE-L vs trainable parameters")
     ax.grid(True, which="both", alpha=0.3)

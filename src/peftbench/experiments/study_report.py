@@ -64,8 +64,8 @@ def _with_intervals(header: list[str], rows: list[list[str]], keys: list[str],
 
 def best_table(chosen: dict[str, Configuration], intervals: dict[str, tuple[str, str]] | None = None
                ) -> tuple[list[str], list[list[str]]]:  # fmt: skip
-    header = ["method", "configuration", "seeds", "trainable %", "validation ROUGE-L", "test ROUGE-L", "test EM",
-              "train time (s)", "peak memory (MB)"]  # fmt: skip
+    header = ["method", "configuration", "seeds", "trainable % of base", "validation ROUGE-L", "test ROUGE-L",
+              "test EM", "train time (s)", "peak memory (MB)"]  # fmt: skip
     rows = []
     for method in sorted(chosen):
         c = chosen[method]
@@ -77,7 +77,15 @@ def best_table(chosen: dict[str, Configuration], intervals: dict[str, tuple[str,
 
 def configurations_table(configs: list[Configuration], intervals: dict[str, tuple[str, str]] | None = None
                          ) -> tuple[list[str], list[list[str]]]:  # fmt: skip
-    header = ["method", "configuration", "seeds", "trainable %", "validation ROUGE-L", "test ROUGE-L", "test EM"]
+    header = [
+        "method",
+        "configuration",
+        "seeds",
+        "trainable % of base",
+        "validation ROUGE-L",
+        "test ROUGE-L",
+        "test EM",
+    ]
     rows = [[c.method, c.label, ", ".join(map(str, c.seeds)), f"{c.trainable_percent:.4f}", _pm(c.validation()),
              _pm(c.test()), _pm(c.test("exact_match"))] for c in configs]  # fmt: skip
     return _with_intervals(header, rows, [c.key for c in configs], intervals)
@@ -146,7 +154,7 @@ def plot_best_vs_params(chosen: dict[str, Configuration], untrained: float | Non
             ax.axhline(untrained, color="grey", linestyle="--", label="untrained base")
         ax.set_xscale("log")
         ax.set_ylim(bottom=0)
-        ax.set_xlabel("trainable parameters (% of the model, log scale)")
+        ax.set_xlabel("trainable parameters (% of the base model's, log scale)")
         bars = "95% bootstrap CI over tasks and instances" if intervals else "± std over seeds"
         ax.set_ylabel(f"test ROUGE-L (mean over seeds)\nbars: {bars}", fontsize=9)
         ax.set_title("Best configuration per method" + ("" if how.startswith("chosen on validation") else " (on test)"))
