@@ -104,7 +104,7 @@ def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]],
         row = [
             m["_dir"],
             m["method"],
-            Path(str(m.get("model", ""))).name or m.get("model", ""),
+            m.get("_model") or Path(str(m.get("model", ""))).name or m.get("model", ""),
             m.get("seed", ""),
             hyperparameters(m),
             m.get("trainable_params", 0),
@@ -148,7 +148,8 @@ def markdown_table(header: list[str], rows: list[list[Any]], categories: list[st
 
 
 def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
-    """ROUGE-L against trainable-parameter % (log x), one marker per method; untrained as a dashed line."""
+    """ROUGE-L against trainable-parameter % (log x), one marker per method and base model; untrained bases as
+    dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,17 +157,17 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
 
     markers = "os^Dv<>pPX*h"
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    methods = sorted({m["method"] for m in runs if m["method"] != "untrained"})
-    for i, method in enumerate(methods):
-        pts = [(trainable_percent(m), m["overall"]["rougeL"]) for m in runs if m["method"] == method]
+    systems = sorted({(m["method"], m.get("_model", "")) for m in runs if m["method"] != "untrained"})
+    for i, (method, model) in enumerate(systems):
+        pts = [(trainable_percent(m), m["overall"]["rougeL"]) for m in runs
+               if (m["method"], m.get("_model", "")) == (method, model)]  # fmt: skip
         pts = [(x, y) for x, y in pts if x > 0]
         if pts:
             xs, ys = zip(*pts, strict=True)
-            ax.scatter(xs, ys, marker=markers[i % len(markers)], s=60, label=method, zorder=3)
-    for m in runs:
-        if m["method"] == "untrained":
-            ax.axhline(m["overall"]["rougeL"], color="grey", linestyle="--", label="untrained base", zorder=2)
-            break
+            label = f"{method} · {model}" if model else method
+            ax.scatter(xs, ys, marker=markers[i % len(markers)], s=60, label=label, zorder=3)
+    for model, score in sorted(_untrained(runs).items()):
+        ax.axhline(score, color="grey", linestyle="--", label=f"untrained base · {model}", zorder=2)
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     ax.set_xlabel("trainable parameters (% of the base model's, log scale)")
@@ -179,6 +180,15 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _untrained(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Base model label -> the untrained base's test ROUGE-L (the first such run of each model)."""
+    out: dict[str, float] = {}
+    for m in runs:
+        if m["method"] == "untrained":
+            out.setdefault(m.get("_model", ""), m["overall"]["rougeL"])
+    return out
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
@@ -210,19 +220,20 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     """
     from peftbench.experiments import significance as sg
     from peftbench.experiments import study_report as sr
-    from peftbench.experiments.analysis import configurations
+    from peftbench.experiments.analysis import annotate_models, configurations
 
     if bootstrap < 0:
         raise PeftbenchError(f"--bootstrap must be 0 (no intervals) or a number of resamples, not {bootstrap}")
     runs = collect_runs(runs_dir)
     root = Path(runs_dir)
+    annotate_models(runs, root)  # every selection is per base model; tables and legends name it
     out = Path(output_dir) if output_dir is not None else root
     out.mkdir(parents=True, exist_ok=True)
     header, rows, categories = report_rows(runs)
     table = markdown_table(header, rows, categories)
     configs = configurations(runs, root)
     chosen, how = sr.selection(configs)
-    untrained = next((m["overall"]["rougeL"] for m in runs if m["method"] == "untrained"), None)
+    untrained = _untrained(runs)
     sig = sg.analyse(configs, chosen, root, bootstrap, seed) if bootstrap > 0 and configs else None
     ci_text, best_ci, category_ci = sg.interval_texts(sig), sg.best_bounds(sig, chosen), sg.category_bounds(sig)
 
@@ -295,7 +306,7 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     page += [f"<pre>{html.escape(note_text)}</pre>" if note_text else "", "</body></html>"]
 
     plain_header, plain_rows = sr.configurations_table(configs)
-    conf_csv = [[*row, "yes" if chosen.get(c.method) is c else "", *sg.interval_columns(sig, c.key)]
+    conf_csv = [[*row, "yes" if chosen.get(c.system) is c else "", *sg.interval_columns(sig, c.key)]
                 for c, row in zip(configs, plain_rows, strict=True)]  # fmt: skip
     paths = ReportFiles(out / "report.md", out / "report.csv", main_plot, table, out / "report.html",
                         out / "report_configurations.csv", [p for p, _ in plots], summary, differences)  # fmt: skip
