@@ -31,6 +31,7 @@ def test_methods_a_run_and_the_report_agree(cli, tmp_path, superni_mini):
     assert metrics["total_params"] == base + trainable  # LoRA only adds parameters
     assert f"{metrics['trainable_percent']:.4f}" == percent
     assert f"({percent}% of the base model)" in run.stdout + run.stderr
+    assert "train:" not in run.stderr  # --no-progress hides the training bar too (it once showed it regardless)
 
     report = cli("report", str(tmp_path / "runs"), "--bootstrap", "0")
     assert report.returncode == 0, report.stderr
