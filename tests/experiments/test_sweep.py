@@ -133,6 +133,15 @@ def test_local_sweep_finishes_skips_and_resumes_after_preemption(tmp_path):
     assert third.returncode == 0 and "2 skipped" in third.stdout
 
 
+def test_the_study_sweep_scales_lora_with_alpha_equal_to_r():
+    """The study sets alpha = r for every rank it sweeps; a fixed alpha in the preset would not follow r."""
+    from peftbench.configure import method_config
+
+    runs = [r for r in expand(load_sweep(SWEEPS / "study.yaml")) if r.method == "lora"]
+    assert {r.config.method["r"] for r in runs} == {8, 32, 64, 128, 256, 512}
+    assert all(method_config(r.config).alpha is None for r in runs)  # lora.apply: lora_alpha = r
+
+
 def test_command_line_overrides_reach_every_run_and_its_hash(cli, tmp_path):
     """Issue 17, item 5: `peftbench sweep SWEEP.yaml key=value ...` points a sweep at a local model and data
     without editing the file; the dry-run counts trainable parameters on the local model's config.json."""
