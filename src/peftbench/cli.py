@@ -21,6 +21,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*torch_dtype.*")
+    warnings.filterwarnings("ignore", message="Unsupported layer type")  # peft, about LN tuning's norms: supported
     import transformers
 
     transformers.logging.set_verbosity_error()
