@@ -101,3 +101,67 @@ def test_a_method_revision_enters_the_config_hash(monkeypatch):
     monkeypatch.setitem(registry._REGISTRY, "lora", dataclasses.replace(get_method("lora"), revision=1))
     assert config_hash(cfg) != before
     assert get_method("adapter_houlsby").revision >= 1  # its defaults changed on 2026-12-01
+
+
+# --------------------------------------------------------------------------------------------------
+# Values as typed (issue 17, item 2): YAML 1.1 reads no/yes/on/off as booleans and 1.10 as the number 1.1
+
+
+def test_mixed_precision_no_as_typed_on_the_command_line_and_in_yaml(cli, tmp_path):
+    shown = cli("run", "lora", "--mode", "dev", "--print-config", "train.mixed_precision=no")
+    assert shown.returncode == 0, shown.stderr
+    assert yaml.safe_load(shown.stdout)["train"]["mixed_precision"] == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\ndata:\n  english_only: off\n  add_task_name: yes\n")
+    cfg = load_config(path)
+    assert cfg.train.mixed_precision == "no" and cfg.data.english_only is False and cfg.data.add_task_name is True
+    assert load_config(None, ["data.english_only=on", "train.group_by_length=no"]).train.group_by_length is False
+
+
+def _string_fields() -> list[tuple[str, object]]:
+    """Every str-typed field of the schema and of every method's options, as (dotted key, a config to try it in)."""
+    import dataclasses
+    import typing
+
+    from peftbench.config import ExperimentConfig
+    from peftbench.methods import all_methods
+
+    def is_str(tp) -> bool:
+        return tp is str or (typing.get_origin(tp) in (typing.Union, __import__("types").UnionType)
+                             and str in typing.get_args(tp))  # fmt: skip
+
+    found = []
+    hints = typing.get_type_hints(ExperimentConfig)
+    for f in dataclasses.fields(ExperimentConfig):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            found += [(f"{f.name}.{k}", "lora") for k, t in typing.get_type_hints(tp).items() if is_str(t)]
+        elif is_str(tp):
+            found.append((f.name, "lora"))
+    for spec in all_methods():
+        found += [(f"method.{k}", spec.name) for k, t in typing.get_type_hints(spec.config_cls).items() if is_str(t)]
+    return found
+
+
+@pytest.mark.parametrize("text", ["no", "yes", "on", "off", "1.10", "007", "2024-01-01", "1e5", "3"])
+def test_every_string_field_keeps_its_text(text):
+    """Whatever a string field's documented values are, YAML must hand over what was typed; the field's own check
+    may then refuse it, but never because YAML turned it into a boolean, a number or a date."""
+    from peftbench.configure import YamlFloat, YamlInt, _coerce, load_yaml, parse_override
+
+    fields = _string_fields()
+    assert {"train.mixed_precision", "model.dtype", "eval.weights", "model.name", "run_name"} <= {k for k, _ in fields}
+    for key, _method in fields:
+        (_, value) = parse_override(f"{key}={text}")
+        assert _coerce(value, str, key) == text, (key, text)
+        assert _coerce(load_yaml(f"x: {text}")["x"], str, key) == text
+    assert isinstance(load_yaml("x: 3")["x"], YamlInt) and isinstance(load_yaml("x: 1.5")["x"], YamlFloat)
+
+
+def test_numbers_read_from_yaml_are_plain_in_the_resolved_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: {name: lora, budget: 1000}\nmodel: {name: tiny-t5}\ntrain: {learning_rate: 1.0e-3}\n")
+    cfg = load_config(path, ["run_name=1.10", "train.max_steps=7"])
+    assert cfg.run_name == "1.10" and type(cfg.train.max_steps) is int and type(cfg.train.learning_rate) is float
+    assert type(cfg.method["budget"]) is int
+    assert yaml.safe_load(dump_config(cfg))["run_name"] == "1.10"

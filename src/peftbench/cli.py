@@ -21,6 +21,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*torch_dtype.*")
+    warnings.filterwarnings("ignore", message="Unsupported layer type")  # peft, about LN tuning's norms: supported
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -47,6 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(dump_config(cfg), end="")
         return 0
     if cfg.launch.num_processes > 1 and not in_distributed_launch():
+        from peftbench.experiments.preflight import preflight
+
+        preflight([cfg])  # devices, data, model: one line before any process starts, not one per process
         argv = ["run", args.method, "--mode", args.mode, *args.overrides]
         return relaunch(cfg, argv + (["--no-progress"] if args.no_progress else []))
     run_experiment(cfg, progress=not args.no_progress)
@@ -57,7 +61,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from peftbench.experiments.launchers import exit_status, launch_local, launch_slurm, summary
     from peftbench.experiments.sweep import estimated_trainable, expand, load_sweep, plan_table
 
-    sweep = load_sweep(args.sweep)
+    sweep = load_sweep(args.sweep, args.overrides)
     runs = expand(sweep)
     if args.dry_run:
         print(plan_table(runs, *estimated_trainable(runs)))
@@ -202,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.learning_rate=1e-4 method.r=16"
     )
     p["sweep"].add_argument("sweep", type=Path, help="sweep YAML (see configs/sweeps/)")
+    p["sweep"].add_argument(
+        "overrides", nargs="*", metavar="key=value",
+        help="dotted overrides applied to every run (part of each run's config hash), e.g. model.name=/models/t5-xl",
+    )  # fmt: skip
     p["sweep"].add_argument("--launcher", choices=("local", "slurm"), default="local", help="default: local")
     p["sweep"].add_argument("--dry-run", action="store_true", help="print the runs (and their sizes), run nothing")
     p["sweep"].add_argument("--jobs", type=int, default=1, help="local: runs at the same time (default 1)")

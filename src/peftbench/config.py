@@ -148,13 +148,14 @@ class LaunchConfig:
     """How a run is launched; not part of the config hash (where and how it runs, not what it computes)."""
 
     num_processes: int = 1
-    """Processes (one per GPU) per run; above 1 the sweep launchers start it with `accelerate launch`."""
+    """Processes (one per GPU) per run; above 1, `run` and the sweep launchers start it with `accelerate launch`
+    (or torchrun), after checking that this machine has that many GPUs (see ``gpus_per_process``)."""
     accelerate_config: str | None = None
     """accelerate config file (configs/accelerate/*.yaml: DDP, DeepSpeed ZeRO-2/3, FSDP); None = plain DDP."""
     time_limit_min: int = 1440
     """Slurm time limit per job, in minutes; the job is signalled before it and requeues itself."""
     gpus_per_process: int = 1
-    """GPUs requested per process on Slurm (0 for CPU-only jobs)."""
+    """GPUs requested per process on Slurm; 0 for CPU-only jobs and CPU processes under torchrun (gloo)."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ and warm-up written into ``train`` once, so that ``config.yaml`` records every v
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import asdict, fields
@@ -22,9 +23,81 @@ from peftbench.errors import PeftbenchError
 from peftbench.methods import build_method_config, get_method
 from peftbench.methods.budget import match_budget
 
+# --------------------------------------------------------------------------------------------------
+# YAML as users type it
+
+_BOOL = "tag:yaml.org,2002:bool"
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML for configs, sweeps and ``key=value`` overrides: YAML 1.2's booleans (only true / false), so that
+    ``no``, ``yes``, ``on`` and ``off`` stay the strings a user typed (``train.mixed_precision=no``); dates stay
+    strings; numbers remember their text (:class:`YamlInt`, :class:`YamlFloat`), so that a string field keeps
+    ``1.10`` or ``007`` as written. Fields typed bool still accept yes/no/on/off (see ``_coerce``)."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+class YamlInt(int):
+    """An integer read from YAML, with the text it was written as (``text``)."""
+
+    text: str
+
+
+class YamlFloat(float):
+    """A number with a fraction or exponent read from YAML, with the text it was written as (``text``)."""
+
+    text: str
+
+
+def _number(cls: type, construct: Any) -> Any:
+    def build(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        value = cls(construct(loader, node))
+        value.text = node.value
+        return value
+
+    return build
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:int", _number(YamlInt, yaml.SafeLoader.construct_yaml_int))
+ConfigLoader.add_constructor("tag:yaml.org,2002:float", _number(YamlFloat, yaml.SafeLoader.construct_yaml_float))
+yaml.SafeDumper.add_representer(YamlInt, yaml.representer.SafeRepresenter.represent_int)
+yaml.SafeDumper.add_representer(YamlFloat, yaml.representer.SafeRepresenter.represent_float)
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` parsed as peftbench reads configs (:class:`ConfigLoader`)."""
+    return yaml.load(text, Loader=ConfigLoader)
+
+
+def plain(value: Any) -> Any:
+    """``value`` with YAML's remembered-text numbers made plain ``int`` / ``float`` (recursively)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, YamlInt):
+        return int(value)
+    if isinstance(value, YamlFloat):
+        return float(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Coercion to the schema
+
 
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -44,7 +117,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise PeftbenchError(errors[0] if errors else f"{where}: bad value {value!r}")
     if tp is Any:
-        return value
+        return plain(value)
     if origin is list:
         (item_tp,) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):
@@ -55,18 +128,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise PeftbenchError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        return plain(dict(value))
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
         raise PeftbenchError(f"{where}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, bool):
             raise PeftbenchError(f"{where}: expected an integer, got {value!r}")
         if isinstance(value, int):
-            return value
+            return int(value)
         try:
             as_float = float(value)
         except (TypeError, ValueError):
@@ -83,7 +156,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise PeftbenchError(f"{where}: expected a number, got {value!r}") from None
     if tp is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
-            return str(value)
+            return str(getattr(value, "text", value))  # a number as typed: 1.10 stays "1.10"
         raise PeftbenchError(f"{where}: expected a string, got {value!r}")
     return value
 
@@ -122,7 +195,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not path:
         raise PeftbenchError(f"override {item!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return path, value
@@ -158,8 +231,8 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     for key, value in method.items():
         if key in ("name", "budget"):
             continue
-        options[key] = _coerce(value, types_[key], f"method.{key}") if key in types_ else value
-    budget = method.get("budget")
+        options[key] = _coerce(value, types_[key], f"method.{key}") if key in types_ else plain(value)
+    budget = plain(method.get("budget"))
     if budget is not None:  # choose the size knob now, so that config.yaml records the value the run uses
         options, budget = _apply_budget(str(method["name"]), cfg.model, options, budget)
     # Fill in the method's defaults so that config.yaml records every value the run used.
@@ -218,7 +291,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise PeftbenchError(f"config file {p} does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = load_yaml(p.read_text())
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -160,6 +160,13 @@ def _auto_config(name: str) -> tuple[PretrainedConfig, type]:
     return config, (AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM)
 
 
+def check_model(cfg: ModelConfig) -> None:
+    """Raises the one-line error loading ``cfg`` would give when its configuration cannot be read (a name that
+    is neither a preset, a local path nor a reachable hub model). Reads ``config.json`` only."""
+    if cfg.name not in TINY_PRESETS:
+        _auto_config(cfg.name)
+
+
 def model_skeleton(cfg: ModelConfig) -> PreTrainedModel:
     """The model's architecture with weights on the ``meta`` device: shapes and counts, no memory, no download.
 
@@ -196,6 +203,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedT
     tok.train_from_iterator(texts, trainer)
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+BASE_PARAMS_ATTR = "peftbench_base_params"
+"""Attribute ``build_model`` sets on a model with a method applied: the base model's parameter count."""
+
+
+def base_parameters(model: nn.Module) -> int:
+    """The base model's parameters (before a method added its own): the denominator of every trainable share
+    peftbench reports, as in the study and ``peftbench methods``. Recorded by ``build_model``; a model without
+    the record counts all its parameters."""
+    recorded = getattr(model, BASE_PARAMS_ATTR, None)
+    return int(recorded) if recorded is not None else count_parameters(model)[1]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

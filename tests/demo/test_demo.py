@@ -29,7 +29,7 @@ def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
     rows = _rows(out / "report.csv")
     assert set(rows) == {"untrained", "lora", "adapter_houlsby", "prompt", "full"}
     assert float(rows["untrained"]["trainable params"]) == 0
-    assert 0 < float(rows["prompt"]["trainable %"]) < float(rows["lora"]["trainable %"]) < 100
+    assert 0 < float(rows["prompt"]["trainable % of base"]) < float(rows["lora"]["trainable % of base"]) < 100
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert "| untrained |" in proc.stdout  # the table is printed
     (base,) = (tmp_path / "cache" / "bases").glob("tiny-t5-*")

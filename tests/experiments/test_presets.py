@@ -44,7 +44,7 @@ def test_study_schedules_per_method():
     assert full.launch.accelerate_config.endswith("deepspeed_zero3.yaml")
     assert lora.launch.accelerate_config.endswith("ddp.yaml") and lora.launch.num_processes == 8
     assert full.eval.batch_size < lora.eval.batch_size  # evaluation batch by method size
-    assert lora.method["r"] == lora.method["alpha"] == 64
+    assert lora.method["r"] == 64 and lora.method["alpha"] is None  # alpha = r (LoRAConfig), also for every r swept
 
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "presets").glob("*.yaml")), ids=lambda p: p.name)

@@ -62,8 +62,8 @@ def _run(root: Path, method: str, seed: int, quality: float, lr: float = 1e-3, v
     records = _records(quality, zlib.crc32(f"{method} {seed} {lr}".encode()), tasks, instances)
     (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     metrics = {**score_predictions(records), "status": "finished", "method": method, "method_config": {},
-               "model": "tiny-t5", "seed": seed, "trainable_params": 10, "total_params": 1000,
-               "trainable_percent": 100.0 if method == "full" else 1.0,
+               "model": "tiny-t5", "seed": seed, "trainable_params": 1000 if method == "full" else 10,
+               "total_params": 1000, "base_params": 1000, "trainable_percent": 100.0 if method == "full" else 1.0,
                "train": {"learning_rate": lr, "steps": 10, "validation": [[10, val]]}}  # fmt: skip
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
@@ -204,7 +204,7 @@ def test_runs_without_predictions_are_said_and_the_rest_still_has_intervals(runs
         (run_dir / "predictions.jsonl").unlink()
     files = write_report(runs, tmp_path / "out", bootstrap=200)
     text = files.markdown.read_text()
-    assert "1 of 4 configurations have a run without predictions.jsonl" in text and "prompt lr=0.3" in text
+    assert "1 of 4 configurations have a run without predictions.jsonl" in text and "prompt · tiny-t5 lr=0.3" in text
     rows = _rows(files.differences_csv)
     assert [(r["first"], r["second"]) for r in rows] in ([("full", "lora")], [("lora", "full")])
 
@@ -237,7 +237,7 @@ def test_methods_scored_on_different_instances_are_compared_on_the_common_ones(t
     (row,) = _rows(files.differences_csv)
     assert (row["first"], row["second"], row["tasks"], row["instances"]) == ("full", "prompt", "10", "90")
     assert row["verdict"] == "full > prompt"
-    assert "full vs prompt: compared on the 90 test instances both have" in files.markdown.read_text()
+    assert "full vs prompt (tiny-t5): compared on the 90 test instances both have" in files.markdown.read_text()
     sizes = {r["method"]: r["test instances"] for r in _rows(files.configurations_csv)}
     assert sizes == {"full": "120", "prompt": "90"}
 

@@ -31,7 +31,8 @@ def _run(root: Path, method: str, seed: int, lr: float, size: int | None, tasks:
     metrics = {
         "status": "finished", "method": method, "method_config": options, "model": "tiny-t5", "seed": seed,
         "overall": {"exact_match": test / 2, "rougeL": test}, "per_category": per_category, "per_task": {},
-        "trainable_params": int(percent * 1000), "total_params": 100_000, "trainable_percent": percent,
+        "trainable_params": int(percent * 1000), "total_params": 100_000, "base_params": 100_000,
+        "trainable_percent": percent,
         "train": {"learning_rate": lr, "steps": 10, "validation": [[5, val - 1], [10, val]]},
         "data": {"train_tasks": tasks}, "train_time_s": 2.0, "peak_memory_mb": 100.0,
     }  # fmt: skip

@@ -131,3 +131,44 @@ def test_local_sweep_finishes_skips_and_resumes_after_preemption(tmp_path):
 
     third = run_cli("sweep", str(path), "--no-progress")
     assert third.returncode == 0 and "2 skipped" in third.stdout
+
+
+def test_the_study_sweep_scales_lora_with_alpha_equal_to_r():
+    """The study sets alpha = r for every rank it sweeps; a fixed alpha in the preset would not follow r."""
+    from peftbench.configure import method_config
+
+    runs = [r for r in expand(load_sweep(SWEEPS / "study.yaml")) if r.method == "lora"]
+    assert {r.config.method["r"] for r in runs} == {8, 32, 64, 128, 256, 512}
+    assert all(method_config(r.config).alpha is None for r in runs)  # lora.apply: lora_alpha = r
+
+
+def test_command_line_overrides_reach_every_run_and_its_hash(cli, tmp_path):
+    """Issue 17, item 5: `peftbench sweep SWEEP.yaml key=value ...` points a sweep at a local model and data
+    without editing the file; the dry-run counts trainable parameters on the local model's config.json."""
+    from transformers import T5Config
+
+    model_dir = tmp_path / "my t5"  # a local path, with a space
+    T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, feed_forward_proj="gated-gelu").save_pretrained(
+        model_dir
+    )
+    path = _write(tmp_path, methods={"lora": {"method.r": [4, 8]}}, grid={"seed": [1, 2]})
+    plain = expand(load_sweep(path))
+    extra = [f"model.name={model_dir}", "data.data_dir=/data/natural-instructions", "train.mixed_precision=no"]
+    pointed = expand(load_sweep(path, extra))
+    assert len(pointed) == len(plain) == 4
+    for run in pointed:
+        assert run.config.model.name == str(model_dir) and run.config.data.data_dir == "/data/natural-instructions"
+        assert run.config.train.mixed_precision == "no"
+    assert not {r.name for r in pointed} & {r.name for r in plain}  # part of every run's config hash
+
+    proc = cli("sweep", str(path), "--dry-run", *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 runs (4 new)" in proc.stdout and "?" not in proc.stdout
+    # LoRA on q, v of 3 attention blocks (encoder self, decoder self and cross), each 32 -> 32: r * 64 * 6
+    assert f"{4 * 64 * 6:,}" in proc.stdout and f"{8 * 64 * 6:,}" in proc.stdout
+
+    varied = cli("sweep", str(path), "--dry-run", "seed=3")
+    assert varied.returncode == 2 and "seed=3 overrides a value" in varied.stderr
+    assert len(varied.stderr.strip().splitlines()) == 1
+    bad = cli("sweep", str(path), "--dry-run", "train.learnig_rate=1")
+    assert bad.returncode == 2 and "train.learnig_rate" in bad.stderr and "Traceback" not in bad.stderr

@@ -175,31 +175,28 @@ def _warn_skipped(log: logging.Logger, path: Path, skipped: list[str], why: str)
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_superni(config: DataConfig, log: logging.Logger | None = None) -> Selection:
-    """Read a SuperNI split and select its tasks and instances (no prompt is built here).
+@dataclass(frozen=True)
+class SplitLists:
+    """A split's task lists, checked against the task files present (nothing read from them)."""
 
-    Steps: read ``train_tasks.txt`` / ``test_tasks.txt`` of the split, drop tasks listed in
-    ``excluded_tasks.txt`` (if present), load every listed task file, drop non-English tasks when
-    ``english_only`` (SuperNI's English track: input, output and instruction languages all ``["English"]``;
-    the official ``default`` split only lists such tasks, Tk-Instruct itself does not filter), carve
-    ``num_validation_tasks`` validation tasks out of the training tasks (``random.Random(seed).sample`` of the
-    sorted training names, so independent of file order), keep ``num_train_tasks`` of the rest, then select
-    instances.
+    train_file: Path
+    test_file: Path
+    tasks_dir: Path
+    train: list[str]
+    """Training tasks listed (validation tasks not yet carved out), minus excluded ones."""
+    test: list[str]
+    excluded: int
+    """How many listed tasks ``excluded_tasks.txt`` removed."""
 
-    Args:
-        config: The data settings, already checked (:func:`peftbench.config.validate` or
-            :func:`peftbench.config.check_data`); only the location and selection fields are read.
-        log: Logger for warnings (skipped instances) and the summary; defaults to this module's logger.
 
-    Returns:
-        Each role's tasks with their selected instances, and the counts. Same config, same result (same order).
+def split_task_lists(config: DataConfig) -> SplitLists:
+    """The split's task lists, after checking the layout without reading a task file: the data directory, the
+    split's list files and ``tasks/`` exist, no task is both a training and a test task, every listed task has
+    its file. The first step of :func:`load_superni`, and the data check before a multi-process launch.
 
     Raises:
-        PeftbenchError: A missing directory or split file, a task named in a split without its file, a
-            malformed task file, a task in both train and test lists, too many validation tasks, or a role
-            left without instances. The message is one line naming the offending file.
+        PeftbenchError: One line naming the offending file (as :func:`load_superni`).
     """
-    log = log if log is not None else logger
     data_dir = Path(config.data_dir)
     if not data_dir.is_dir():
         raise PeftbenchError(f"{data_dir}: SuperNI data directory does not exist")
@@ -248,6 +245,38 @@ def load_superni(config: DataConfig, log: logging.Logger | None = None) -> Selec
                 f"{', '.join(missing[:_SHOW_MISSING])}{more}; hint: use a full SuperNI checkout "
                 f"(github.com/allenai/natural-instructions) or list them in {excluded_file}",
             )
+
+    return SplitLists(train_file, test_file, tasks_dir, train_names, test_names, excluded_count)
+
+
+def load_superni(config: DataConfig, log: logging.Logger | None = None) -> Selection:
+    """Read a SuperNI split and select its tasks and instances (no prompt is built here).
+
+    Steps: read ``train_tasks.txt`` / ``test_tasks.txt`` of the split, drop tasks listed in
+    ``excluded_tasks.txt`` (if present), load every listed task file, drop non-English tasks when
+    ``english_only`` (SuperNI's English track: input, output and instruction languages all ``["English"]``;
+    the official ``default`` split only lists such tasks, Tk-Instruct itself does not filter), carve
+    ``num_validation_tasks`` validation tasks out of the training tasks (``random.Random(seed).sample`` of the
+    sorted training names, so independent of file order), keep ``num_train_tasks`` of the rest, then select
+    instances.
+
+    Args:
+        config: The data settings, already checked (:func:`peftbench.config.validate` or
+            :func:`peftbench.config.check_data`); only the location and selection fields are read.
+        log: Logger for warnings (skipped instances) and the summary; defaults to this module's logger.
+
+    Returns:
+        Each role's tasks with their selected instances, and the counts. Same config, same result (same order).
+
+    Raises:
+        PeftbenchError: A missing directory or split file, a task named in a split without its file, a
+            malformed task file, a task in both train and test lists, too many validation tasks, or a role
+            left without instances. The message is one line naming the offending file.
+    """
+    log = log if log is not None else logger
+    lists = split_task_lists(config)
+    train_file, test_file, tasks_dir = lists.train_file, lists.test_file, lists.tasks_dir
+    train_names, test_names, excluded_count = lists.train, lists.test, lists.excluded
 
     selected: dict[str, _Candidates] = {}
     non_english = 0

@@ -4,6 +4,10 @@ A *configuration* is a run's config without its seed (and without where or how i
 are averaged over seeds (mean ± sample standard deviation). The best configuration of a method is the one
 with the highest mean **validation** ROUGE-L of the tested weights (the study's protocol: choose on the
 validation tasks, report on the test tasks); runs without validation tasks cannot be selected this way.
+
+Every selection is made per base model: runs of different models (or of one model in different dtypes or
+sizes) are never compared to choose a configuration, and every table and legend names the model
+(:func:`annotate_models`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from peftbench.experiments.rundir import CONFIG_FILE
+from peftbench.experiments.rundir import CONFIG_FILE, base_params, trainable_percent
 
 _NOT_CONFIGURATION = ("seed", "output_dir", "run_name", "launch")
 _SIZE_KEYS = ("r", "init_r", "size", "num_virtual_tokens", "reduction_factor", "projection_hidden_size")
@@ -27,6 +31,59 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """What makes two runs' base models the same: name (hub name or path), dtype, parameter count."""
+
+    name: str
+    dtype: str
+    base_params: int | None
+
+
+def model_id(run_dir: Path, metrics: dict[str, Any]) -> ModelId:
+    """The base model of a finished run, from its config.yaml (and metrics.json)."""
+    try:
+        model = (yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}).get("model") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        model = {}
+    return ModelId(str(model.get("name", metrics.get("model", ""))), str(model.get("dtype", "")), base_params(metrics))
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "? params"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g}{unit} params"
+    return f"{count} params"
+
+
+def model_labels(ids: list[ModelId]) -> dict[ModelId, str]:
+    """A short, unique label per base model: the name's last path part (the whole name where two share it),
+    with the dtype where one name comes in several, and the size where one name and dtype come in several."""
+    unique = sorted(set(ids), key=lambda i: (i.name, i.dtype, i.base_params or 0))
+    short = {name: Path(name).name or name for name in {i.name for i in unique}}
+    shared = {s for s in short.values() if list(short.values()).count(s) > 1}
+    labels = {}
+    for i in unique:
+        label = i.name if short[i.name] in shared else short[i.name]
+        same_name = [j for j in unique if j.name == i.name]
+        if len({j.dtype for j in same_name}) > 1:
+            label += f" {i.dtype}"
+        if len({j.base_params for j in same_name if j.dtype == i.dtype}) > 1:
+            label += f" ({_size(i.base_params)})"
+        labels[i] = label
+    return labels
+
+
+def annotate_models(runs: list[dict[str, Any]], root: Path) -> None:
+    """Sets each run's ``_model``: the label of its base model (:func:`model_labels`), unique per model."""
+    ids = [model_id(root / m["_dir"], m) for m in runs]
+    labels = model_labels(ids)
+    for m, i in zip(runs, ids, strict=True):
+        m["_model"] = labels[i]
 
 
 @dataclass
@@ -41,7 +98,15 @@ class Configuration:
     size: str
     """The method's size hyperparameter(s), e.g. 'r=8' (empty for methods of fixed size)."""
     trainable_percent: float
+    """Trainable parameters, % of the base model's."""
     runs: list[dict[str, Any]] = field(default_factory=list)
+    model_label: str = ""
+    """The base model's label in tables and legends (``annotate_models``); configurations are selected per label."""
+
+    @property
+    def system(self) -> str:
+        """Method and base model, e.g. 'lora · t5-xl-lm-adapt': what a selection chooses one configuration for."""
+        return f"{self.method} · {self.model_label}" if self.model_label else self.method
 
     @property
     def seeds(self) -> list[Any]:
@@ -97,6 +162,8 @@ def configuration_key(run_dir: Path, metrics: dict[str, Any]) -> str:
 
 def configurations(runs: list[dict[str, Any]], root: Path) -> list[Configuration]:
     """Groups finished runs (as ``report.collect_runs`` returns them) into configurations."""
+    if any("_model" not in m for m in runs):
+        annotate_models(runs, root)
     groups: dict[str, Configuration] = {}
     for m in runs:
         if m["method"] == "untrained":
@@ -112,31 +179,35 @@ def configurations(runs: list[dict[str, Any]], root: Path) -> list[Configuration
                 learning_rate=(m.get("train") or {}).get("learning_rate"),
                 train_tasks=(m.get("data") or {}).get("train_tasks"),
                 size=size,
-                trainable_percent=float(m.get("trainable_percent", 0.0)),
+                trainable_percent=trainable_percent(m),
+                model_label=m["_model"],
             )
         groups[key].runs.append(m)
-    return sorted(groups.values(), key=lambda c: (c.method, c.learning_rate or 0, c.size, c.train_tasks or 0))
+    return sorted(groups.values(), key=lambda c: (c.model_label, c.method, c.learning_rate or 0, c.size,
+                                                  c.train_tasks or 0))  # fmt: skip
 
 
 def best_per_method(configs: list[Configuration]) -> dict[str, Configuration]:
-    """Per method, the configuration with the best mean validation ROUGE-L (methods without validation: none)."""
+    """Per method and base model (keyed by ``Configuration.system``), the configuration with the best mean
+    validation ROUGE-L (methods without validation: none)."""
     best: dict[str, Configuration] = {}
     for config in configs:
         validation = config.validation()
         if validation is None:
             continue
-        current = best.get(config.method)
+        current = best.get(config.system)
         if current is None or validation[0] > current.validation()[0]:
-            best[config.method] = config
+            best[config.system] = config
     return best
 
 
-def best_by(configs: list[Configuration], method: str, attribute: str) -> dict[Any, Configuration]:
-    """For one method and each value of ``attribute`` (learning_rate, train_tasks), the configuration chosen
-    on validation (or, when runs have no validation scores, the one with the best mean test score)."""
+def best_by(configs: list[Configuration], system: str, attribute: str) -> dict[Any, Configuration]:
+    """For one method on one base model (``Configuration.system``) and each value of ``attribute``
+    (learning_rate, train_tasks), the configuration chosen on validation (or, when runs have no validation
+    scores, the one with the best mean test score)."""
     chosen: dict[Any, Configuration] = {}
     for config in configs:
-        if config.method != method or getattr(config, attribute) is None:
+        if config.system != system or getattr(config, attribute) is None:
             continue
         value = getattr(config, attribute)
         score = (config.validation() or config.test())[0]

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from peftbench.config import dump_config
 from peftbench.errors import PeftbenchError
+from peftbench.experiments.preflight import preflight
 from peftbench.experiments.presets import launch_command
 from peftbench.experiments.sweep import SweepRun, run_status
 from peftbench.io import atomic_write_text
@@ -65,7 +66,9 @@ def _last_error(log: Path) -> str:
 def launch_local(runs: list[SweepRun], *, jobs: int = 1, progress: bool = True) -> list[Outcome]:
     """Runs every unfinished run as a ``peftbench train`` subprocess, at most ``jobs`` at a time.
 
-    A suspension signal to the sweep (SIGTERM, SIGUSR1, Ctrl-C) is passed on to the running runs, which
+    Before any run starts, the devices, data and models of the unfinished runs are checked (one line naming every
+    problem; :mod:`peftbench.experiments.preflight`). A suspension signal to the sweep (SIGTERM, SIGUSR1, Ctrl-C)
+    is passed on to the running runs, which
     save and stop; no new run starts. Returns one outcome per run, in the sweep's order.
     """
     if jobs < 1:
@@ -77,6 +80,7 @@ def launch_local(runs: list[SweepRun], *, jobs: int = 1, progress: bool = True) 
             outcomes[run.name] = Outcome(run, "skipped", "already finished")
         else:
             pending.append(run)
+    preflight([run.config for run in pending])  # devices, data, models: one line before any run starts
     running: dict[subprocess.Popen, tuple[SweepRun, Path]] = {}
     bar = tqdm(total=len(runs), initial=len(outcomes), desc="sweep", unit="run", disable=not progress)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

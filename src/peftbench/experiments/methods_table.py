@@ -29,7 +29,7 @@ def _options(spec: MethodSpec) -> str:
 
 
 def method_size(spec: MethodSpec, model_name: str, options: dict | None = None) -> tuple[int, int] | str:
-    """(trainable, total) parameters of ``spec`` on a model, or the reason it cannot be used there."""
+    """(trainable, base model's) parameters of ``spec`` on a model, or the reason it cannot be used there."""
     try:
         counter = MethodCounter(spec, ModelConfig(name=model_name))
         return counter.count(options or {}), counter.base_total
@@ -66,9 +66,8 @@ def methods_table(model_name: str | None = None, budget: str | None = None) -> s
                 lines.append(f"    on {model_name}: not supported ({size})")
             else:
                 trainable, total = size
-                lines.append(
-                    f"    on {model_name}: {trainable:,} trainable of {total:,} ({100 * trainable / total:.4f}%)"
-                )
+                share = f"{100 * trainable / total:.4f}% of the base model's {total:,}"
+                lines.append(f"    on {model_name}: {trainable:,} trainable ({share})")
         if spec.count_note:
             lines.append(f"    counting: {spec.count_note}")
     return "\n".join(lines)
@@ -80,7 +79,7 @@ def budget_table(model_name: str, budget: str) -> str:
     model = ModelConfig(name=model_name)
     base_total = sum(p.numel() for p in model_skeleton(model).parameters())
     target = parse_budget(_budget_value(budget)).target(base_total)
-    rows = [("method", "size", "trainable", "% of model", "vs budget")]
+    rows = [("method", "size", "trainable", "% of base", "vs budget")]
     notes = []
     for spec in all_methods():
         if spec.size_knob is None:

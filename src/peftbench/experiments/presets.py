@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from peftbench.config import ExperimentConfig
-from peftbench.configure import apply_overrides, config_from_dict
+from peftbench.configure import apply_overrides, config_from_dict, load_yaml
 from peftbench.errors import PeftbenchError
 
 MODES = ("dev", "full")
@@ -38,7 +38,7 @@ def configs_dir() -> Path:
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping, with one-line errors."""
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = load_yaml(path.read_text())
     except OSError as exc:
         raise PeftbenchError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

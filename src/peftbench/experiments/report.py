@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.rundir import METRICS_FILE
+from peftbench.experiments.rundir import METRICS_FILE, trainable_percent
 from peftbench.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from peftbench.experiments.significance import Significance
 
 _KEY_OPTIONS = ("r", "alpha", "size", "num_virtual_tokens", "projection")
+TRAINABLE_PERCENT = "trainable % of base"
+"""Column of the trainable share: of the base model's parameters, everywhere (``rundir.trainable_percent``)."""
 
 
 @dataclass
@@ -91,7 +93,7 @@ def tested_weights(m: dict[str, Any]) -> str:
 def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]], list[str]]:
     """Header, rows (for the CSV) and the categories; per category both exact match and ROUGE-L."""
     categories = sorted({c for m in runs for c in m.get("per_category", {})})
-    header = ["run", "method", "model", "seed", "hyperparameters", "trainable params", "trainable %"]
+    header = ["run", "method", "model", "seed", "hyperparameters", "trainable params", TRAINABLE_PERCENT]
     header += ["exact match", "ROUGE-L"]
     for c in categories:
         header += [f"EM {c}", f"ROUGE-L {c}"]
@@ -102,11 +104,11 @@ def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]],
         row = [
             m["_dir"],
             m["method"],
-            Path(str(m.get("model", ""))).name or m.get("model", ""),
+            m.get("_model") or Path(str(m.get("model", ""))).name or m.get("model", ""),
             m.get("seed", ""),
             hyperparameters(m),
             m.get("trainable_params", 0),
-            m.get("trainable_percent", 0.0),
+            trainable_percent(m),
             m["overall"]["exact_match"],
             m["overall"]["rougeL"],
         ]
@@ -122,7 +124,7 @@ def _fmt(value: Any, column: str) -> str:
         return str(value)
     if column == "trainable params":
         return f"{int(value):,}"
-    if column == "trainable %":
+    if column == TRAINABLE_PERCENT:
         return f"{value:.4f}"
     if isinstance(value, float):
         return f"{value:.2f}"
@@ -146,7 +148,8 @@ def markdown_table(header: list[str], rows: list[list[Any]], categories: list[st
 
 
 def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
-    """ROUGE-L against trainable-parameter % (log x), one marker per method; untrained as a dashed line."""
+    """ROUGE-L against trainable-parameter % (log x), one marker per method and base model; untrained bases as
+    dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,20 +157,20 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
 
     markers = "os^Dv<>pPX*h"
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    methods = sorted({m["method"] for m in runs if m["method"] != "untrained"})
-    for i, method in enumerate(methods):
-        pts = [(m["trainable_percent"], m["overall"]["rougeL"]) for m in runs if m["method"] == method]
+    systems = sorted({(m["method"], m.get("_model", "")) for m in runs if m["method"] != "untrained"})
+    for i, (method, model) in enumerate(systems):
+        pts = [(trainable_percent(m), m["overall"]["rougeL"]) for m in runs
+               if (m["method"], m.get("_model", "")) == (method, model)]  # fmt: skip
         pts = [(x, y) for x, y in pts if x > 0]
         if pts:
             xs, ys = zip(*pts, strict=True)
-            ax.scatter(xs, ys, marker=markers[i % len(markers)], s=60, label=method, zorder=3)
-    for m in runs:
-        if m["method"] == "untrained":
-            ax.axhline(m["overall"]["rougeL"], color="grey", linestyle="--", label="untrained base", zorder=2)
-            break
+            label = f"{method} · {model}" if model else method
+            ax.scatter(xs, ys, marker=markers[i % len(markers)], s=60, label=label, zorder=3)
+    for model, score in sorted(_untrained(runs).items()):
+        ax.axhline(score, color="grey", linestyle="--", label=f"untrained base · {model}", zorder=2)
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("trainable parameters (% of total, log scale)")
+    ax.set_xlabel("trainable parameters (% of the base model's, log scale)")
     ax.set_ylabel("ROUGE-L (test tasks)")
     ax.set_title("ROUGE-L vs trainable parameters")
     ax.grid(True, which="both", alpha=0.3)
@@ -177,6 +180,15 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _untrained(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Base model label -> the untrained base's test ROUGE-L (the first such run of each model)."""
+    out: dict[str, float] = {}
+    for m in runs:
+        if m["method"] == "untrained":
+            out.setdefault(m.get("_model", ""), m["overall"]["rougeL"])
+    return out
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> str:
@@ -208,19 +220,20 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     """
     from peftbench.experiments import significance as sg
     from peftbench.experiments import study_report as sr
-    from peftbench.experiments.analysis import configurations
+    from peftbench.experiments.analysis import annotate_models, configurations
 
     if bootstrap < 0:
         raise PeftbenchError(f"--bootstrap must be 0 (no intervals) or a number of resamples, not {bootstrap}")
     runs = collect_runs(runs_dir)
     root = Path(runs_dir)
+    annotate_models(runs, root)  # every selection is per base model; tables and legends name it
     out = Path(output_dir) if output_dir is not None else root
     out.mkdir(parents=True, exist_ok=True)
     header, rows, categories = report_rows(runs)
     table = markdown_table(header, rows, categories)
     configs = configurations(runs, root)
     chosen, how = sr.selection(configs)
-    untrained = next((m["overall"]["rougeL"] for m in runs if m["method"] == "untrained"), None)
+    untrained = _untrained(runs)
     sig = sg.analyse(configs, chosen, root, bootstrap, seed) if bootstrap > 0 and configs else None
     ci_text, best_ci, category_ci = sg.interval_texts(sig), sg.best_bounds(sig, chosen), sg.category_bounds(sig)
 
@@ -296,7 +309,7 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     page += [f"<pre>{html.escape(note_text)}</pre>" if note_text else "", "</body></html>"]
 
     plain_header, plain_rows = sr.configurations_table(configs)
-    conf_csv = [[*row, "yes" if chosen.get(c.method) is c else "", *sg.interval_columns(sig, c.key)]
+    conf_csv = [[*row, "yes" if chosen.get(c.system) is c else "", *sg.interval_columns(sig, c.key)]
                 for c, row in zip(configs, plain_rows, strict=True)]  # fmt: skip
     paths = ReportFiles(out / "report.md", out / "report.csv", main_plot, table, out / "report.html",
                         out / "report_configurations.csv", [p for p, _ in plots], summary, differences)  # fmt: skip

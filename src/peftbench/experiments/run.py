@@ -44,7 +44,7 @@ from peftbench.experiments.setup import budget_record, build_model, check_master
 from peftbench.experiments.trackers import flat_config, trackers
 from peftbench.io import atomic_write_text
 from peftbench.methods import get_method, trainable_parameters
-from peftbench.models import count_parameters, is_encoder_decoder
+from peftbench.models import base_parameters, count_parameters, is_encoder_decoder
 from peftbench.training.callbacks import Callback, CallbackList, installed_callbacks
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
 from peftbench.training.preemption import stop_on_signals
@@ -137,7 +137,8 @@ def run_experiment(
         if cfg.train.report_to:  # TensorBoard: <run_dir>/tensorboard/; W&B and MLflow: see experiments/trackers.py
             accelerator.init_trackers("tensorboard", config=flat_config(cfg.to_dict()))
         trainable, total = count_parameters(model)
-        _announce(cfg, run_dir, spec.name, trainable, total, data, quiet)
+        base = base_parameters(model)
+        _announce(cfg, run_dir, spec.name, trainable, base, data, quiet)
 
         # 2. fit, resuming from the newest valid checkpoint (or take the weights a finished training saved)
         if state.get("trained") and (run_dir / WEIGHTS_FILE).is_file():
@@ -177,8 +178,8 @@ def run_experiment(
             _share_weights(model, accelerator)
         metrics = evaluate_and_write(
             model, tokenizer, data.test, cfg, run_dir, accelerator.device, spec=spec, progress=progress,
-            train=result, params=(trainable, total), data_stats=data.stats, resume=True, stop=stop,
-            weights=weights, on_batch=callback.on_evaluation_batch,
+            train=result, params=(trainable, total), base_params=base, data_stats=data.stats, resume=True,
+            stop=stop, weights=weights, on_batch=callback.on_evaluation_batch,
         )  # fmt: skip
         if accelerator.is_main_process:
             say(headline(run_dir.name, metrics), quiet)
@@ -189,11 +190,11 @@ def run_experiment(
 
 
 def _announce(
-    cfg: ExperimentConfig, run_dir: Path, method: str, trainable: int, total: int, data: PreparedData, quiet: bool
+    cfg: ExperimentConfig, run_dir: Path, method: str, trainable: int, base: int, data: PreparedData, quiet: bool
 ) -> None:
     """The run's first lines: what trains, how many parameters (and the budget they match), the data."""
-    share = f"{100 * trainable / total:.4f}%"
-    say(f"run {run_dir} | method {method} | trainable {trainable:,} / {total:,} ({share})", quiet)
+    share = f"{100 * trainable / base:.4f}% of the base model's {base:,}"
+    say(f"run {run_dir} | method {method} | trainable {trainable:,} ({share})", quiet)
     matched = budget_record(cfg, trainable)
     if matched:
         say(
@@ -271,13 +272,15 @@ def evaluate(
         if not untrained:
             load_trainable(model, run_dir / WEIGHTS_FILE)
         trainable, total = count_parameters(model)
+        base = base_parameters(model)
         data = prepare_data(cfg, tokenizer, model, progress)
         device = accelerator.device if accelerator else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         metrics = evaluate_and_write(
             model, tokenizer, data.test, cfg, run_dir, device, spec=None if untrained else get_method(cfg.method_name),
             progress=progress, train=TrainResult(**previous["train"]) if previous.get("train") else None,
-            params=(0 if untrained else trainable, total), data_stats=data.stats, weights=previous.get("weights"),
+            params=(0 if untrained else trainable, total), base_params=base, data_stats=data.stats,
+            weights=previous.get("weights"),
             on_batch=CallbackList([*installed_callbacks(), *callbacks]).on_evaluation_batch,
         )  # fmt: skip
         if metrics:

@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from peftbench.config import ExperimentConfig
-from peftbench.configure import config_from_dict
+from peftbench.configure import config_from_dict, load_yaml
 from peftbench.errors import PeftbenchError
 from peftbench.io import atomic_write_json
 from peftbench.methods import get_method
@@ -95,7 +95,7 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
     if not path.is_file():
         raise PeftbenchError(f"{run_dir} is not a peftbench run directory (no {CONFIG_FILE})")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError:
         raise PeftbenchError(f"{path}: not valid YAML") from None
     if not isinstance(raw, dict):
@@ -125,13 +125,36 @@ def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
     return metrics if isinstance(metrics, dict) and metrics.get("status") == "finished" else None
 
 
+def base_params(metrics: dict[str, Any]) -> int | None:
+    """The base model's parameter count of a finished run (None when unknown).
+
+    ``metrics.json`` records it as ``base_params``. Runs recorded before it have ``total_params``, the base and
+    the method's added parameters together: their base is that total for full fine-tuning and the untrained
+    base, else ``total_params - trainable_params``, exact for methods that only add parameters and, for methods
+    that also train some of the base's own (layer norms, biases), short by those few.
+    """
+    if isinstance(metrics.get("base_params"), int):
+        return metrics["base_params"]
+    total, trainable = metrics.get("total_params"), metrics.get("trainable_params") or 0
+    if not isinstance(total, int) or total <= 0:
+        return None
+    return total if metrics.get("method") in ("full", "untrained") or trainable >= total else total - trainable
+
+
+def trainable_percent(metrics: dict[str, Any]) -> float:
+    """Trainable parameters as a percentage of the base model's (the one denominator peftbench uses, also for
+    runs recorded with another: see :func:`base_params`)."""
+    base = base_params(metrics)
+    return 100 * (metrics.get("trainable_params") or 0) / base if base else float(metrics.get("trainable_percent", 0))
+
+
 def headline(name: str, metrics: dict[str, Any]) -> str:
     """One line: run name, exact match, ROUGE-L, trainable parameters."""
     o = metrics["overall"]
     return (
         f"{name}: exact_match {o['exact_match']:.2f} | rougeL {o['rougeL']:.2f} | "
         f"{o['num_examples']} examples | trainable {metrics['trainable_params']:,} "
-        f"({metrics['trainable_percent']:.4f}%)"
+        f"({trainable_percent(metrics):.4f}% of the base model)"
     )
 
 

@@ -63,6 +63,7 @@ def evaluate_and_write(
     progress: bool,
     train: TrainResult | None,
     params: tuple[int, int],
+    base_params: int | None = None,
     data_stats: dict[str, Any],
     resume: bool = False,
     stop: StopFlag | None = None,
@@ -71,9 +72,11 @@ def evaluate_and_write(
 ) -> dict[str, Any]:
     """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``.
 
-    With ``resume``, predictions already written are kept; otherwise the evaluation starts afresh. Under a
-    process group of several ranks every rank calls this and generates its share of the batches; rank 0 writes
-    the files and returns the metrics, the others return ``{}``.
+    ``params`` is (trainable, total) of the model as built (the base and the method's parameters); ``base_params``
+    the base model's alone (default: total), the denominator of ``trainable_percent``. With ``resume``,
+    predictions already written are kept; otherwise the evaluation starts afresh. Under a process group of
+    several ranks every rank calls this and generates its share of the batches; rank 0 writes the files and
+    returns the metrics, the others return ``{}``.
     ``on_batch`` is :func:`~peftbench.evaluation.generate.generate_predictions`'s.
     """
     predictions_path = run_dir / PREDICTIONS_FILE
@@ -102,6 +105,7 @@ def evaluate_and_write(
         return {}
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
     trainable, total = params
+    base = base_params if base_params is not None else total
     # Training's peak when there was training (a re-evaluation keeps it), else this evaluation's.
     peak, peak_kind = (train.peak_memory_mb, train.peak_memory_kind) if train else peak_memory_mb(device)
     metrics = {
@@ -113,7 +117,8 @@ def evaluate_and_write(
         "model": cfg.model.name,
         "trainable_params": trainable,
         "total_params": total,
-        "trainable_percent": round(100 * trainable / total, 6) if total else 0.0,
+        "base_params": base,
+        "trainable_percent": round(100 * trainable / base, 6) if base else 0.0,  # of the base model
         "trainable_params_note": spec.count_note if spec is not None else "",
         "budget": budget_record(cfg, trainable) if spec is not None else None,
         "train": asdict(train) if train is not None else None,

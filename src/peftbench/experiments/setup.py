@@ -20,7 +20,7 @@ from peftbench.io import cache_dir
 from peftbench.methods import get_method
 from peftbench.methods.budget import match_budget
 from peftbench.methods.precision import keep_trainable_fp32
-from peftbench.models import is_encoder_decoder, load_model, load_tokenizer
+from peftbench.models import BASE_PARAMS_ATTR, count_parameters, is_encoder_decoder, load_model, load_tokenizer
 
 log = logging.getLogger("peftbench")
 
@@ -32,12 +32,14 @@ log = logging.getLogger("peftbench")
 def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """The base model with the configured method applied, and its tokenizer.
 
-    The method's trainable parameters are fp32 whatever ``model.dtype`` is (see ``methods.precision``); the
+    The model records the base model's parameter count (``models.base_parameters``), before the method added
+    any. The method's trainable parameters are fp32 whatever ``model.dtype`` is (see ``methods.precision``); the
     frozen base keeps ``model.dtype``. Full fine-tuning is the exception: it trains the base weights as loaded
     (``check_master_weights`` refuses to train it in half precision without fp32 master weights).
     """
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, vocab_size=len(tokenizer))
+    base = count_parameters(model)[1]
     if apply_method:
         spec = get_method(cfg.method_name)
         reason = spec.supports(model.config)
@@ -51,6 +53,7 @@ def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Mo
             raise PeftbenchError(f"method {spec.name!r} cannot be applied to {cfg.model.name!r}: {first}") from None
         if spec.fp32_trainable:
             keep_trainable_fp32(model)
+    setattr(model, BASE_PARAMS_ATTR, base)  # the denominator of the trainable share (models.base_parameters)
     return model, tokenizer
 
 

@@ -82,7 +82,7 @@ class Significance:
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Configuration key -> (test tasks, test instances) behind its interval."""
     categories: dict[str, dict[str, dict[str, Interval]]] = field(default_factory=dict)
-    """Method -> category -> metric -> interval, for each method's best configuration."""
+    """Method and model (``Configuration.system``) -> category -> metric -> interval, for each best configuration."""
     category_tasks: dict[str, int] = field(default_factory=dict)
     """Category -> its number of test tasks."""
     comparisons: list[Comparison] = field(default_factory=list)
@@ -101,7 +101,7 @@ def _load(configs: list[Configuration], root: Path, notes: list[str]) -> dict[st
     missing = []
     for c in configs:
         if any(not (root / m["_dir"] / PREDICTIONS_FILE).is_file() for m in c.runs):
-            missing.append(f"{c.method} {c.label}")
+            missing.append(f"{c.system} {c.label}")
             continue
         try:
             runs = []
@@ -112,10 +112,10 @@ def _load(configs: list[Configuration], root: Path, notes: list[str]) -> dict[st
                 runs.append(scores)
             systems[c.key], note = system_scores(runs)
         except PeftbenchError as exc:
-            notes.append(f"{c.method} {c.label}: no intervals ({exc})")
+            notes.append(f"{c.system} {c.label}: no intervals ({exc})")
             continue
         if note:
-            notes.append(f"{c.method} {c.label}: {note}")
+            notes.append(f"{c.system} {c.label}: {note}")
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         notes.append(f"{len(missing)} of {len(configs)} configurations have a run without {PREDICTIONS_FILE}, so no "
@@ -134,7 +134,7 @@ def _groups(keys: list[str], systems: dict[str, SystemScores]) -> list[list[str]
 def analyse(configs: list[Configuration], chosen: dict[str, Configuration], root: Path, resamples: int,
             seed: int) -> Significance:  # fmt: skip
     """Intervals for every configuration, per category for the chosen ones, and paired comparisons of the chosen
-    ones (every pair of methods), from the runs' predictions below ``root``."""
+    ones (every pair of methods on the same base model), from the runs' predictions below ``root``."""
     result = Significance(resamples, seed)
     systems = _load(configs, root, result.notes)
     replicates: dict[str, np.ndarray] = {}
@@ -162,6 +162,8 @@ def analyse(configs: list[Configuration], chosen: dict[str, Configuration], root
 
     ranked = sorted(best.values(), key=lambda c: (-result.intervals[c.key]["rougeL"].estimate, c.method))
     for a, b in itertools.combinations(ranked, 2):
+        if a.model_label != b.model_label:  # methods are compared on one base model, never across models
+            continue
         comparison = _compare(a, b, systems, replicates, result)
         if comparison is not None:
             result.comparisons.append(comparison)
@@ -180,10 +182,12 @@ def _compare(a: Configuration, b: Configuration, systems: dict[str, SystemScores
     else:
         common = set(sa.ids) & set(sb.ids)
         if not common:
-            result.notes.append(f"{a.method} vs {b.method}: no test instance in common, not compared")
+            result.notes.append(f"{a.method} vs {b.method} ({a.model_label}): no test instance in common, not compared")
             return None
         sa, sb = sa.restricted(common), sb.restricted(common)
-        result.notes.append(f"{a.method} vs {b.method}: compared on the {len(common)} test instances both have")
+        result.notes.append(
+            f"{a.method} vs {b.method} ({a.model_label}): compared on the {len(common)} test instances both have"
+        )
         stacked = bootstrap_means(TaskScores.stack([sa.scores, sb.scores]), result.resamples, result.seed)
         draws = stacked[:, : len(METRICS)] - stacked[:, len(METRICS) :]
     diff = sa.scores.minus(sb.scores)
@@ -204,7 +208,7 @@ def interval_texts(sig: Significance | None) -> dict[str, tuple[str, str]]:
 
 
 def best_bounds(sig: Significance | None, chosen: dict[str, Configuration]) -> dict[str, tuple[float, float]]:
-    """Method -> the ROUGE-L interval of its best configuration, for the bars of the params plot."""
+    """``Configuration.system`` -> the ROUGE-L interval of its best configuration, for the params plot's bars."""
     if sig is None:
         return {}
     return {m: (sig.intervals[c.key]["rougeL"].low, sig.intervals[c.key]["rougeL"].high)
@@ -212,7 +216,7 @@ def best_bounds(sig: Significance | None, chosen: dict[str, Configuration]) -> d
 
 
 def category_bounds(sig: Significance | None) -> dict[str, dict[str, tuple[float, float]]]:
-    """Method -> category -> ROUGE-L interval, for the bars of the per-category plot."""
+    """``Configuration.system`` -> category -> ROUGE-L interval, for the bars of the per-category plot."""
     if sig is None:
         return {}
     return {m: {c: (iv["rougeL"].low, iv["rougeL"].high) for c, iv in per.items()} for m, per in sig.categories.items()}
@@ -231,27 +235,29 @@ INTERVAL_HEADER = ["test tasks", "test instances", "ROUGE-L 95% low", "ROUGE-L 9
 
 
 def differences_table(sig: Significance) -> tuple[list[str], list[list[str]]]:
-    """The "Which differences are real" table: one row per pair of methods (their best configurations)."""
-    header = ["comparison", "tasks", "Δ ROUGE-L", "95% CI", "p", "p (Holm)", "verdict", "Δ EM", "95% CI (EM)",
+    """The "Which differences are real" table: one row per pair of methods on one base model (their best
+    configurations)."""
+    header = ["model", "comparison", "tasks", "Δ ROUGE-L", "95% CI", "p", "p (Holm)", "verdict", "Δ EM", "95% CI (EM)",
               "p (Holm, EM)"]  # fmt: skip
     rows = []
     for c in sig.comparisons:
         r, e = c.difference["rougeL"], c.difference["exact_match"]
-        rows.append([f"{c.first.method} − {c.second.method}", str(c.tasks), f"{r.estimate:+.2f}", r.text(),
-                     _p(c.p["rougeL"]), _p(c.holm["rougeL"]), c.verdict, f"{e.estimate:+.2f}", e.text(),
-                     _p(c.holm["exact_match"])])  # fmt: skip
+        rows.append([c.first.model_label, f"{c.first.method} − {c.second.method}", str(c.tasks),
+                     f"{r.estimate:+.2f}", r.text(), _p(c.p["rougeL"]), _p(c.holm["rougeL"]), c.verdict,
+                     f"{e.estimate:+.2f}", e.text(), _p(c.holm["exact_match"])])  # fmt: skip
     return header, rows
 
 
 def differences_csv_rows(sig: Significance) -> tuple[list[str], list[list[str]]]:
     """Every number of the comparisons, for ``report_differences.csv``."""
-    header = ["first", "first configuration", "second", "second configuration", "tasks", "instances"]
+    header = ["model", "first", "first configuration", "second", "second configuration", "tasks", "instances"]
     for m in ("rougeL", "exact_match"):
         header += [f"{m} difference", f"{m} 95% low", f"{m} 95% high", f"{m} p", f"{m} p holm"]
     header += ["verdict"]
     rows = []
     for c in sig.comparisons:
-        row = [c.first.method, c.first.label, c.second.method, c.second.label, str(c.tasks), str(c.instances)]
+        row = [c.first.model_label, c.first.method, c.first.label, c.second.method, c.second.label, str(c.tasks),
+               str(c.instances)]  # fmt: skip
         for m in ("rougeL", "exact_match"):
             d = c.difference[m]
             row += [f"{d.estimate:.4f}", f"{d.low:.4f}", f"{d.high:.4f}", f"{c.p[m]:.6g}", f"{c.holm[m]:.6g}"]
@@ -261,12 +267,13 @@ def differences_csv_rows(sig: Significance) -> tuple[list[str], list[list[str]]]
 
 def categories_csv_rows(sig: Significance, chosen: dict[str, Configuration]) -> tuple[list[str], list[list[str]]]:
     """Per category intervals of each method's best configuration, for ``report_categories.csv``."""
-    header = ["method", "configuration", "category", "test tasks", "ROUGE-L", "ROUGE-L 95% low", "ROUGE-L 95% high",
-              "EM", "EM 95% low", "EM 95% high"]  # fmt: skip
+    header = ["model", "method", "configuration", "category", "test tasks", "ROUGE-L", "ROUGE-L 95% low",
+              "ROUGE-L 95% high", "EM", "EM 95% low", "EM 95% high"]  # fmt: skip
     rows = []
-    for method in sorted(sig.categories):
-        for category, iv in sig.categories[method].items():
-            row = [method, chosen[method].label, category, str(sig.category_tasks[category])]
+    for system in sorted(sig.categories):
+        c = chosen[system]
+        for category, iv in sig.categories[system].items():
+            row = [c.model_label, c.method, c.label, category, str(sig.category_tasks[category])]
             for m in ("rougeL", "exact_match"):
                 row += [f"{iv[m].estimate:.4f}", f"{iv[m].low:.4f}", f"{iv[m].high:.4f}"]
             rows.append(row)

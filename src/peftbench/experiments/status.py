@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from peftbench.errors import PeftbenchError
+from peftbench.experiments.analysis import ModelId, model_labels
 from peftbench.experiments.rundir import CONFIG_FILE, STATE_FILE, config_hash, finished_metrics, read_run_config
 from peftbench.training.checkpoint import checkpoint_dirs, validate_checkpoint
 
@@ -35,8 +36,10 @@ def run_status(run_dir: Path) -> dict:
     if status == "running" and state.get("host") == socket.gethostname() and not _alive(int(state.get("pid", 0))):
         status = "interrupted"  # killed without a chance to save (e.g. SIGKILL); resumable from a checkpoint
     last = None
+    model = None
     try:
         cfg = read_run_config(run_dir)
+        model = ModelId(cfg.model.name, cfg.model.dtype, None)
         for path in reversed(checkpoint_dirs(run_dir)):
             if validate_checkpoint(path, config_hash(cfg), json.loads((path / "manifest.json").read_text())[
                 "world_size"]) is None:  # fmt: skip
@@ -44,11 +47,13 @@ def run_status(run_dir: Path) -> dict:
                 break
     except (PeftbenchError, OSError, ValueError, KeyError):
         pass
-    return {"run": run_dir, "status": status, "checkpoint": last, "metrics": metrics, "error": state.get("error")}
+    return {"run": run_dir, "status": status, "checkpoint": last, "metrics": metrics, "error": state.get("error"),
+            "model": model}  # fmt: skip
 
 
 def status_table(runs_dir: str | Path) -> str:
-    """One line per run directory below ``runs_dir``."""
+    """One line per run directory below ``runs_dir``: run, base model, status, last valid checkpoint, result;
+    the columns as wide as their longest entry."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise PeftbenchError(f"{root} is not a directory")
@@ -60,9 +65,10 @@ def status_table(runs_dir: str | Path) -> str:
     )
     if not runs:
         raise PeftbenchError(f"no run directories (with {CONFIG_FILE}) below {root}")
-    lines = [f"{'run':40} {'status':12} {'checkpoint':>10}  result"]
-    for run_dir in runs:
-        s = run_status(run_dir)
+    states = [run_status(run_dir) for run_dir in runs]
+    labels = model_labels([s["model"] for s in states if s["model"] is not None])
+    rows = [("run", "model", "status", "checkpoint", "result")]
+    for run_dir, s in zip(runs, states, strict=True):
         name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
         ckpt = "-" if s["checkpoint"] is None else f"step {s['checkpoint']}"
         if s["metrics"]:
@@ -70,5 +76,9 @@ def status_table(runs_dir: str | Path) -> str:
             result = f"EM {o['exact_match']:.2f}  ROUGE-L {o['rougeL']:.2f}  ({o['num_examples']} examples)"
         else:
             result = s["error"] or ""
-        lines.append(f"{name:40} {s['status']:12} {ckpt:>10}  {result}")
-    return "\n".join(lines)
+        rows.append((name, labels.get(s["model"], "?"), s["status"], ckpt, result))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        f"{r[0]:{widths[0]}}  {r[1]:{widths[1]}}  {r[2]:{widths[2]}}  {r[3]:>{widths[3]}}  {r[4]}".rstrip()
+        for r in rows
+    )

@@ -30,15 +30,16 @@ def _opt(value: float | None, fmt: str) -> str:
 
 
 def selection(configs: list[Configuration]) -> tuple[dict[str, Configuration], str]:
-    """One configuration per method for the summary, and how it was chosen."""
+    """One configuration per method and base model (keyed by ``Configuration.system``) for the summary, and how
+    it was chosen."""
     best = best_per_method(configs)
     if best:
         return best, "chosen on validation ROUGE-L (of the weights tested: eval.weights), reported on the test tasks"
     chosen: dict[str, Configuration] = {}
     for config in configs:
-        current = chosen.get(config.method)
+        current = chosen.get(config.system)
         if current is None or config.test()[0] > current.test()[0]:
-            chosen[config.method] = config
+            chosen[config.system] = config
     return chosen, "runs have no validation tasks, so this is the best mean *test* score (not the study's protocol)"
 
 
@@ -64,22 +65,36 @@ def _with_intervals(header: list[str], rows: list[list[str]], keys: list[str],
 
 def best_table(chosen: dict[str, Configuration], intervals: dict[str, tuple[str, str]] | None = None
                ) -> tuple[list[str], list[list[str]]]:  # fmt: skip
-    header = ["method", "configuration", "seeds", "trainable %", "validation ROUGE-L", "test ROUGE-L", "test EM",
-              "train time (s)", "peak memory (MB)"]  # fmt: skip
+    header = ["model", "method", "configuration", "seeds", "trainable % of base", "validation ROUGE-L",
+              "test ROUGE-L", "test EM", "train time (s)", "peak memory (MB)"]  # fmt: skip
     rows = []
-    for method in sorted(chosen):
-        c = chosen[method]
-        rows.append([method, c.label, str(len(c.runs)), f"{c.trainable_percent:.4f}", _pm(c.validation()),
-                     _pm(c.test()), _pm(c.test("exact_match")), _opt(c.mean_of("train_time_s"), ".1f"),
-                     _opt(c.mean_of("peak_memory_mb"), ".0f")])  # fmt: skip
-    return _with_intervals(header, rows, [chosen[m].key for m in sorted(chosen)], intervals)
+    ordered = by_model(chosen)
+    for c in ordered:
+        rows.append([c.model_label, c.method, c.label, str(len(c.runs)), f"{c.trainable_percent:.4f}",
+                     _pm(c.validation()), _pm(c.test()), _pm(c.test("exact_match")),
+                     _opt(c.mean_of("train_time_s"), ".1f"), _opt(c.mean_of("peak_memory_mb"), ".0f")])  # fmt: skip
+    return _with_intervals(header, rows, [c.key for c in ordered], intervals)
+
+
+def by_model(chosen: dict[str, Configuration]) -> list[Configuration]:
+    """The chosen configurations ordered by base model, then method."""
+    return sorted(chosen.values(), key=lambda c: (c.model_label, c.method))
 
 
 def configurations_table(configs: list[Configuration], intervals: dict[str, tuple[str, str]] | None = None
                          ) -> tuple[list[str], list[list[str]]]:  # fmt: skip
-    header = ["method", "configuration", "seeds", "trainable %", "validation ROUGE-L", "test ROUGE-L", "test EM"]
-    rows = [[c.method, c.label, ", ".join(map(str, c.seeds)), f"{c.trainable_percent:.4f}", _pm(c.validation()),
-             _pm(c.test()), _pm(c.test("exact_match"))] for c in configs]  # fmt: skip
+    header = [
+        "model",
+        "method",
+        "configuration",
+        "seeds",
+        "trainable % of base",
+        "validation ROUGE-L",
+        "test ROUGE-L",
+        "test EM",
+    ]
+    rows = [[c.model_label, c.method, c.label, ", ".join(map(str, c.seeds)), f"{c.trainable_percent:.4f}",
+             _pm(c.validation()), _pm(c.test()), _pm(c.test("exact_match"))] for c in configs]  # fmt: skip
     return _with_intervals(header, rows, [c.key for c in configs], intervals)
 
 
@@ -127,26 +142,27 @@ def _bars(mean: float, interval: tuple[float, float] | None, std: float) -> tupl
     return max(0.0, mean - interval[0]), max(0.0, interval[1] - mean)
 
 
-def plot_best_vs_params(chosen: dict[str, Configuration], untrained: float | None, how: str, path: Path,
+def plot_best_vs_params(chosen: dict[str, Configuration], untrained: dict[str, float], how: str, path: Path,
                         intervals: dict[str, tuple[float, float]] | None = None) -> bool:  # fmt: skip
-    """ROUGE-L against trainable % of each method's best configuration; bars: the 95% interval of the test
-    ROUGE-L where ``intervals`` (method -> (low, high)) has it, else ± std over seeds."""
+    """ROUGE-L against trainable % of each method's best configuration per base model; bars: the 95% interval of
+    the test ROUGE-L where ``intervals`` (``Configuration.system`` -> (low, high)) has it, else ± std over seeds.
+    ``untrained``: base model label -> the untrained base's test ROUGE-L (a dashed line each)."""
     intervals = intervals or {}
 
     def draw(ax) -> bool:
-        for i, method in enumerate(sorted(chosen)):
-            c = chosen[method]
+        for i, system in enumerate(sorted(chosen)):
+            c = chosen[system]
             mean, std = c.test()
             if c.trainable_percent <= 0:
                 continue
-            below, above = _bars(mean, intervals.get(method), std)
+            below, above = _bars(mean, intervals.get(system), std)
             ax.errorbar([c.trainable_percent], [mean], yerr=[[below], [above]], fmt=MARKERS[i % len(MARKERS)],
-                        markersize=8, capsize=4, label=f"{method} ({c.label})")  # fmt: skip
-        if untrained is not None:
-            ax.axhline(untrained, color="grey", linestyle="--", label="untrained base")
+                        markersize=8, capsize=4, label=f"{system} ({c.label})")  # fmt: skip
+        for j, (model, score) in enumerate(sorted(untrained.items())):
+            ax.axhline(score, color="grey", linestyle=("--", ":", "-.")[j % 3], label=f"untrained base · {model}")
         ax.set_xscale("log")
         ax.set_ylim(bottom=0)
-        ax.set_xlabel("trainable parameters (% of the model, log scale)")
+        ax.set_xlabel("trainable parameters (% of the base model's, log scale)")
         bars = "95% bootstrap CI over tasks and instances" if intervals else "± std over seeds"
         ax.set_ylabel(f"test ROUGE-L (mean over seeds)\nbars: {bars}", fontsize=9)
         ax.set_title("Best configuration per method" + ("" if how.startswith("chosen on validation") else " (on test)"))
@@ -159,14 +175,14 @@ def plot_best_vs_params(chosen: dict[str, Configuration], untrained: float | Non
 def _curves(configs: list[Configuration], attribute: str, xlabel: str, title: str, log_x: bool, path: Path) -> bool:
     def draw(ax) -> bool:
         drawn = False
-        for i, method in enumerate(sorted({c.method for c in configs})):
-            points = best_by(configs, method, attribute)
+        for i, system in enumerate(sorted({c.system for c in configs})):
+            points = best_by(configs, system, attribute)
             if len(points) < 2:
                 continue
             xs = list(points)
             means = [points[x].test()[0] for x in xs]
             stds = [points[x].test()[1] for x in xs]
-            ax.errorbar(xs, means, yerr=stds, marker=MARKERS[i % len(MARKERS)], capsize=3, label=method)
+            ax.errorbar(xs, means, yerr=stds, marker=MARKERS[i % len(MARKERS)], capsize=3, label=system)
             drawn = True
         if log_x:
             ax.set_xscale("log")
@@ -193,8 +209,8 @@ def plot_task_counts(configs: list[Configuration], path: Path) -> bool:
 
 def plot_categories(chosen: dict[str, Configuration], path: Path,
                     intervals: dict[str, dict[str, tuple[float, float]]] | None = None) -> bool:  # fmt: skip
-    """Per-category ROUGE-L bars of each method's best configuration; error bars: the 95% interval where
-    ``intervals`` (method -> category -> (low, high)) has it, else ± std over seeds."""
+    """Per-category ROUGE-L bars of each method's best configuration per base model; error bars: the 95% interval
+    where ``intervals`` (``Configuration.system`` -> category -> (low, high)) has it, else ± std over seeds."""
     categories = sorted({c for config in chosen.values() for m in config.runs for c in m.get("per_category", {})})
     intervals = intervals or {}
 

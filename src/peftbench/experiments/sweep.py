@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from peftbench.config import ExperimentConfig
-from peftbench.configure import apply_overrides, config_from_dict
+from peftbench.configure import YamlFloat, YamlInt, apply_overrides, config_from_dict, parse_override
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import MODES, preset_dict, read_yaml
 from peftbench.experiments.rundir import STATE_FILE, finished_metrics, resolved_run_name, run_dir_for
@@ -84,8 +84,9 @@ def _axes(where: str, raw: Any) -> dict[str, list[Any]]:
     return out
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Reads and checks a sweep file (one-line errors)."""
+def load_sweep(path: str | Path, extra: list[str] | None = None) -> Sweep:
+    """Reads and checks a sweep file (one-line errors). ``extra``: dotted ``key=value`` pairs (as for
+    ``peftbench train``) applied to every run, over the file's ``overrides:``; a key the sweep varies is refused."""
     path = Path(path)
     if not path.is_file():
         raise PeftbenchError(f"sweep file {path} does not exist")
@@ -112,13 +113,26 @@ def load_sweep(path: str | Path) -> Sweep:
     slurm = raw.get("slurm") or {}
     if not isinstance(overrides, dict) or not isinstance(slurm, dict):
         raise PeftbenchError(f"{path}: 'overrides' and 'slurm' must be mappings")
-    return Sweep(path, mode, methods, _axes("grid", raw.get("grid")), zipped, overrides, slurm)
+    sweep = Sweep(path, mode, methods, _axes("grid", raw.get("grid")), zipped, overrides, slurm)
+    varied = {*sweep.grid, *sweep.zip, *(key for options in methods.values() for axes in options for key in axes)}
+    for item in extra or []:
+        keys, value = parse_override(item)
+        key = ".".join(keys)
+        if key in varied:
+            raise PeftbenchError(f"{key}={value} overrides a value {path} varies; remove {key} from the sweep first")
+        sweep.overrides = {**sweep.overrides, key: value}
+    return sweep
+
+
+def _text(value: Any) -> str:
+    """A sweep value as override text: numbers as written in the sweep file, anything else as YAML."""
+    if isinstance(value, YamlInt | YamlFloat):
+        return value.text
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _assign(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    items = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-             for k, v in values.items()]  # fmt: skip
-    return apply_overrides(raw, items)
+    return apply_overrides(raw, [f"{k}={_text(v)}" for k, v in values.items()])
 
 
 def expand(sweep: Sweep) -> list[SweepRun]:

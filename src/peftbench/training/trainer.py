@@ -218,7 +218,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]  # the prepared (possibly wrapped) ones
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
-    progress = Progress()
+    shown, progress = progress, Progress()  # the flag, then the loop's resumable state
     if checkpointing is not None and checkpointing.resume is not None:
         progress = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator, method_hooks)
         log.info("resumed from %s at step %d", checkpointing.resume.path.name, progress.step)
@@ -230,7 +230,7 @@ def fit(
     batches_done, last_saved = progress.batches_done, step
     notify = CallbackList(callbacks)
     bar = tqdm(
-        total=steps, initial=step, desc="train", unit="step", disable=not (progress and accelerator.is_main_process)
+        total=steps, initial=step, desc="train", unit="step", disable=not (shown and accelerator.is_main_process)
     )
     start = time.perf_counter()
     while step < steps:
