@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from peftbench.configure import load_config
 from peftbench.io import load_tensors
 from tests.conftest import run_cli, tiny_mini_config
 
@@ -60,6 +61,15 @@ def test_run_directory_is_complete(trained_runs):
         assert sum(t.numel() for t in saved.values()) == metrics["trainable_params"]  # method weights only
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["train"]["learning_rate"] == pytest.approx(1e-3)  # the override is recorded
+        # base.json: the weights the run trained on, hashed independently of peftbench's setup
+        from peftbench.models import load_model, load_tokenizer
+        from peftbench.trained import weights_hash
+
+        cfg = load_config(run_dir / "config.yaml")
+        base = load_model(cfg.model, vocab_size=len(load_tokenizer(cfg.model)))
+        assert json.loads((run_dir / "base.json").read_text()) == {
+            "name": cfg.model.name, "dtype": "float32", "sha256": weights_hash(base),
+        }  # fmt: skip
 
 
 def test_same_config_gives_same_weights_and_numbers(trained_runs):

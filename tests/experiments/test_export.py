@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -266,3 +267,25 @@ def test_export_refuses_a_used_directory_and_a_run_without_weights(runs, tmp_pat
     (empty / "config.yaml").write_text((run_dir / "config.yaml").read_text())
     done = cli("export", str(empty), str(tmp_path / "o"))
     assert done.returncode == 2 and "has no trainable.safetensors" in done.stderr
+
+
+@pytest.mark.xdist_group("export")
+def test_a_base_changed_since_training_is_refused_by_export_and_evaluate(runs, tmp_path, cli):
+    """base.json (written when a run starts) holds the SHA-256 of the weights it trained on: exporting or
+    re-evaluating on other weights under the same model name is one line, exit 2, nothing written."""
+    from peftbench.experiments.rundir import BASE_FILE, record_base
+
+    source, _ = runs[("tiny-t5", "lora")]
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    cfg = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "lora"}, "seed": 3})
+    trained_on, _ = build_model(config_from_dict({"model": {"name": "tiny-t5", "init_seed": 1}}), False)
+    record_base(run_dir, cfg, weights_hash(trained_on))  # as if model.name's weights were replaced since
+    for argv in (("export", str(run_dir), str(tmp_path / "out")), ("evaluate", str(run_dir))):
+        done = cli(*argv)
+        assert done.returncode == 2, done.stderr
+        assert "trained on other base weights" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (run_dir / "metrics.json").exists()
+    (run_dir / BASE_FILE).unlink()
+    record_base(run_dir, cfg, weights_hash(build_model(cfg, False)[0]))  # the same weights: accepted
+    assert cli("export", str(run_dir), str(tmp_path / "out")).returncode == 0

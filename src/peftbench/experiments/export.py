@@ -30,7 +30,14 @@ from torch import nn
 from peftbench.config import ExperimentConfig
 from peftbench.configure import method_config
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.rundir import WEIGHTS_FILE, config_hash, finished_metrics, load_trainable, read_run_config
+from peftbench.experiments.rundir import (
+    WEIGHTS_FILE,
+    check_base,
+    config_hash,
+    finished_metrics,
+    load_trainable,
+    read_run_config,
+)
 from peftbench.experiments.scoring import versions
 from peftbench.experiments.setup import build_model
 from peftbench.io import atomic_write_json
@@ -64,12 +71,9 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = False) -> 
         raise PeftbenchError(f"{out} already exists and is not empty; choose a new directory")
 
     base, tokenizer = build_model(cfg, apply_method=False)
-    base_record = {
-        "name": cfg.model.name,
-        "dtype": cfg.model.dtype,
-        "sha256": weights_hash(base, cfg.model.dtype),
-        "saved_in": None,
-    }
+    sha256 = weights_hash(base, cfg.model.dtype)
+    check_base(run_dir, sha256)  # the weights were trained on the base recorded in base.json, not another
+    base_record = {"name": cfg.model.name, "dtype": cfg.model.dtype, "sha256": sha256, "saved_in": None}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:

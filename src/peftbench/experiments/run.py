@@ -29,18 +29,26 @@ from peftbench.experiments.rundir import (
     LAST_WEIGHTS_FILE,
     LOG_FILE,
     WEIGHTS_FILE,
+    check_base,
     check_same_config,
     config_hash,
     finished_metrics,
     headline,
     load_trainable,
     read_run_config,
+    record_base,
     run_dir_for,
     run_state,
     save_trainable,
 )
 from peftbench.experiments.scoring import evaluate_and_write, validation_scorer, versions
-from peftbench.experiments.setup import budget_record, build_model, check_master_weights, prepare_data
+from peftbench.experiments.setup import (
+    BASE_SHA_ATTR,
+    budget_record,
+    build_model,
+    check_master_weights,
+    prepare_data,
+)
 from peftbench.experiments.trackers import flat_config, trackers
 from peftbench.io import atomic_write_text
 from peftbench.methods import get_method, trainable_parameters
@@ -128,10 +136,13 @@ def run_experiment(
     check_master_weights(cfg, deepspeed=accelerator.distributed_type == DistributedType.DEEPSPEED)
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)
-    model, tokenizer = build_model(cfg)
+    model, tokenizer = build_model(cfg, hash_base=True)
+    check_base(run_dir, getattr(model, BASE_SHA_ATTR))  # a resumed run continues on the weights it started on
     data = prepare_data(cfg, tokenizer, model, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))
+    if accelerator.is_main_process:
+        record_base(run_dir, cfg, getattr(model, BASE_SHA_ATTR))
     with run_log(run_dir / LOG_FILE), stop_on_signals() as stop, run_state(run_dir) as state:
         callback = CallbackList([*installed_callbacks(), *callbacks])
         if cfg.train.report_to:  # TensorBoard: <run_dir>/tensorboard/; W&B and MLflow: see experiments/trackers.py
@@ -268,7 +279,9 @@ def evaluate(
     quiet = quiet or (accelerator is not None and not accelerator.is_main_process)
     with run_log(run_dir / LOG_FILE):
         set_seed(cfg.seed)
-        model, tokenizer = build_model(cfg, apply_method=not untrained)
+        model, tokenizer = build_model(cfg, apply_method=not untrained, hash_base=True)
+        check_base(run_dir, getattr(model, BASE_SHA_ATTR))  # scores of other base weights would be wrong
+        record_base(run_dir, cfg, getattr(model, BASE_SHA_ATTR))
         if not untrained:
             load_trainable(model, run_dir / WEIGHTS_FILE)
         trainable, total = count_parameters(model)

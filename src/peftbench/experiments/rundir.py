@@ -37,6 +37,8 @@ PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "train.log"
 STATE_FILE = "run_state.json"
+BASE_FILE = "base.json"
+"""The base model a run trained on: name, dtype and the SHA-256 of its weights (:func:`record_base`)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,3 +216,28 @@ def load_trainable(model: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise PeftbenchError(f"{path} is missing: the run has no saved weights (did training finish?)")
     apply_trainable(model, read_trainable(path), str(path))
+
+
+def record_base(run_dir: Path, cfg: ExperimentConfig, sha256: str) -> None:
+    """Writes ``base.json`` once, when the run starts: which base model, in which dtype, with which weights."""
+    path = run_dir / BASE_FILE
+    if not path.is_file():
+        atomic_write_json(path, {"name": cfg.model.name, "dtype": cfg.model.dtype, "sha256": sha256})
+
+
+def check_base(run_dir: Path, sha256: str) -> None:
+    """Refuses, in one line, a base model whose weights differ from those the run trained on (``base.json``;
+    runs from before it was recorded are not checked)."""
+    path = run_dir / BASE_FILE
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PeftbenchError(f"{path} is unreadable ({exc}); delete it to skip the base check") from None
+    if recorded != sha256:
+        raise PeftbenchError(
+            f"{run_dir} was trained on other base weights (sha256 {recorded[:12]}, now {sha256[:12]}): the model "
+            f"at {json.loads(path.read_text()).get('name')!r} changed since training; point model.name at the "
+            "original weights"
+        )

@@ -21,6 +21,7 @@ from peftbench.methods import get_method
 from peftbench.methods.budget import match_budget
 from peftbench.methods.precision import keep_trainable_fp32
 from peftbench.models import BASE_PARAMS_ATTR, count_parameters, is_encoder_decoder, load_model, load_tokenizer
+from peftbench.trained import weights_hash
 
 log = logging.getLogger("peftbench")
 
@@ -29,8 +30,17 @@ log = logging.getLogger("peftbench")
 # Model
 
 
-def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+BASE_SHA_ATTR = "peftbench_base_sha256"
+"""Where ``build_model(..., hash_base=True)`` leaves the SHA-256 of the base weights (before the method)."""
+
+
+def build_model(
+    cfg: ExperimentConfig, apply_method: bool = True, *, hash_base: bool = False
+) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """The base model with the configured method applied, and its tokenizer.
+
+    With ``hash_base`` the SHA-256 of the base weights as loaded (:func:`peftbench.trained.weights_hash`) is
+    left in the model's ``peftbench_base_sha256`` attribute: runs record it, re-evaluation and export check it.
 
     The model records the base model's parameter count (``models.base_parameters``), before the method added
     any. The method's trainable parameters are fp32 whatever ``model.dtype`` is (see ``methods.precision``); the
@@ -40,6 +50,7 @@ def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Mo
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, vocab_size=len(tokenizer))
     base = count_parameters(model)[1]
+    base_sha = weights_hash(model, cfg.model.dtype) if hash_base else None
     if apply_method:
         spec = get_method(cfg.method_name)
         reason = spec.supports(model.config)
@@ -53,6 +64,8 @@ def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Mo
             raise PeftbenchError(f"method {spec.name!r} cannot be applied to {cfg.model.name!r}: {first}") from None
         if spec.fp32_trainable:
             keep_trainable_fp32(model)
+    if base_sha is not None:  # on the outer module (a method may wrap the model)
+        setattr(model, BASE_SHA_ATTR, base_sha)
     setattr(model, BASE_PARAMS_ATTR, base)  # the denominator of the trainable share (models.base_parameters)
     return model, tokenizer
 
