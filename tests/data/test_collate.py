@@ -197,3 +197,14 @@ def test_multi_output_target_is_drawn_afresh_each_epoch_deterministically():
             (a["labels"] == b["labels"]).all() and (a["input_ids"] == b["input_ids"]).all()
             for a, b in zip(batches[1:], resumed, strict=True)
         )
+
+
+def test_tasks_with_fewer_than_half_a_batch_are_batched_across_tasks():
+    """Per-task batches of 2 examples would decode 4x as many steps as mixed batches of 8 (issue 17, item 6)."""
+    shared = list(range(100, 140))
+    few = [_feature(i, f"t{i // 2}", [*shared, 1000 + i // 2, 5 + i]) for i in range(24)]  # 12 tasks x 2
+    plan = generation_batches(few, 8, False, 4, share_prefix=True)
+    assert all(b.prefix == 0 for b in plan) and len(plan) == 3
+    many = [_feature(i, f"t{i // 4}", [*shared, 1000 + i // 4, 5 + i]) for i in range(24)]  # 6 tasks x 4
+    plan = generation_batches(many, 8, False, 4, share_prefix=True)
+    assert all(b.prefix == 41 for b in plan) and len(plan) == 6

@@ -266,19 +266,24 @@ def generation_batches(
     by_tokens: bool,
     extra: int,
     share_prefix: bool = False,
+    min_task_examples: int | None = None,
 ) -> list[GenerationBatch]:
     """The evaluation batches, longest prompts first (see :func:`sorted_batches`).
 
     With ``share_prefix``, the examples of each task are batched together when their prompts share a
     prefix of at least :data:`MIN_SHARED_PREFIX` tokens (SuperNI: the definition and the instance header,
     about three quarters of a prompt), so that the prefix is encoded once per task; the batches of a task
-    are consecutive. Examples of tasks without one are batched across tasks as usual. Token budgets are
-    those of the whole split.
+    are consecutive. Only a task with at least ``min_task_examples`` examples (default: half a batch, at least
+    2) is batched on its own: a task's
+    batches decode step by step like any other, so many small per-task batches would cost more decoding
+    steps than the shared prefix saves (a split of 12 tasks x 2 examples decoded 4x as many steps, issue 17).
+    Examples of the other tasks are batched across tasks as usual. Token budgets are those of the whole split.
     """
     lengths = [len(f.prompt_ids) for f in features]
     if not lengths:
         return []
     budget = batch_size * (max(lengths) + extra)
+    minimum = min_task_examples if min_task_examples is not None else max(2, batch_size // 2)
     groups: dict[str, list[int]] = {}
     for i, f in enumerate(features):
         groups.setdefault(f.task if share_prefix else "", []).append(i)
@@ -287,7 +292,7 @@ def generation_batches(
     rest: list[int] = []
     for members in groups.values():
         prefix = _shared_prefix([features[i].prompt_ids for i in members]) if share_prefix else 0
-        if len(members) < 2 or prefix < MIN_SHARED_PREFIX:
+        if len(members) < minimum or prefix < MIN_SHARED_PREFIX:
             rest += members
             continue
         batches = [
