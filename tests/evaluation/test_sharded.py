@@ -119,3 +119,50 @@ def test_two_rank_run_preempted_during_evaluation_resumes_without_losing_or_repe
     proc = run_cli("evaluate", str(copy), "--no-progress", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (copy / "predictions.jsonl").read_text().splitlines() == lines
+
+
+def _validation_worker(rank: int, world: int, init_file: str, out_dir: str, data_dir: str) -> None:
+    """One rank of a 2-process group generating as validation does: ``out_path=None``, every rank returns all."""
+    import torch
+    import torch.distributed as dist
+
+    from peftbench.configure import config_from_dict
+    from peftbench.evaluation.generate import generate_predictions
+    from peftbench.experiments.setup import build_model, prepare_data
+    from peftbench.models import is_encoder_decoder
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        cfg = config_from_dict(_config(data_dir, out_dir, "validation"))
+        model, tokenizer = build_model(cfg)
+        features = prepare_data(cfg, tokenizer, model).test
+        records = generate_predictions(model.eval(), tokenizer, features, None, batch_size=4, max_new_tokens=8,
+                                       encoder_decoder=is_encoder_decoder(model), progress=False)  # fmt: skip
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(records, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("processes")
+def test_two_rank_generation_without_a_file_returns_every_record_on_every_rank(superni_mini, tmp_path):
+    """Validation during training generates with ``out_path=None`` on every rank: each rank must get all the
+    records, in the 1-process order, or the validation ROUGE-L (and the best-checkpoint choice) would differ."""
+    import torch.multiprocessing as mp
+
+    from peftbench.configure import config_from_dict
+    from peftbench.evaluation.generate import generate_predictions
+    from peftbench.experiments.setup import build_model, prepare_data
+    from peftbench.models import is_encoder_decoder
+
+    mp.spawn(_validation_worker, args=(2, str(tmp_path / "init"), str(tmp_path), str(superni_mini)), nprocs=2)
+    cfg = config_from_dict(_config(str(superni_mini), str(tmp_path), "validation"))
+    model, tokenizer = build_model(cfg)
+    features = prepare_data(cfg, tokenizer, model).test
+    one = generate_predictions(model.eval(), tokenizer, features, None, batch_size=4, max_new_tokens=8,
+                               encoder_decoder=is_encoder_decoder(model), progress=False)  # fmt: skip
+    assert len(one) == 24 and any(r["prediction"] for r in one)  # LLaMA answers: not all empty
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == one, rank
