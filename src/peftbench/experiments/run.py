@@ -40,13 +40,14 @@ from peftbench.experiments.rundir import (
     save_trainable,
 )
 from peftbench.experiments.scoring import evaluate_and_write, validation_scorer, versions
-from peftbench.experiments.setup import budget_record, build_model, check_master_weights, prepare_data
+from peftbench.experiments.setup import budget_record, build_model, check_master_weights, prepare_data, unsharded
 from peftbench.io import atomic_write_text
 from peftbench.methods import get_method
 from peftbench.models import count_parameters, is_encoder_decoder
 from peftbench.training.callbacks import Callback, CallbackList, installed_callbacks
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
 from peftbench.training.preemption import stop_on_signals
+from peftbench.training.sharding import Sharding
 from peftbench.training.trainer import Checkpointing, Schedule, TrainResult, fit
 from peftbench.weights import apply_trainable
 
@@ -115,6 +116,7 @@ def run_experiment(
         check_same_config(run_dir, cfg)
 
     # 1. setup: processes, model with its method, data (bad data fails here, before a run directory exists)
+    sharding = Sharding.from_env()  # FSDP (accelerate launch with an FSDP config): peftbench shards, not accelerate
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
@@ -124,6 +126,9 @@ def run_experiment(
         cpu=not torch.cuda.is_available(),
     )
     quiet = quiet or not accelerator.is_main_process  # one console, not one per rank
+    if sharding is not None and accelerator.num_processes == 1:
+        say("FSDP asked for with one process: training unsharded", quiet)
+        sharding = None
     check_master_weights(cfg, deepspeed=accelerator.distributed_type == DistributedType.DEEPSPEED)
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)
@@ -147,7 +152,7 @@ def run_experiment(
             result, weights = TrainResult(**state["train"]), state.get("weights")
             say("training had finished; continuing the evaluation", quiet)
         else:
-            resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes)
+            resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes, sharding is not None)
             if resume is not None:
                 say(f"resuming from {resume.path.name} (step {resume.step})", quiet)
             elif (run_dir / QUARANTINE).is_dir():
@@ -160,9 +165,11 @@ def run_experiment(
                 seed=cfg.seed, pad_id=tokenizer.pad_token_id, encoder_decoder=is_encoder_decoder(model),
                 progress=progress, checkpointing=checkpointing, stop=stop,
                 validate=validation_scorer(cfg, tokenizer, data.validation, accelerator.device),
-                hooks=spec.training_hooks, callbacks=callback.callbacks,
+                hooks=spec.training_hooks, callbacks=callback.callbacks, sharding=sharding,
             )  # fmt: skip
             model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
+            if sharding is not None:  # the main process evaluates an unsharded copy with the gathered weights
+                model = unsharded(cfg, model, accelerator.device)
 
             # 3. save: the weights the test is scored with (best on validation, or last), and the state
             weights = None

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -21,6 +22,8 @@ from peftbench.methods import get_method
 from peftbench.methods.budget import match_budget
 from peftbench.methods.precision import keep_trainable_fp32
 from peftbench.models import is_encoder_decoder, load_model, load_tokenizer
+from peftbench.training.sharding import gather_trainable
+from peftbench.weights import apply_trainable
 
 log = logging.getLogger("peftbench")
 
@@ -52,6 +55,18 @@ def build_model(cfg: ExperimentConfig, apply_method: bool = True) -> tuple[nn.Mo
         if spec.fp32_trainable:
             keep_trainable_fp32(model)
     return model, tokenizer
+
+
+def unsharded(cfg: ExperimentConfig, sharded: nn.Module, device: torch.device) -> nn.Module | None:
+    """A model sharded by FSDP, made whole for evaluation: its trainable weights are gathered (every rank must
+    call) and put into a freshly built model on the main process, on ``device``; None on the other ranks. The
+    frozen base is rebuilt from ``model.name`` exactly as ``peftbench evaluate`` does."""
+    trainable = gather_trainable(sharded)
+    if not trainable:  # not the main process (every method trains at least one tensor)
+        return None
+    model, _ = build_model(cfg)
+    apply_trainable(model, trainable, "the gathered FSDP weights")
+    return model.to(device)
 
 
 def check_master_weights(cfg: ExperimentConfig, deepspeed: bool) -> None:
