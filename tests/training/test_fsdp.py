@@ -22,10 +22,12 @@ import pytest
 import torch
 import yaml
 
+from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
+from peftbench.experiments.setup import NOT_SHARDABLE, check_shardable
 from peftbench.io import load_tensors
 from peftbench.training.checkpoint import QUARANTINE, checkpoint_dirs, latest_valid_checkpoint, validate_checkpoint
-from tests.conftest import SUPERNI_MINI, run_cli, tiny_mini_config
+from tests.conftest import REPO, SUPERNI_MINI, run_cli, tiny_mini_config
 from tests.support.slow import slow_env
 
 # Slow; the xdist group of the other process tests (test_distributed, test_preemption, test_slurm).
@@ -161,3 +163,22 @@ def test_a_missing_shard_or_another_kind_of_run_is_refused(sharded_run, tmp_path
     assert found is not None and found.path.name == first.name
     (reason,) = (p.read_text() for p in (run_dir / QUARANTINE).glob("*/QUARANTINE_REASON.txt"))
     assert "sharded/__0_0.distcp is missing" in reason
+
+
+def test_every_method_trains_sharded_and_resumes_from_its_shards_bit_for_bit():
+    """tests/support/fsdp_methods.py: each method on tiny T5 and tiny LLaMA, sharded over 2 ranks: 2 steps, a
+    sharded save, 2 more steps == a fresh sharded model loading the save and taking the same 2 steps; the
+    gathered weights are the method's trainable parameters. AdaLoRA is refused (one line) instead."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "tests.support.fsdp_methods", "tiny-t5,tiny-llama"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (line,) = (line for line in proc.stdout.splitlines() if line.startswith("RESULTS "))
+    results = json.loads(line.removeprefix("RESULTS "))
+    assert len(results) == 2 * 19
+    failed = {key: why for key, why in results.items() if why != "ok" and key.split("/")[1] not in NOT_SHARDABLE}
+    assert not failed
+    with pytest.raises(PeftbenchError, match="cannot train with FSDP"):
+        check_shardable(config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "adalora"}}))

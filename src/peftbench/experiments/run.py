@@ -40,7 +40,14 @@ from peftbench.experiments.rundir import (
     save_trainable,
 )
 from peftbench.experiments.scoring import evaluate_and_write, validation_scorer, versions
-from peftbench.experiments.setup import budget_record, build_model, check_master_weights, prepare_data, unsharded
+from peftbench.experiments.setup import (
+    budget_record,
+    build_model,
+    check_master_weights,
+    check_shardable,
+    prepare_data,
+    unsharded,
+)
 from peftbench.io import atomic_write_text
 from peftbench.methods import get_method
 from peftbench.models import count_parameters, is_encoder_decoder
@@ -129,6 +136,8 @@ def run_experiment(
     if sharding is not None and accelerator.num_processes == 1:
         say("FSDP asked for with one process: training unsharded", quiet)
         sharding = None
+    if sharding is not None:
+        check_shardable(cfg)
     check_master_weights(cfg, deepspeed=accelerator.distributed_type == DistributedType.DEEPSPEED)
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)

@@ -69,6 +69,21 @@ def unsharded(cfg: ExperimentConfig, sharded: nn.Module, device: torch.device) -
     return model.to(device)
 
 
+NOT_SHARDABLE = {
+    "adalora": "its orthogonality regulariser reads the LoRA matrices outside the blocks' forward, where FSDP keeps "
+    "them sharded",
+}
+"""Methods that cannot train under FSDP, with the reason (every other method is tested sharded:
+tests/training/test_fsdp.py)."""
+
+
+def check_shardable(cfg: ExperimentConfig) -> None:
+    """Refuses (one line) a method that cannot train with FSDP; use DDP (torchrun) for it."""
+    reason = NOT_SHARDABLE.get(get_method(cfg.method_name).name)
+    if reason:
+        raise PeftbenchError(f"method {cfg.method_name!r} cannot train with FSDP: {reason}; launch it with DDP")
+
+
 def check_master_weights(cfg: ExperimentConfig, deepspeed: bool) -> None:
     """Refuses (one line) to train a method without fp32 trainables, i.e. full fine-tuning, in a bf16/fp16 model:
     AdamW on half-precision weights loses most updates. DeepSpeed with mixed precision keeps fp32 master weights
