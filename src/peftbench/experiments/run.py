@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -59,6 +59,14 @@ from peftbench.training.trainer import Checkpointing, Schedule, TrainResult, fit
 from peftbench.weights import apply_trainable
 
 log = logging.getLogger("peftbench")
+
+
+DEEPSPEED_UNTESTED = (
+    "warning: DeepSpeed is untested by peftbench (accelerate runs it on GPUs only): checkpoints save rank 0's "
+    "optimizer partition only, so a pre-empted ZeRO-2/3 run does not resume exactly, and under ZeRO-3 the saved "
+    "weights are not gathered; configs/accelerate/fsdp.yaml is the tested sharded launcher (docs/experiments.md)"
+)
+"""Said once, by the main process, when a run starts under DeepSpeed."""
 
 
 @dataclass
@@ -138,6 +146,8 @@ def run_experiment(
         sharding = None
     if sharding is not None:
         check_shardable(cfg)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        say(DEEPSPEED_UNTESTED, quiet)
     check_master_weights(cfg, deepspeed=accelerator.distributed_type == DistributedType.DEEPSPEED)
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)
@@ -161,7 +171,11 @@ def run_experiment(
             result, weights = TrainResult(**state["train"]), state.get("weights")
             say("training had finished; continuing the evaluation", quiet)
         else:
-            resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes, sharding is not None)
+            resume = None
+            if accelerator.is_main_process:  # one process checks (and quarantines); the others take its choice
+                resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes,
+                                                 sharding is not None)  # fmt: skip
+            resume = broadcast_object_list([resume])[0] if accelerator.num_processes > 1 else resume
             if resume is not None:
                 say(f"resuming from {resume.path.name} (step {resume.step})", quiet)
             elif (run_dir / QUARANTINE).is_dir():

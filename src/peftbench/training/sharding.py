@@ -124,24 +124,30 @@ def _optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
 
 
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, dict]:
+    """The trainable weights (tied ones once, as ``trainable_parameters`` names them) and the optimizer state,
+    sharded, as ``torch.distributed.checkpoint`` saves and loads them."""
+    model_state, optim_state = get_state_dict(model, _optimizer(optimizer), options=_SAVE_OPTIONS)
+    names = set(trainable_parameters(model))
+    return {"model": {k: v for k, v in model_state.items() if k in names}, "optim": optim_state}
+
+
 def save_shards(model: nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
     """Writes the trainable weights and the optimizer state with ``torch.distributed.checkpoint`` (collective:
     each rank writes its shard, ``__<rank>_0.distcp``; rank 0 adds ``.metadata``). Frozen weights are not
     saved: the run rebuilds them from the base model."""
-    model_state, optim_state = get_state_dict(model, _optimizer(optimizer), options=_SAVE_OPTIONS)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(directory))
+    dcp.save(_state(model, optimizer), checkpoint_id=str(directory))
 
 
 def load_shards(model: nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
     """Loads what :func:`save_shards` wrote into the sharded ``model`` and its optimizer (collective); a one-line
     error when the checkpoint lacks a tensor of this run's method."""
-    model_state, optim_state = get_state_dict(model, _optimizer(optimizer), options=_SAVE_OPTIONS)
-    state = {"model": model_state, "optim": optim_state}
-    try:
-        dcp.load(state, checkpoint_id=str(directory))
-    except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PeftbenchError(f"{directory}: its weights do not match the run's method ({first[:200]})") from None
+    state = _state(model, optimizer)
+    metadata = dcp.FileSystemReader(str(directory)).read_metadata()
+    saved = {key.removeprefix("model.") for key in metadata.state_dict_metadata if key.startswith("model.")}
+    if saved != set(state["model"]):
+        raise PeftbenchError(f"{directory}: its weights do not match the run's method")
+    dcp.load(state, checkpoint_id=str(directory))
     # dcp.load has filled every trainable tensor (a missing one is an error above); frozen ones are not in it
     set_state_dict(
         model, _optimizer(optimizer), model_state_dict=state["model"], optim_state_dict=state["optim"],
