@@ -1,11 +1,11 @@
-"""FSDP (FSDP2 ``fully_shard``) under torchrun with 2 CPU processes (gloo), and its sharded checkpoints.
+"""FSDP (FSDP2 ``fully_shard``) with 2 CPU processes (gloo), and its sharded checkpoints.
 
-The runs set ``ACCELERATE_USE_FSDP=true``, what ``accelerate launch --config_file configs/accelerate/fsdp.yaml``
-sets (accelerate's own launcher does not shard on CPU). As in ``test_distributed.py``, 2 ranks with per-device
-batch 4 see at every step the batches of 1 rank with batch 4 and accumulation 2, so full fine-tuning sharded
-over 2 ranks must equal an unsharded 1-rank run to float tolerance (the reductions run in another order). A
-sharded run stopped by SIGTERM, or resumed past a damaged shard, must end bit for bit where an uninterrupted
-sharded run ends.
+The reference run starts with ``accelerate launch --config_file configs/accelerate/fsdp.yaml``; the others
+with torchrun and ``ACCELERATE_USE_FSDP=true``, the variable that config makes accelerate set. As in
+``test_distributed.py``, 2 ranks with per-device batch 4 see at every step the batches of 1 rank with batch 4
+and accumulation 2, so full fine-tuning sharded over 2 ranks must equal an unsharded 1-rank run to float
+tolerance (the reductions run in another order). A sharded run stopped by SIGTERM, or resumed past a damaged
+shard, must end bit for bit where an uninterrupted sharded run ends.
 """
 
 from __future__ import annotations
@@ -56,10 +56,16 @@ def _write(path, cfg):
     return path
 
 
-def _torchrun(*args, env=None) -> subprocess.Popen:
+def _torchrun(*args, env=None, accelerate: bool = False) -> subprocess.Popen:
+    """2 ranks: torchrun with accelerate's FSDP switch set, or (``accelerate``) accelerate launch with the shipped
+    configs/accelerate/fsdp.yaml, which sets it (and starts its processes through torchrun)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_FSDP": "true", **(env or {})}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "peftbench", *args, "--no-progress"]  # fmt: skip
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    if accelerate:
+        env.pop("ACCELERATE_USE_FSDP")
+        config = REPO / "configs" / "accelerate" / "fsdp.yaml"
+        launcher = ["-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2"]
+    command = [sys.executable, *launcher, "-m", "peftbench", *args, "--no-progress"]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)  # fmt: skip
 
@@ -76,10 +82,11 @@ def _weights(run_dir):
 
 @pytest.fixture(scope="module")
 def sharded_run(tmp_path_factory):
-    """An uninterrupted 2-rank FSDP full fine-tuning run (checkpoints at steps 2 and 4)."""
+    """An uninterrupted 2-rank FSDP full fine-tuning run (checkpoints at steps 2 and 4), started as the README
+    says: accelerate launch with configs/accelerate/fsdp.yaml."""
     root = tmp_path_factory.mktemp("fsdp")
     config = _write(root / "two.yaml", _config(root / "runs", "two"))
-    out = _finish(_torchrun("train", str(config)))
+    out = _finish(_torchrun("train", str(config), accelerate=True))
     return config, root / "runs" / "two", out
 
 
