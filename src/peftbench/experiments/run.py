@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -47,7 +47,9 @@ from peftbench.experiments.setup import (
     budget_record,
     build_model,
     check_master_weights,
+    check_shardable,
     prepare_data,
+    unsharded,
 )
 from peftbench.experiments.trackers import flat_config, trackers
 from peftbench.io import atomic_write_text
@@ -56,10 +58,19 @@ from peftbench.models import base_parameters, count_parameters, is_encoder_decod
 from peftbench.training.callbacks import Callback, CallbackList, installed_callbacks
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
 from peftbench.training.preemption import stop_on_signals
+from peftbench.training.sharding import Sharding
 from peftbench.training.trainer import Checkpointing, Schedule, TrainResult, fit
 from peftbench.weights import apply_trainable
 
 log = logging.getLogger("peftbench")
+
+
+DEEPSPEED_UNTESTED = (
+    "warning: DeepSpeed is untested by peftbench (accelerate runs it on GPUs only): checkpoints save rank 0's "
+    "optimizer partition only, so a pre-empted ZeRO-2/3 run does not resume exactly, and under ZeRO-3 the saved "
+    "weights are not gathered; configs/accelerate/fsdp.yaml is the tested sharded launcher (docs/experiments.md)"
+)
+"""Said once, by the main process, when a run starts under DeepSpeed."""
 
 
 @dataclass
@@ -124,6 +135,7 @@ def run_experiment(
         check_same_config(run_dir, cfg)
 
     # 1. setup: processes, model with its method, data (bad data fails here, before a run directory exists)
+    sharding = Sharding.from_env()  # FSDP (accelerate launch with an FSDP config): peftbench shards, not accelerate
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
@@ -133,6 +145,13 @@ def run_experiment(
         cpu=not torch.cuda.is_available(),
     )
     quiet = quiet or not accelerator.is_main_process  # one console, not one per rank
+    if sharding is not None and accelerator.num_processes == 1:
+        say("FSDP asked for with one process: training unsharded", quiet)
+        sharding = None
+    if sharding is not None:
+        check_shardable(cfg)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        say(DEEPSPEED_UNTESTED, quiet)
     check_master_weights(cfg, deepspeed=accelerator.distributed_type == DistributedType.DEEPSPEED)
     set_seed(cfg.seed)
     spec = get_method(cfg.method_name)
@@ -158,7 +177,11 @@ def run_experiment(
             result, weights = TrainResult(**state["train"]), state.get("weights")
             say("training had finished; continuing the evaluation", quiet)
         else:
-            resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes)
+            resume = None
+            if accelerator.is_main_process:  # one process checks (and quarantines); the others take its choice
+                resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes,
+                                                 sharding is not None)  # fmt: skip
+            resume = broadcast_object_list([resume])[0] if accelerator.num_processes > 1 else resume
             if resume is not None:
                 say(f"resuming from {resume.path.name} (step {resume.step})", quiet)
             elif (run_dir / QUARANTINE).is_dir():
@@ -170,10 +193,13 @@ def run_experiment(
                 model, data.train, cfg.train, Schedule.of(cfg.train), accelerator,
                 seed=cfg.seed, pad_id=tokenizer.pad_token_id, encoder_decoder=is_encoder_decoder(model),
                 progress=progress, checkpointing=checkpointing, stop=stop,
-                validate=validation_scorer(cfg, tokenizer, data.validation, accelerator.device),
-                hooks=spec.training_hooks, callbacks=callback.callbacks,
+                validate=validation_scorer(cfg, tokenizer, data.validation, accelerator.device,
+                                           shard=sharding is None),
+                hooks=spec.training_hooks, callbacks=callback.callbacks, sharding=sharding,
             )  # fmt: skip
             model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # evaluate as `evaluate` does
+            if sharding is not None:  # every rank evaluates an unsharded copy with rank 0's gathered weights
+                model = unsharded(cfg, model, accelerator.device)
 
             # 3. save: the weights the test is scored with (best on validation, or last), and the state
             weights = None

@@ -32,10 +32,17 @@ from peftbench.training.trainer import TrainResult
 
 
 def validation_scorer(
-    cfg: ExperimentConfig, tokenizer: PreTrainedTokenizerBase, features: list[Features], device: torch.device
+    cfg: ExperimentConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    features: list[Features],
+    device: torch.device,
+    *,
+    shard: bool = True,
 ) -> Callable[[nn.Module], float] | None:
     """ROUGE-L on the validation tasks (the study's model-selection metric), or None without validation tasks.
-    Under several ranks every rank calls it; they generate a share each and all get the same score."""
+    Under several ranks every rank calls it; they generate a share each and all get the same score. With
+    ``shard=False`` (an FSDP-sharded model, whose every forward pass needs every rank) each rank generates every
+    batch, in step with the others."""
     if not features or cfg.train.eval_steps <= 0:
         return None
 
@@ -44,7 +51,7 @@ def validation_scorer(
             trained, tokenizer, features, None, batch_size=cfg.eval.batch_size,
             max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length, num_beams=cfg.eval.num_beams,
             encoder_decoder=is_encoder_decoder(trained), device=device, progress=False,
-            batch_by_tokens=cfg.eval.batch_by_tokens, share_prefix=cfg.eval.share_prefix,
+            batch_by_tokens=cfg.eval.batch_by_tokens, share_prefix=cfg.eval.share_prefix, shard=shard,
         )  # fmt: skip
         return float(score_predictions(records)["overall"]["rougeL"])
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -22,6 +23,8 @@ from peftbench.methods.budget import match_budget
 from peftbench.methods.precision import keep_trainable_fp32
 from peftbench.models import BASE_PARAMS_ATTR, count_parameters, is_encoder_decoder, load_model, load_tokenizer
 from peftbench.trained import weights_hash
+from peftbench.training.sharding import gather_trainable
+from peftbench.weights import apply_trainable
 
 log = logging.getLogger("peftbench")
 
@@ -68,6 +71,34 @@ def build_model(
         setattr(model, BASE_SHA_ATTR, base_sha)
     setattr(model, BASE_PARAMS_ATTR, base)  # the denominator of the trainable share (models.base_parameters)
     return model, tokenizer
+
+
+def unsharded(cfg: ExperimentConfig, sharded: nn.Module, device: torch.device) -> nn.Module:
+    """A model sharded by FSDP, made whole for evaluation (every rank must call): the trainable weights are
+    gathered onto the main process and put into a freshly built model there; the other ranks build the same
+    model and get rank 0's weights before the test evaluation (``run._share_weights``), so that every rank
+    can generate its share. The frozen base is rebuilt from ``model.name`` exactly as ``peftbench evaluate``
+    does."""
+    trainable = gather_trainable(sharded)  # the full tensors on the main process, {} on the others
+    model, _ = build_model(cfg)
+    if trainable:
+        apply_trainable(model, trainable, "the gathered FSDP weights")
+    return model.to(device)
+
+
+NOT_SHARDABLE = {
+    "adalora": "its orthogonality regulariser reads the LoRA matrices outside the blocks' forward, where FSDP keeps "
+    "them sharded",
+}
+"""Methods that cannot train under FSDP, with the reason (every other method is tested sharded:
+tests/training/test_fsdp.py)."""
+
+
+def check_shardable(cfg: ExperimentConfig) -> None:
+    """Refuses (one line) a method that cannot train with FSDP; use DDP (torchrun) for it."""
+    reason = NOT_SHARDABLE.get(get_method(cfg.method_name).name)
+    if reason:
+        raise PeftbenchError(f"method {cfg.method_name!r} cannot train with FSDP: {reason}; launch it with DDP")
 
 
 def check_master_weights(cfg: ExperimentConfig, deepspeed: bool) -> None:

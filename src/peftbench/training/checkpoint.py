@@ -6,6 +6,11 @@ is written last, and only then is the directory renamed to ``checkpoint-<step>``
 ``latest_valid_checkpoint`` checks the checkpoints newest first and moves any that fail a check into
 ``quarantine/`` with a one-line reason (nothing is deleted), falling back to the next older one.
 
+A sharded (FSDP) run's checkpoint holds the trainable weights and the optimizer state as a
+``torch.distributed.checkpoint`` directory, ``sharded/`` (each rank's ``__<rank>_0.distcp`` and ``.metadata``),
+instead of ``trainable.safetensors`` and ``optimizer.pt``; every rank writes its file into the same temporary
+directory, and rank 0 writes the rest, the manifest (covering every rank's files) and renames.
+
 Tensors are stored as safetensors (the trainable weights through :mod:`peftbench.weights`); the optimizer
 and scheduler states go through ``torch.save`` and are read back with ``weights_only=True``; everything
 else is JSON. Nothing is ever unpickled.
@@ -45,6 +50,13 @@ SCHEDULER = "scheduler.pt"
 STATE = "trainer_state.json"
 SCALER = "scaler.pt"
 METHOD_STATE = "method_state.safetensors"
+SHARDS = "sharded"
+"""A sharded checkpoint's ``torch.distributed.checkpoint`` directory."""
+
+
+def shard_files(world_size: int) -> list[str]:
+    """The files a sharded checkpoint must hold: DCP's metadata and one file per rank."""
+    return [f"{SHARDS}/.metadata", *(f"{SHARDS}/__{rank}_0.distcp" for rank in range(world_size))]
 
 
 def rng_file(rank: int) -> str:
@@ -108,12 +120,22 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def new_checkpoint_dir(run_dir: Path, step: int) -> Path:
+    """A fresh, empty temporary directory for checkpoint ``step`` (a sharded save: every rank writes into it)."""
+    root = run_dir / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
     *,
-    trainable: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    trainable: dict[str, torch.Tensor] | None,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     trainer_state: dict[str, Any],
     rng_states: list[dict[str, Any]],
@@ -124,27 +146,33 @@ def save_checkpoint(
     scaler: Any = None,
     method_state: dict[str, torch.Tensor] | None = None,
     on_file_written: Callable[[Path], None] | None = None,
+    sharded_tmp: Path | None = None,
 ) -> Path:
     """Writes checkpoint ``step`` atomically and keeps only the newest ``keep`` ones; returns its path.
 
     ``rng_states`` holds one entry per rank (index = rank), gathered by the caller. ``on_file_written`` is
     called with each file's path once it is written into the temporary directory, the manifest last.
+    ``sharded_tmp`` is the temporary directory (from :func:`new_checkpoint_dir`) into which every rank has already
+    written its shard of the weights and optimizer state (``sharded/``); ``trainable`` and ``optimizer`` are
+    then None, and the manifest lists the shards with the rest.
     """
     root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = sharded_tmp if sharded_tmp is not None else new_checkpoint_dir(run_dir, step)
 
     def written(name: str) -> None:
         if on_file_written is not None:
             on_file_written(tmp / name)
 
-    write_trainable(trainable, tmp / WEIGHTS)
-    written(WEIGHTS)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-    written(OPTIMIZER)
+    if sharded_tmp is not None:
+        for name in _files(tmp):
+            written(name)
+    if trainable is not None:
+        write_trainable(trainable, tmp / WEIGHTS)
+        written(WEIGHTS)
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+        written(OPTIMIZER)
     torch.save(scheduler.state_dict(), tmp / SCHEDULER)
     written(SCHEDULER)
     if scaler is not None:  # fp16 gradient scaler
@@ -158,12 +186,15 @@ def save_checkpoint(
         written(rng_file(rank))
     (tmp / STATE).write_text(json.dumps(trainer_state, indent=1))
     written(STATE)
-    files = sorted(p.name for p in tmp.iterdir())
+    files = _files(tmp)
     for name in files:
         _fsync_file(tmp / name)
+    if sharded_tmp is not None:
+        _fsync_dir(tmp / SHARDS)
     manifest = {
         "step": step,
         "world_size": len(rng_states),
+        "sharded": sharded_tmp is not None,
         "seed": seed,
         "config_hash": config_hash,
         "versions": versions,
@@ -179,6 +210,11 @@ def save_checkpoint(
     for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)  # rotation of older *valid* checkpoints
     return final
+
+
+def _files(directory: Path) -> list[str]:
+    """Every file under ``directory``, as sorted relative POSIX paths."""
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -268,8 +304,9 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
 
-def validate_checkpoint(path: Path, config_hash: str, world_size: int) -> str | None:
-    """None if ``path`` is a complete, intact checkpoint of this config; else a one-line reason."""
+def validate_checkpoint(path: Path, config_hash: str, world_size: int, sharded: bool | None = None) -> str | None:
+    """None if ``path`` is a complete, intact checkpoint of this config; else a one-line reason. ``sharded``:
+    whether this run is sharded (a checkpoint of the other kind cannot be resumed); None accepts either."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         return "no manifest (the save did not finish)"
@@ -289,7 +326,14 @@ def validate_checkpoint(path: Path, config_hash: str, world_size: int) -> str | 
             f"{path} was saved by {saved_world} process(es) and this run has {world_size}; resuming with another "
             "world size would change the data order and RNG streams — relaunch with the original number"
         )
-    required = {WEIGHTS, OPTIMIZER, SCHEDULER, STATE, *(rng_file(r) for r in range(saved_world))}
+    saved_sharded = bool(manifest.get("sharded", False))
+    if sharded is not None and saved_sharded != sharded:
+        kinds = ("a sharded (FSDP)", "an unsharded") if saved_sharded else ("an unsharded", "a sharded (FSDP)")
+        raise PeftbenchError(
+            f"{path} was saved by {kinds[0]} run and this is {kinds[1]} one; relaunch it the way it was started"
+        )
+    state_files = shard_files(saved_world) if saved_sharded else [WEIGHTS, OPTIMIZER]
+    required = {*state_files, SCHEDULER, STATE, *(rng_file(r) for r in range(saved_world))}
     missing = sorted(required - set(files))
     if missing:
         return f"manifest does not list {', '.join(missing)}"
@@ -314,14 +358,16 @@ def _quarantine(path: Path, run_dir: Path, reason: str) -> Path:
     return target
 
 
-def latest_valid_checkpoint(run_dir: Path, config_hash: str, world_size: int) -> Checkpoint | None:
+def latest_valid_checkpoint(
+    run_dir: Path, config_hash: str, world_size: int, sharded: bool | None = None
+) -> Checkpoint | None:
     """The newest valid checkpoint; invalid ones (and leftovers of interrupted saves) go to quarantine/."""
     root = run_dir / CHECKPOINTS
     if root.is_dir():
         for leftover in sorted(p for p in root.iterdir() if p.name.startswith(".tmp-")):
             _quarantine(leftover, run_dir, "temporary directory of an interrupted save")
     for path in reversed(checkpoint_dirs(run_dir)):
-        reason = validate_checkpoint(path, config_hash, world_size)
+        reason = validate_checkpoint(path, config_hash, world_size, sharded)
         if reason is None:
             manifest = json.loads((path / MANIFEST).read_text())
             return Checkpoint(path, int(manifest["step"]), manifest)
@@ -330,10 +376,13 @@ def latest_valid_checkpoint(run_dir: Path, config_hash: str, world_size: int) ->
 
 
 def load_checkpoint(ckpt: Checkpoint, rank: int) -> dict[str, Any]:
-    """The pieces of a validated checkpoint for one rank."""
+    """The pieces of a validated checkpoint for one rank; a sharded one's weights and optimizer state are its
+    ``shards`` directory, for :func:`peftbench.training.sharding.load_shards`."""
+    sharded = bool(ckpt.manifest.get("sharded", False))
     return {
-        "trainable": read_trainable(ckpt.path / WEIGHTS),
-        "optimizer": torch.load(ckpt.path / OPTIMIZER, weights_only=True, map_location="cpu"),
+        "shards": ckpt.path / SHARDS if sharded else None,
+        "trainable": None if sharded else read_trainable(ckpt.path / WEIGHTS),
+        "optimizer": None if sharded else torch.load(ckpt.path / OPTIMIZER, weights_only=True, map_location="cpu"),
         "scheduler": torch.load(ckpt.path / SCHEDULER, weights_only=True, map_location="cpu"),
         "trainer_state": json.loads((ckpt.path / STATE).read_text()),
         "rng": json.loads((ckpt.path / rng_file(rank)).read_text()),

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -31,15 +31,18 @@ from peftbench.io import peak_memory_mb
 from peftbench.methods import TrainingHooks, trainable_parameters
 from peftbench.training.callbacks import Callback, CallbackList
 from peftbench.training.checkpoint import (
+    SHARDS,
     Checkpoint,
     capture_rng_state,
     load_checkpoint,
+    new_checkpoint_dir,
     prune_best,
     restore_rng_state,
     save_best,
     save_checkpoint,
 )
 from peftbench.training.preemption import Preempted, StopFlag
+from peftbench.training.sharding import Sharding, gather_trainable, gathered_root, load_shards, save_shards, shard_model
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,7 @@ def fit(
     validate: Callable[[nn.Module], float] | None = None,
     hooks: Callable[[nn.Module, int], TrainingHooks] | None = None,
     callbacks: Sequence[Callback] = (),
+    sharding: Sharding | None = None,
 ) -> TrainResult:
     """Trains ``model``'s trainable parameters on ``features``; returns the loss curve and timings.
 
@@ -202,10 +206,14 @@ def fit(
     directory (:func:`~peftbench.training.checkpoint.save_best`). ``hooks`` (a method's
     ``training_hooks``) builds the method's per-step hooks from the model and the run's step count; their
     state is checkpointed with the rest. ``callbacks`` are told of every step's end and every checkpoint
-    file written (:class:`~peftbench.training.callbacks.Callback`).
+    file written (:class:`~peftbench.training.callbacks.Callback`). With ``sharding`` the model is sharded in
+    place with FSDP2 (:mod:`peftbench.training.sharding`) and checkpoints are sharded; the caller's ``model``
+    stays sharded afterwards (:func:`~peftbench.training.sharding.gather_trainable` gathers its weights).
     """
     steps = total_steps(train, len(features), accelerator.num_processes)
     warmup = round(schedule.warmup_ratio * steps)
+    if sharding is not None:
+        model = shard_model(model, sharding, train.mixed_precision, accelerator.device)
     method_hooks = hooks(model, steps) if hooks is not None else None
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=schedule.learning_rate, weight_decay=train.weight_decay)
@@ -214,13 +222,16 @@ def fit(
     scheduler = get_scheduler(
         schedule.lr_scheduler, optimizer, num_warmup_steps=warmup * n, num_training_steps=steps * n
     )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if sharding is None:
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    else:  # already sharded: accelerate must not wrap it in DDP
+        optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     params = [p for p in model.parameters() if p.requires_grad]  # the prepared (possibly wrapped) ones
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
     shown, progress = progress, Progress()  # the flag, then the loop's resumable state
     if checkpointing is not None and checkpointing.resume is not None:
-        progress = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator, method_hooks)
+        progress = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator, method_hooks, sharding)
         log.info("resumed from %s at step %d", checkpointing.resume.path.name, progress.step)
     model.train()
 
@@ -272,15 +283,15 @@ def fit(
             epoch_end = batches_done >= epoch_batches
             if validate is not None and train.eval_steps > 0 and (step % train.eval_steps == 0 or step == steps
                                                                   or epoch_end):  # fmt: skip
-                score = validate(accelerator.unwrap_model(model))
+                with gathered_root(model):  # sharded: every rank generates the same batches
+                    score = validate(accelerator.unwrap_model(model))
                 progress.validation.append((step, score))
                 log.info("step %d validation score %.4f", step, score)
                 accelerator.log({"validation/rougeL": score}, step=step)
                 if checkpointing is not None and (progress.best is None or score > progress.best[1]):
                     progress.best = (step, score)
+                    trainable = _trainable(model, accelerator, sharding)
                     if accelerator.is_main_process:
-                        unwrapped = accelerator.unwrap_model(model)
-                        trainable = trainable_parameters(unwrapped)
                         save_best(checkpointing.run_dir, step, score, "rougeL", trainable)
             stopping = _all_agree(stop is not None and stop.requested, accelerator)
             periodic = checkpointing is not None and checkpointing.every > 0 and step % checkpointing.every == 0
@@ -296,7 +307,8 @@ def fit(
                     validation=progress.validation,
                     train_time_s=progress.train_time_s + time.perf_counter() - start,
                 )
-                _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed, method_hooks, notify)
+                _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed, method_hooks, notify,
+                      sharding)  # fmt: skip
                 last_saved = step
                 if accelerator.is_main_process:
                     prune_best(checkpointing.run_dir, progress.best[0] if progress.best else None)
@@ -336,17 +348,31 @@ def _all_agree(flag: bool, accelerator: Accelerator) -> bool:
     return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="max").item())
 
 
+def _trainable(model: nn.Module, accelerator: Accelerator, sharding: Sharding | None) -> dict[str, torch.Tensor]:
+    """The trainable weights, whole, for the main process to write (sharded: gathered; every rank must call)."""
+    if sharding is not None:
+        return gather_trainable(model)
+    return trainable_parameters(accelerator.unwrap_model(model)) if accelerator.is_main_process else {}
+
+
 def _save(
     ck: Checkpointing, snapshot: Progress, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, seed: int,
-    hooks: TrainingHooks | None = None, callback: Callback | None = None,
+    hooks: TrainingHooks | None = None, callback: Callback | None = None, sharding: Sharding | None = None,
 ) -> None:  # fmt: skip
-    """Saves one checkpoint (all ranks contribute their RNG state; the main process writes)."""
+    """Saves one checkpoint (all ranks contribute their RNG state; the main process writes). Sharded: every rank
+    writes its shard into the main process's temporary directory, then the main process completes it."""
     rng_states = gather_object([capture_rng_state()])
+    tmp = None
+    if sharding is not None:
+        names = [str(new_checkpoint_dir(ck.run_dir, snapshot.step)) if accelerator.is_main_process else ""]
+        tmp = Path(broadcast_object_list(names, from_process=0)[0])
+        save_shards(model, optimizer, tmp / SHARDS)
+        accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        trainable = trainable_parameters(unwrapped)
+        trainable = trainable_parameters(accelerator.unwrap_model(model)) if sharding is None else None
         path = save_checkpoint(
-            ck.run_dir, snapshot.step, trainable=trainable, optimizer=optimizer, scheduler=scheduler,
+            ck.run_dir, snapshot.step, trainable=trainable, optimizer=optimizer if sharding is None else None,
+            scheduler=scheduler, sharded_tmp=tmp,
             trainer_state=snapshot.to_state(), rng_states=rng_states, config_hash=ck.config_hash, seed=seed,
             keep=ck.keep, versions=ck.versions, scaler=accelerator.scaler,
             method_state=hooks.state_dict() if hooks is not None else None,
@@ -357,16 +383,20 @@ def _save(
 
 
 def _restore(
-    ckpt: Checkpoint, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, hooks: TrainingHooks | None
-) -> Progress:
+    ckpt: Checkpoint, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, hooks: TrainingHooks | None,
+    sharding: Sharding | None = None,
+) -> Progress:  # fmt: skip
     """Loads a checkpoint into the prepared model/optimizer/scheduler and restores this rank's RNGs."""
     pieces = load_checkpoint(ckpt, accelerator.process_index)
-    unwrapped = accelerator.unwrap_model(model)
-    expected = set(trainable_parameters(unwrapped))
-    if set(pieces["trainable"]) != expected:
-        raise PeftbenchError(f"{ckpt.path}: its weights do not match the run's method")
-    unwrapped.load_state_dict(pieces["trainable"], strict=False)
-    optimizer.load_state_dict(pieces["optimizer"])
+    if sharding is not None:
+        load_shards(model, optimizer, pieces["shards"])
+    else:
+        unwrapped = accelerator.unwrap_model(model)
+        expected = set(trainable_parameters(unwrapped))
+        if set(pieces["trainable"]) != expected:
+            raise PeftbenchError(f"{ckpt.path}: its weights do not match the run's method")
+        unwrapped.load_state_dict(pieces["trainable"], strict=False)
+        optimizer.load_state_dict(pieces["optimizer"])
     scheduler.load_state_dict(pieces["scheduler"])
     if accelerator.scaler is not None and pieces.get("scaler") is not None:
         accelerator.scaler.load_state_dict(pieces["scaler"])
