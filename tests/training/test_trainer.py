@@ -62,7 +62,7 @@ def test_progress_round_trips_through_a_checkpoints_trainer_state():
     import dataclasses
     import json
 
-    from peftbench.training.trainer import Progress
+    from peftbench.training.state import Progress
 
     progress = Progress(
         step=3, epoch=1, batches_done=2, running=1.5, seen=2, losses=[(1, 2.0)], train_time_s=4.0, best=(2, 30.0),

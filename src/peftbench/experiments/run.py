@@ -59,7 +59,8 @@ from peftbench.training.callbacks import Callback, CallbackList, installed_callb
 from peftbench.training.checkpoint import QUARANTINE, latest_valid_checkpoint, load_best
 from peftbench.training.preemption import stop_on_signals
 from peftbench.training.sharding import Sharding
-from peftbench.training.trainer import Checkpointing, Schedule, TrainResult, fit
+from peftbench.training.state import TrainResult
+from peftbench.training.trainer import Checkpointing, Schedule, fit
 from peftbench.weights import apply_trainable
 
 log = logging.getLogger("peftbench")

@@ -28,7 +28,7 @@ from peftbench.io import atomic_write_json, peak_memory_mb
 from peftbench.methods import MethodSpec
 from peftbench.models import is_encoder_decoder
 from peftbench.training.preemption import StopFlag
-from peftbench.training.trainer import TrainResult
+from peftbench.training.state import TrainResult
 
 
 def validation_scorer(

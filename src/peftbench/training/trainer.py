@@ -11,10 +11,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -43,69 +42,9 @@ from peftbench.training.checkpoint import (
 )
 from peftbench.training.preemption import Preempted, StopFlag
 from peftbench.training.sharding import Sharding, gather_trainable, gathered_root, load_shards, save_shards, shard_model
+from peftbench.training.state import Progress, TrainResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    """What training reports."""
-
-    steps: int
-    epochs: float
-    train_time_s: float
-    learning_rate: float
-    lr_scheduler: str
-    warmup_steps: int
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    """(step, mean loss since the previous log) pairs."""
-    peak_memory_mb: float = 0.0
-    """Peak memory while training: CUDA allocator peak (reset at the start), else the process's peak RSS."""
-    peak_memory_kind: str = ""
-    """Which of the two ``peak_memory_mb`` is."""
-    validation: list[tuple[int, float]] = field(default_factory=list)
-    """(step, validation ROUGE-L) pairs, when validation tasks are configured."""
-    best_step: int | None = None
-    """Step of the weights kept in best/ (highest validation score; the first such step on ties)."""
-
-
-@dataclass
-class Progress:
-    """Where training stands: what a checkpoint records as its trainer state and a resumed run continues from."""
-
-    step: int = 0
-    """Optimizer steps done."""
-    epoch: int = 0
-    """The current epoch (from 0)."""
-    batches_done: int = 0
-    """Batches of the current epoch done (per process)."""
-    running: float = 0.0
-    """Training loss summed over the batches since the last logging step."""
-    seen: int = 0
-    """Batches in ``running``."""
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    """(step, mean training loss) at every logging step."""
-    train_time_s: float = 0.0
-    """Training time of earlier attempts (a resumed run adds its own)."""
-    best: tuple[int, float] | None = None
-    """(step, score) of the best validation so far."""
-    validation: list[tuple[int, float]] = field(default_factory=list)
-    """(step, validation score) of every validation."""
-
-    def to_state(self) -> dict[str, Any]:
-        """The JSON-ready trainer state a checkpoint stores."""
-        return asdict(self)
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Progress:
-        """Reads a checkpoint's trainer state (checkpoints written before validation existed lack its fields)."""
-        best = state.get("best")
-        return cls(
-            step=state["step"], epoch=state["epoch"], batches_done=state["batches_done"], running=state["running"],
-            seen=state["seen"], losses=[(int(s), float(v)) for s, v in state["losses"]],
-            train_time_s=state["train_time_s"], best=(int(best[0]), float(best[1])) if best else None,
-            validation=[(int(s), float(v)) for s, v in state.get("validation", [])],
-        )  # fmt: skip
 
 
 @dataclass(frozen=True)
