@@ -26,7 +26,7 @@ SCRIPT = [5.0, 2.0, 7.0]
 def _run(superni_mini, tmp_path, monkeypatch, **overrides):
     calls: list[int] = []
 
-    def scripted(cfg, tokenizer, features, device):
+    def scripted(cfg, tokenizer, features, device, *, shard=True):
         if not features or cfg.train.eval_steps <= 0:
             return None
 
