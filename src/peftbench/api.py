@@ -49,17 +49,13 @@ def _as_strings(overrides: Overrides) -> tuple[list[str], dict[str, Any]]:
 
 
 def _set(raw: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    from peftbench.configure import set_dotted
+
     for key, value in values.items():
         path = [p for p in str(key).split(".") if p]
         if not path:
             raise PeftbenchError(f"override {key!r} has an empty key")
-        node = raw
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise PeftbenchError(f"override {key!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
+        set_dotted(raw, path, value, str(key))
     return raw
 
 

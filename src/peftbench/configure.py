@@ -201,17 +201,22 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, value
 
 
+def set_dotted(raw: dict[str, Any], path: list[str], value: Any, item: str) -> None:
+    """Sets ``raw[path[0]]...[path[-1]] = value``, creating sections; ``item`` names the override in errors."""
+    node = raw
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise PeftbenchError(f"override {item!r}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Applies dotted overrides to a raw config dict (before type checking)."""
     for item in overrides:
         path, value = parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise PeftbenchError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
+        set_dotted(raw, path, value, item)
     return raw
 
 
