@@ -104,3 +104,25 @@ def test_two_rank_run_preempted_by_sigterm_resumes_to_the_same_weights(two_rank_
     a, b = _weights(tmp_path / "runs" / "two"), _weights(two_dir)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
+
+
+def test_a_checkpoint_refused_by_rank_0_stops_every_rank_with_one_line(superni_mini, tmp_path):
+    """Rank 0 alone chooses the checkpoint to resume; when it refuses one (here: saved by 1 process, resumed by 2),
+    every rank must stop with that one line, not wait for rank 0 in a collective."""
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(_config(superni_mini, tmp_path / "runs", "one", 1, save_steps=2, max_steps=4)))
+    done = run_cli("train", str(path), "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "one"
+    (run_dir / "metrics.json").unlink()  # as if killed after its last checkpoint
+    state = json.loads((run_dir / "run_state.json").read_text())
+    state.pop("trained", None)
+    (run_dir / "run_state.json").write_text(json.dumps(state))
+    start = time.time()
+    proc = _torchrun("train", str(path), "--no-progress")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and time.time() - start < 120, out[-3000:]
+    refusals = [line for line in out.splitlines() if "was saved by 1 process(es) and this run has 2" in line]
+    assert len(refusals) == 2, out[-3000:]  # both ranks say it, in one line each
+    ours = out.split("torch/distributed/elastic")[0]  # what follows is torchrun's own report of the exit status
+    assert "Traceback" not in ours and "exitcode  : 2" in out, out[-3000:]

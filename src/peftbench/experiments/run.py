@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from peftbench.config import ExperimentConfig, dump_config
 from peftbench.data.cache import PreparedData
+from peftbench.errors import PeftbenchError
 from peftbench.experiments.rundir import (
     CONFIG_FILE,
     LAST_WEIGHTS_FILE,
@@ -178,11 +179,17 @@ def run_experiment(
             result, weights = TrainResult(**state["train"]), state.get("weights")
             say("training had finished; continuing the evaluation", quiet)
         else:
-            resume = None
+            resume, refusal = None, None
             if accelerator.is_main_process:  # one process checks (and quarantines); the others take its choice
-                resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes,
-                                                 sharding is not None)  # fmt: skip
-            resume = broadcast_object_list([resume])[0] if accelerator.num_processes > 1 else resume
+                try:
+                    resume = latest_valid_checkpoint(run_dir, config_hash(cfg), accelerator.num_processes,
+                                                     sharding is not None)  # fmt: skip
+                except (PeftbenchError, OSError) as exc:  # every rank must hear it, or the others wait forever
+                    refusal = str(exc)
+            if accelerator.num_processes > 1:
+                resume, refusal = broadcast_object_list([(resume, refusal)])[0]
+            if refusal is not None:
+                raise PeftbenchError(refusal)
             if resume is not None:
                 say(f"resuming from {resume.path.name} (step {resume.step})", quiet)
             elif (run_dir / QUARANTINE).is_dir():
