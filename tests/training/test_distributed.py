@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,7 +123,9 @@ def test_a_checkpoint_refused_by_rank_0_stops_every_rank_with_one_line(superni_m
     proc = _torchrun("train", str(path), "--no-progress")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0 and time.time() - start < 120, out[-3000:]
-    refusals = [line for line in out.splitlines() if "was saved by 1 process(es) and this run has 2" in line]
-    assert len(refusals) == 2, out[-3000:]  # both ranks say it, in one line each
+    assert "was saved by 1 process(es) and this run has 2" in out, out[-3000:]
+    # Rank 1 exits with the user-error status itself (it heard rank 0's refusal), not killed by torchrun (-15)
+    # after rank 0 left it waiting in the broadcast; whichever rank exits first, torchrun stops the other.
+    assert re.search(r"rank\s*: 1 \(local_rank: 1\)\s*exitcode\s*: 2\b", out), out[-3000:]
     ours = out.split("torch/distributed/elastic")[0]  # what follows is torchrun's own report of the exit status
-    assert "Traceback" not in ours and "exitcode  : 2" in out, out[-3000:]
+    assert "Traceback" not in ours, out[-3000:]
