@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,6 +19,7 @@ import yaml
 
 from peftbench.evaluation.sharding import assign_rounds
 from tests.conftest import run_cli, tiny_mini_config
+from tests.support.processes import two_ranks
 from tests.support.slow import slow_env
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same kernels in every process (1- and 2-rank runs alike)
@@ -37,14 +36,6 @@ def test_rounds_deal_every_batch_once_in_order_and_balance_tokens():
     assert assign_rounds(costs, 2) == rounds  # deterministic: every rank computes the same
     assert assign_rounds(costs, 1) == [[k] for k in range(len(costs))]  # one process: the plan's order
     assert assign_rounds([], 3) == []
-
-
-def _torchrun(*args: str, env: dict | None = None) -> subprocess.Popen:
-    full = {**os.environ, "HF_HUB_OFFLINE": "1", **ONE_THREAD, **(env or {})}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "peftbench", *args]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full,
-                            start_new_session=True)  # fmt: skip
 
 
 def _config(data_dir, out, name: str) -> dict:
@@ -76,7 +67,7 @@ def test_two_rank_evaluate_writes_the_one_process_predictions(one_process_run, t
     two = tmp_path / "two"
     shutil.copytree(one, two)
     (two / "predictions.jsonl").unlink()
-    proc = _torchrun("evaluate", str(two), "--no-progress")
+    proc = two_ranks("evaluate", str(two), "--no-progress")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     expected = (one / "predictions.jsonl").read_bytes()
@@ -92,7 +83,7 @@ def test_two_rank_evaluate_writes_the_one_process_predictions(one_process_run, t
 def test_two_rank_run_preempted_during_evaluation_resumes_without_losing_or_repeating_a_line(one_process_run, tmp_path):
     _, path, _ = one_process_run
     args = ("train", str(path), f"output_dir={tmp_path / 'runs'}", "run_name=two", "--no-progress")
-    proc = _torchrun(*args, env=slow_env(evaluation_batch_s=0.5))
+    proc = two_ranks(*args, env=slow_env(evaluation_batch_s=0.5))
     predictions = tmp_path / "runs" / "two" / "predictions.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and not (predictions.is_file() and len(predictions.read_text().splitlines()) >= 4):
@@ -105,7 +96,7 @@ def test_two_rank_run_preempted_during_evaluation_resumes_without_losing_or_repe
     assert 4 <= len(partial) < 24, out[-3000:]
     assert not (tmp_path / "runs" / "two" / "metrics.json").exists()
 
-    again = _torchrun(*args)
+    again = two_ranks(*args)
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out[-3000:]
     lines = predictions.read_text().splitlines()

@@ -12,8 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -22,6 +20,7 @@ import yaml
 
 from peftbench.io import load_tensors
 from tests.conftest import run_cli, tiny_mini_config
+from tests.support.processes import two_ranks
 from tests.support.slow import slow_env
 
 # Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
@@ -38,14 +37,6 @@ def _config(data_dir, out, name, accumulation, **train):
     return cfg
 
 
-def _torchrun(*args, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **kwargs.pop("env", {})}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "peftbench", *args]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True, **kwargs)  # fmt: skip
-
-
 def _weights(run_dir):
     return load_tensors(run_dir / "trainable.safetensors")
 
@@ -59,7 +50,7 @@ def two_rank_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     path = root / "two.yaml"
     path.write_text(yaml.safe_dump(_config(SUPERNI_MINI, root / "runs", "two", 1)))
-    proc = _torchrun("train", str(path), "--no-progress")
+    proc = two_ranks("train", str(path), "--no-progress")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     return root, path, root / "runs" / "two", out
@@ -84,7 +75,7 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(two_rank_run, super
 def test_two_rank_run_preempted_by_sigterm_resumes_to_the_same_weights(two_rank_run, tmp_path):
     _, path, two_dir, _ = two_rank_run
     args = ("train", str(path), f"output_dir={tmp_path / 'runs'}", "--no-progress")
-    proc = _torchrun(*args, env=slow_env(step_s=1.0))
+    proc = two_ranks(*args, env=slow_env(step_s=1.0))
     log = tmp_path / "runs" / "two" / "train.log"
     deadline = time.time() + 180
     while time.time() < deadline and not (log.is_file() and "step 2/5" in log.read_text()):
@@ -98,7 +89,7 @@ def test_two_rank_run_preempted_by_sigterm_resumes_to_the_same_weights(two_rank_
     assert manifest["world_size"] == 2 and {"rng_state_rank0.json", "rng_state_rank1.json"} <= set(manifest["files"])
     assert 2 <= manifest["step"] < STEPS
 
-    again = _torchrun(*args)
+    again = two_ranks(*args)
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out[-3000:]
     assert f"resuming from {ckpts[-1].name}" in out
@@ -120,7 +111,7 @@ def test_a_checkpoint_refused_by_rank_0_stops_every_rank_with_one_line(superni_m
     state.pop("trained", None)
     (run_dir / "run_state.json").write_text(json.dumps(state))
     start = time.time()
-    proc = _torchrun("train", str(path), "--no-progress")
+    proc = two_ranks("train", str(path), "--no-progress")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0 and time.time() - start < 120, out[-3000:]
     assert "was saved by 1 process(es) and this run has 2" in out, out[-3000:]

@@ -28,6 +28,7 @@ from peftbench.experiments.setup import NOT_SHARDABLE, check_shardable
 from peftbench.io import load_tensors
 from peftbench.training.checkpoint import QUARANTINE, checkpoint_dirs, latest_valid_checkpoint, validate_checkpoint
 from tests.conftest import REPO, SUPERNI_MINI, run_cli, tiny_mini_config
+from tests.support.processes import two_ranks
 from tests.support.slow import slow_env
 
 # Slow; the xdist group of the other process tests (test_distributed, test_preemption, test_slurm).
@@ -59,15 +60,11 @@ def _write(path, cfg):
 def _torchrun(*args, env=None, accelerate: bool = False) -> subprocess.Popen:
     """2 ranks: torchrun with accelerate's FSDP switch set, or (``accelerate``) accelerate launch with the shipped
     configs/accelerate/fsdp.yaml, which sets it (and starts its processes through torchrun)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_FSDP": "true", **(env or {})}
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     if accelerate:
-        env.pop("ACCELERATE_USE_FSDP")
         config = REPO / "configs" / "accelerate" / "fsdp.yaml"
         launcher = ["-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2"]
-    command = [sys.executable, *launcher, "-m", "peftbench", *args, "--no-progress"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)  # fmt: skip
+        return two_ranks(*args, "--no-progress", env=env, launcher=launcher)
+    return two_ranks(*args, "--no-progress", env={"ACCELERATE_USE_FSDP": "true", **(env or {})})
 
 
 def _finish(proc: subprocess.Popen) -> str:
