@@ -68,6 +68,12 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(two_rank_run, super
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
     two_metrics = json.loads((two_dir / "metrics.json").read_text())
     assert two_metrics["train"]["steps"] == STEPS
+    # The logged loss is the global batch's (both ranks' micro-batches), as the 1-process run logs it; rank 0's own
+    # micro-batch alone differs by far more than this tolerance.
+    one_losses = json.loads((tmp_path / "runs" / "one" / "metrics.json").read_text())["train"]["losses"]
+    assert [s for s, _ in two_metrics["train"]["losses"]] == [s for s, _ in one_losses] == list(range(1, STEPS + 1))
+    for (_, mine), (_, reference) in zip(two_metrics["train"]["losses"], one_losses, strict=True):
+        assert abs(mine - reference) <= 1e-5 * abs(reference), (two_metrics["train"]["losses"], one_losses)
     assert json.loads((root / "runs" / "two" / "run_state.json").read_text())["status"] == "finished"
 
 

@@ -42,7 +42,7 @@ class Progress:
     batches_done: int = 0
     """Batches of the current epoch done (per process)."""
     running: float = 0.0
-    """Training loss summed over the batches since the last logging step."""
+    """Training loss summed over the batches since the last logging step (saved: the mean of the ranks' sums)."""
     seen: int = 0
     """Batches in ``running``."""
     losses: list[tuple[int, float]] = field(default_factory=list)

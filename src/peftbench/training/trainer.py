@@ -117,6 +117,16 @@ class Checkpointing:
     """A validated checkpoint to continue from."""
 
 
+def _mean_over_ranks(running: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    """The loss sum averaged over ranks (each rank sums its own micro-batches, the same number on every rank), so
+    that the logged loss is the global batch's, as one process with gradient accumulation logs it; one all-reduce
+    per logging step. A sum restored from a checkpoint is this mean on every rank, and the mean of (mean + own
+    new losses) is again the global mean."""
+    if accelerator.num_processes == 1:
+        return running
+    return accelerator.reduce(running.clone(), reduction="mean")
+
+
 def fit(
     model: nn.Module,
     features: Sequence[Features],
@@ -210,7 +220,7 @@ def fit(
             step += 1
             bar.update(1)
             if step % train.logging_steps == 0 or step == steps:
-                mean = running.item() / max(seen, 1)
+                mean = _mean_over_ranks(running, accelerator).item() / max(seen, 1)
                 losses.append((step, mean))
                 bar.set_postfix(loss=f"{mean:.4f}")
                 log.info("step %d/%d loss %.4f lr %.3g", step, steps, mean, scheduler.get_last_lr()[0])
@@ -239,7 +249,7 @@ def fit(
                     step=step,
                     epoch=epoch,
                     batches_done=batches_done,
-                    running=running.item(),
+                    running=_mean_over_ranks(running, accelerator).item(),  # every rank resumes from the mean
                     seen=seen,
                     losses=losses,
                     best=progress.best,
