@@ -156,7 +156,9 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     markers = "os^Dv<>pPX*h"
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    from peftbench.experiments.study_report import legend_below
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120, layout="constrained")
     systems = sorted({(m["method"], m.get("_model", "")) for m in runs if m["method"] != "untrained"})
     for i, (method, model) in enumerate(systems):
         pts = [(trainable_percent(m), m["overall"]["rougeL"]) for m in runs
@@ -174,8 +176,7 @@ def plot_rouge_vs_params(runs: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("ROUGE-L (test tasks)")
     ax.set_title("ROUGE-L vs trainable parameters")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    legend_below(fig, ax)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

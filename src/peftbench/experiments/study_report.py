@@ -121,18 +121,30 @@ def _figure(draw: Callable[[Any], bool], path: Path, size: tuple[float, float] =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size, dpi=120)
+    fig, ax = plt.subplots(figsize=size, dpi=120, layout="constrained")
     try:
         if not draw(ax):
             return False
         ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
+        legend_below(fig, ax)
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         atomic_write_bytes(path, buf.getvalue())
         return True
     finally:
         plt.close(fig)
+
+
+def legend_below(fig: Any, ax: Any, fontsize: float = 7.5) -> None:
+    """The legend under the plot (a constrained-layout figure, made taller for it), where it never covers points
+    or error bars, as a legend inside the axes did."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    columns = 2 if len(labels) > 6 and max(map(len, labels)) < 45 else 1
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + 0.2 * math.ceil(len(labels) / columns) + 0.2)
+    fig.legend(handles, labels, loc="outside lower center", fontsize=fontsize, ncols=columns, frameon=False)
 
 
 def _bars(mean: float, interval: tuple[float, float] | None, std: float) -> tuple[float, float]:
@@ -166,7 +178,6 @@ def plot_best_vs_params(chosen: dict[str, Configuration], untrained: dict[str, f
         bars = "95% bootstrap CI over tasks and instances" if intervals else "± std over seeds"
         ax.set_ylabel(f"test ROUGE-L (mean over seeds)\nbars: {bars}", fontsize=9)
         ax.set_title("Best configuration per method" + ("" if how.startswith("chosen on validation") else " (on test)"))
-        ax.legend(fontsize=7, loc="best")
         return bool(chosen)
 
     return _figure(draw, path)
@@ -190,8 +201,6 @@ def _curves(configs: list[Configuration], attribute: str, xlabel: str, title: st
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test ROUGE-L (mean ± std over seeds)")
         ax.set_title(title)
-        if drawn:
-            ax.legend(fontsize=8, loc="best")
         return drawn
 
     return _figure(draw, path)
@@ -231,7 +240,6 @@ def plot_categories(chosen: dict[str, Configuration], path: Path,
         bars_are = "95% bootstrap CI over the category's tasks and instances" if intervals else "± std over seeds"
         ax.set_ylabel(f"test ROUGE-L\nbars: {bars_are}", fontsize=8)
         ax.set_title("Per category (best configuration per method)")
-        ax.legend(fontsize=8, loc="best")
         return True
 
     return _figure(draw, path, size=(max(7.0, 0.9 * len(categories) + 3), 4.8))
