@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -62,6 +64,37 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         text=True,
         timeout=timeout,
     )
+
+
+def in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``peftbench ARGS`` through ``peftbench.cli.main`` in this process, stdout and stderr captured, ``env`` set
+    for the call only; returns a CompletedProcess like ``run_cli``. For successful commands whose work, not a
+    process, is the point: a new Python process spends about 5 s of CPU importing torch, transformers, peft and
+    the scorer before it starts. (``cli`` does the same with pytest's capsys, for function-scoped tests.)"""
+    import torch
+
+    from peftbench.cli import main
+
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    threads = torch.get_num_threads()
+    if env and "OMP_NUM_THREADS" in env:  # what a new process would read at start
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(["peftbench", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import csv
 import pytest
 
 from peftbench.io import cache_dir
-from tests.conftest import run_cli
+from tests.conftest import in_process, run_cli
 
 
 def _rows(report_csv):
@@ -24,7 +24,7 @@ def _rows(report_csv):
 def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
     env = {"PEFTBENCH_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "demo"
-    proc = run_cli("demo", "--quick", "--output-dir", str(out), "--no-progress", env=env)
+    proc = in_process("demo", "--quick", "--output-dir", str(out), "--no-progress", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(out / "report.csv")
     assert set(rows) == {"untrained", "lora", "adapter_houlsby", "prompt", "full"}
@@ -35,7 +35,7 @@ def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
     (base,) = (tmp_path / "cache" / "bases").glob("tiny-t5-*")
     assert (base / "config.json").is_file() and (base / "tokenizer.json").is_file()
 
-    again = run_cli("demo", "--quick", "--output-dir", str(out), "--no-progress", env=env)
+    again = in_process("demo", "--quick", "--output-dir", str(out), "--no-progress", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "(cached)" in again.stdout and again.stdout.count("already finished") == 4
     assert _rows(out / "report.csv") == rows

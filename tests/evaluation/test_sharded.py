@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from peftbench.evaluation.sharding import assign_rounds
-from tests.conftest import run_cli, tiny_mini_config
+from tests.conftest import in_process, tiny_mini_config
 from tests.support.processes import two_ranks
 from tests.support.slow import slow_env
 
@@ -55,7 +55,7 @@ def one_process_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("sharded")
     path = root / "one.yaml"
     path.write_text(yaml.safe_dump(_config(SUPERNI_MINI, root / "runs", "one")))
-    proc = run_cli("train", str(path), "--no-progress", env=ONE_THREAD)
+    proc = in_process("train", str(path), "--no-progress", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, path, root / "runs" / "one"
 
@@ -107,7 +107,7 @@ def test_two_rank_run_preempted_during_evaluation_resumes_without_losing_or_repe
     # evaluation of these very weights, which must give the same file
     copy = tmp_path / "copy"
     shutil.copytree(tmp_path / "runs" / "two", copy)
-    proc = run_cli("evaluate", str(copy), "--no-progress", env=ONE_THREAD)
+    proc = in_process("evaluate", str(copy), "--no-progress", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (copy / "predictions.jsonl").read_text().splitlines() == lines
 

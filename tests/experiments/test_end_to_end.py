@@ -1,4 +1,5 @@
-"""End to end through the real command line on the shared SuperNI sample with tiny models."""
+"""End to end through the command line on the shared SuperNI sample with tiny models: two training runs in
+their own processes (the same numbers from two processes), the other commands through ``cli.main`` in-process."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import yaml
 
 from peftbench.configure import load_config
 from peftbench.io import load_tensors
-from tests.conftest import run_cli, tiny_mini_config
+from tests.conftest import in_process, run_cli, tiny_mini_config
 
 # Slow (training runs through the CLI); one xdist group, so that the module's runs are made once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("end_to_end")]
@@ -27,14 +28,14 @@ def trained_runs(tmp_path_factory):
         pytest.skip(f"shared SuperNI sample not found at {SUPERNI_MINI}")
     root = tmp_path_factory.mktemp("e2e")
     out = {}
-    for name, model, method in [
-        ("a", "tiny-t5", "lora"),
-        ("b", "tiny-t5", "lora"),
-        ("c", "tiny-llama", "adapter_houlsby"),
+    for name, model, method, launch in [
+        ("a", "tiny-t5", "lora", run_cli),  # a and b: two processes, the same numbers
+        ("b", "tiny-t5", "lora", run_cli),
+        ("c", "tiny-llama", "adapter_houlsby", in_process),
     ]:
         cfg_path = root / f"{name}.yaml"
         cfg_path.write_text(yaml.safe_dump(tiny_mini_config(SUPERNI_MINI, root / name / "runs", model, method)))
-        proc = run_cli("train", str(cfg_path), "train.learning_rate=1e-3", "--no-progress")
+        proc = launch("train", str(cfg_path), "train.learning_rate=1e-3", "--no-progress")
         assert proc.returncode == 0, proc.stderr[-3000:]
         (run_dir,) = (root / name / "runs").iterdir()
         out[name] = (run_dir, proc)
@@ -88,12 +89,12 @@ def test_evaluate_and_score_reproduce_the_metrics(trained_runs):
     _, runs = trained_runs
     run_dir, _ = runs["c"]
     before = json.loads((run_dir / "metrics.json").read_text())
-    proc = run_cli("evaluate", str(run_dir), "--no-progress")
+    proc = in_process("evaluate", str(run_dir), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = json.loads((run_dir / "metrics.json").read_text())
     assert after["overall"] == before["overall"] and after["per_task"] == before["per_task"]
     assert after["train"] == before["train"]  # training facts survive re-evaluation
-    proc = run_cli("score", str(run_dir / "predictions.jsonl"), "-o", str(run_dir / "rescored.json"))
+    proc = in_process("score", str(run_dir / "predictions.jsonl"), "-o", str(run_dir / "rescored.json"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     scored = json.loads(proc.stdout)
     assert scored["overall"] == before["overall"] and scored["per_category"] == before["per_category"]
@@ -104,7 +105,7 @@ def test_rerunning_a_finished_run_does_nothing(trained_runs):
     root, runs = trained_runs
     run_dir, _ = runs["a"]
     mtime = (run_dir / "trainable.safetensors").stat().st_mtime_ns
-    proc = run_cli("train", str(root / "a.yaml"), "train.learning_rate=1e-3", "--no-progress")
+    proc = in_process("train", str(root / "a.yaml"), "train.learning_rate=1e-3", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "already finished" in proc.stdout + proc.stderr
     assert (run_dir / "trainable.safetensors").stat().st_mtime_ns == mtime
@@ -112,7 +113,7 @@ def test_rerunning_a_finished_run_does_nothing(trained_runs):
 
 def test_report_renders_every_run(trained_runs):
     root, _ = trained_runs
-    proc = run_cli("report", str(root), "-o", str(root / "report"))
+    proc = in_process("report", str(root), "-o", str(root / "report"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (root / "report" / "report.md").read_text()
     runs = md.split("## Runs")[1]

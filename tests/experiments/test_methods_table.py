@@ -8,7 +8,7 @@ from peftbench.config import ModelConfig
 from peftbench.experiments.methods_table import methods_markdown
 from peftbench.methods import all_methods, build_method_config, is_layer_norm
 from peftbench.models import model_skeleton
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, in_process
 
 
 def test_docs_methods_md_matches_the_registry():
@@ -26,7 +26,7 @@ def test_every_method_has_a_row_with_its_paper_and_formula():
 
 @pytest.mark.slow
 def test_cli_prints_the_same_markdown():
-    proc = run_cli("methods", "--markdown")
+    proc = in_process("methods", "--markdown")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == methods_markdown()
 

@@ -14,7 +14,7 @@ from peftbench.data.examples import load_examples
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import available_presets, launch_command, preset_config, preset_dict
 from peftbench.methods import all_methods
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, in_process
 
 CONFIGS = REPO / "configs"
 
@@ -86,14 +86,14 @@ def test_launch_command_uses_torchrun_or_accelerate():
 def test_run_dev_end_to_end_then_nothing_to_do(tmp_path):
     args = ("run", "lora", "--mode", "dev", f"output_dir={tmp_path}", "method.r=4", "train.max_steps=6",
             "--no-progress")  # fmt: skip
-    first = run_cli(*args)
+    first = in_process(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert run_dir.name.startswith("lora-r4-lr5e-3-s42-")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 6 and metrics["data"]["validation_tasks"] == 2
     assert load_config(run_dir / "config.yaml").data.data_dir == "@demo"
-    again = run_cli(*args)
+    again = in_process(*args)
     assert again.returncode == 0 and "already finished" in again.stdout + again.stderr
 
 
@@ -122,7 +122,7 @@ def test_training_task_subsets_are_nested(superni_mini):
 def test_tensorboard_logging(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    proc = run_cli("run", "lora", "--mode", "dev", f"output_dir={tmp_path}", "train.max_steps=10",
+    proc = in_process("run", "lora", "--mode", "dev", f"output_dir={tmp_path}", "train.max_steps=10",
                    "train.report_to=[tensorboard]", "train.logging_steps=2", "--no-progress")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from peftbench.experiments.report import write_report
-from tests.conftest import run_cli
+from tests.conftest import in_process
 
 CATEGORIES = ("Sentiment Analysis", "Text Copying")
 
@@ -101,7 +101,7 @@ def test_without_validation_the_selection_says_so(tmp_path):
 
 
 def test_report_cli_lists_every_file(study, tmp_path):
-    proc = run_cli("report", str(study), "-o", str(tmp_path / "out"))
+    proc = in_process("report", str(study), "-o", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     assert "best configuration per method:" in proc.stdout
     for name in ("report.md", "report.html", "report.csv", "report_configurations.csv", "report_lr.png"):

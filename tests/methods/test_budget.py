@@ -15,7 +15,7 @@ from peftbench.experiments.setup import build_model
 from peftbench.methods import all_methods, get_method
 from peftbench.methods.budget import MethodCounter, match_budget, parse_budget
 from peftbench.models import count_parameters
-from tests.conftest import run_cli, tiny_mini_config
+from tests.conftest import in_process, tiny_mini_config
 
 SIZED = [spec.name for spec in all_methods() if spec.size_knob is not None]
 MODELS = ("tiny-t5", "tiny-llama")
@@ -114,7 +114,7 @@ def test_budget_refusals_are_one_line(method, message):
 def test_train_with_a_budget_trains_that_many_parameters(superni_mini, tmp_path):
     cfg = tiny_mini_config(superni_mini, tmp_path / "runs", method="lora", run_name="budget")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run_cli("train", str(tmp_path / "c.yaml"), "method.budget=15000", "--no-progress")
+    proc = in_process("train", str(tmp_path / "c.yaml"), "method.budget=15000", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = tmp_path / "runs" / "budget"
     metrics = json.loads((run_dir / "metrics.json").read_text())

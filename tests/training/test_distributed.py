@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from peftbench.io import load_tensors
-from tests.conftest import run_cli, tiny_mini_config
+from tests.conftest import in_process, tiny_mini_config
 from tests.support.processes import two_ranks, unsupervised_ranks
 from tests.support.slow import slow_env
 
@@ -60,7 +60,7 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(two_rank_run, super
     assert out.count("trainable 24,576") == 2  # the start line and the headline, from rank 0 only
     one = tmp_path / "one.yaml"
     one.write_text(yaml.safe_dump(_config(superni_mini, tmp_path / "runs", "one", 2)))
-    proc = run_cli("train", str(one), "--no-progress")
+    proc = in_process("train", str(one), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = _weights(tmp_path / "runs" / "one"), _weights(two_dir)
     assert a.keys() == b.keys()
@@ -108,7 +108,7 @@ def test_a_checkpoint_refused_by_rank_0_stops_every_rank_with_one_line(superni_m
     every rank must stop with that one line, not wait for rank 0 in a collective."""
     path = tmp_path / "one.yaml"
     path.write_text(yaml.safe_dump(_config(superni_mini, tmp_path / "runs", "one", 1, save_steps=2, max_steps=4)))
-    done = run_cli("train", str(path), "--no-progress")
+    done = in_process("train", str(path), "--no-progress")
     assert done.returncode == 0, done.stderr[-2000:]
     run_dir = tmp_path / "runs" / "one"
     (run_dir / "metrics.json").unlink()  # as if killed after its last checkpoint

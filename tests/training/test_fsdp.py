@@ -27,7 +27,7 @@ from peftbench.errors import PeftbenchError
 from peftbench.experiments.setup import NOT_SHARDABLE, check_shardable
 from peftbench.io import load_tensors
 from peftbench.training.checkpoint import QUARANTINE, checkpoint_dirs, latest_valid_checkpoint, validate_checkpoint
-from tests.conftest import REPO, SUPERNI_MINI, run_cli, tiny_mini_config
+from tests.conftest import REPO, SUPERNI_MINI, in_process, tiny_mini_config
 from tests.support.processes import two_ranks
 from tests.support.slow import slow_env
 
@@ -94,7 +94,7 @@ def test_sharded_full_fine_tuning_matches_one_unsharded_process(sharded_run, tmp
     assert manifest["sharded"] and manifest["world_size"] == 2
     assert {"sharded/.metadata", "sharded/__0_0.distcp", "sharded/__1_0.distcp"} <= set(manifest["files"])
     one = _write(tmp_path / "one.yaml", _config(tmp_path / "runs", "one", accumulation=2))
-    proc = run_cli("train", str(one), "--no-progress")
+    proc = in_process("train", str(one), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = _weights(tmp_path / "runs" / "one"), _weights(two_dir)
     assert a.keys() == b.keys() and len(a) > 50

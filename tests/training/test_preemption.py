@@ -26,7 +26,7 @@ from peftbench.errors import PeftbenchError
 from peftbench.io import load_tensors
 from peftbench.training.checkpoint import QUARANTINE, checkpoint_dirs, latest_valid_checkpoint
 from peftbench.training.preemption import EXIT_PREEMPTED
-from tests.conftest import SUPERNI_MINI, run_cli
+from tests.conftest import SUPERNI_MINI, in_process
 from tests.support.slow import slow_env
 
 # Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
@@ -83,7 +83,7 @@ def _logged_step(run_dir: Path) -> int:
 def reference(tmp_path_factory) -> Path:
     """The uninterrupted run every interrupted one must match."""
     out = tmp_path_factory.mktemp("ref") / "runs"
-    proc = run_cli("train", str(_config(out)), "--no-progress")
+    proc = in_process("train", str(_config(out)), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out / "run"
 
@@ -134,7 +134,7 @@ def test_sigterm_during_training_then_resume_is_bit_identical(tmp_path, referenc
     assert "preempted during training" in err
     assert json.loads((run_dir / "run_state.json").read_text())["status"] == "preempted"
     assert not (run_dir / "metrics.json").exists()
-    resumed = run_cli("train", str(config), "--no-progress")
+    resumed = in_process("train", str(config), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from checkpoint-" in resumed.stdout
     _assert_same_result(run_dir, reference)
@@ -152,11 +152,11 @@ def test_sigterm_during_evaluation_then_resume_gives_identical_metrics(tmp_path,
     assert "preempted during evaluation" in err
     partial = len(predictions.read_text().splitlines())
     assert 2 <= partial < 24
-    resumed = run_cli("train", str(config), "--no-progress")
+    resumed = in_process("train", str(config), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "continuing the evaluation" in resumed.stdout
     _assert_same_result(run_dir, reference)
-    again = run_cli("train", str(config), "--no-progress")  # finished: prints its metrics, does nothing
+    again = in_process("train", str(config), "--no-progress")  # finished: prints its metrics, does nothing
     assert again.returncode == 0 and "already finished" in again.stdout and "rougeL" in again.stdout
 
 
@@ -169,7 +169,7 @@ def test_sigkill_while_writing_a_checkpoint_never_uses_it(tmp_path, reference):
     _wait_for(lambda: (ckpts / "checkpoint-00000007").is_dir() and any(ckpts.glob(".tmp-checkpoint-00000014-*")), proc)
     proc.kill()
     proc.wait()
-    resumed = run_cli("train", str(config), "--no-progress")
+    resumed = in_process("train", str(config), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from checkpoint-00000007" in resumed.stdout
     quarantined = [p.name for p in (run_dir / QUARANTINE).iterdir()]
@@ -231,7 +231,7 @@ def test_changed_config_or_world_size_is_refused(tmp_path, reference):
     # Through the CLI: a preempted run re-invoked with another hyperparameter gets a one-line error.
     (run_dir / "metrics.json").unlink()
     config = reference.parent.with_suffix(".yaml")
-    proc = run_cli("train", str(config), f"output_dir={tmp_path}", "train.learning_rate=2e-3")
+    proc = in_process("train", str(config), f"output_dir={tmp_path}", "train.learning_rate=2e-3")
     assert proc.returncode == 2 and "different config" in proc.stderr and proc.stderr.strip().count("\n") == 0
 
 
@@ -241,7 +241,7 @@ def test_status_lists_states(tmp_path, reference):
     (tmp_path / "stopped" / "metrics.json").unlink()
     state = json.loads((tmp_path / "stopped" / "run_state.json").read_text())
     (tmp_path / "stopped" / "run_state.json").write_text(json.dumps({**state, "status": "preempted"}))
-    proc = run_cli("status", str(tmp_path))
+    proc = in_process("status", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert "finished" in lines["done"] and "ROUGE-L" in lines["done"] and "step 28" in lines["done"]
