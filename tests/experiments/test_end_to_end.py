@@ -16,7 +16,14 @@ from tests.conftest import in_process, run_cli, tiny_mini_config
 # Slow (training runs through the CLI); one xdist group, so that the module's runs are made once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("end_to_end")]
 
-RUN_FILES = {"config.yaml", "train.log", "trainable.safetensors", "predictions.jsonl", "metrics.json"}
+RUN_FILES = {
+    "config.yaml",
+    "train.log",
+    "trainable.safetensors",
+    "predictions.jsonl",
+    "metrics.json",
+    "instance_scores.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +62,10 @@ def test_run_directory_is_complete(trained_runs):
         assert metrics["train"]["steps"] == 3 and metrics["train_time_s"] > 0 and metrics["peak_memory_mb"] > 0
         lines = (run_dir / "predictions.jsonl").read_text().splitlines()
         assert len(lines) == 12 and len({json.loads(x)["id"] for x in lines}) == 12
+        kept = json.loads((run_dir / "instance_scores.json").read_text())  # per instance, for the report
+        assert kept["ids"] == [json.loads(x)["id"] for x in lines]
+        for k, name in enumerate(("exact_match", "rougeL")):
+            assert sum(kept["values"][k]) / 12 == pytest.approx(metrics["overall"][name], abs=1e-4)
         for line in lines:  # only the continuation: a decoder-only model's prompt is cut off
             prediction = json.loads(line)["prediction"]
             assert "Definition:" not in prediction and "Now complete the following example" not in prediction

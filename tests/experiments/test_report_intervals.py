@@ -19,7 +19,7 @@ from peftbench.cli import main
 from peftbench.evaluation.metrics import score_predictions
 from peftbench.experiments import significance as sg
 from peftbench.experiments.analysis import configurations
-from peftbench.experiments.instance_scores import read_run_scores
+from peftbench.experiments.instance_scores import read_run_scores, record_instance_scores
 from peftbench.experiments.report import ReportFiles, collect_runs, write_report
 from peftbench.experiments.significance import analyse
 from peftbench.experiments.study_report import selection
@@ -126,6 +126,27 @@ def test_per_instance_scores_reproduce_the_official_overall(runs, tmp_path, monk
     assert len(list((tmp_path / "cache" / "instance-scores").iterdir())) == 1
     again = read_run_scores(run_dir, metrics)  # from the cache this time
     assert (again.values == scores.values).all() and again.ids == scores.ids
+
+
+def test_a_run_keeps_its_instance_scores_and_a_stale_copy_is_not_used(runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs / "lora-0.001-s1", run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    kept = record_instance_scores(run_dir, metrics)  # what evaluation does before writing metrics.json
+    assert kept.values[1].mean() == pytest.approx(metrics["overall"]["rougeL"], abs=1e-4)
+    again = read_run_scores(run_dir, metrics)
+    assert again.ids == kept.ids and (again.values == kept.values).all()
+    assert not (tmp_path / "cache" / "instance-scores").exists()  # read from the run, nothing scored again
+    # Predictions changed after the evaluation: the kept scores belong to the old file and are not used.
+    lines = (run_dir / "predictions.jsonl").read_text().splitlines()
+    wrong = next(k for k, line in enumerate(lines) if kept.values[0][k] == 0)
+    record = json.loads(lines[wrong])
+    lines[wrong] = json.dumps({**record, "prediction": record["references"][0]})
+    (run_dir / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    fresh = read_run_scores(run_dir, metrics)
+    assert fresh.values[0][wrong] == fresh.values[1][wrong] == 100.0
+    assert (fresh.values[:, :wrong] == kept.values[:, :wrong]).all()
 
 
 def test_a_real_difference_is_called_real_and_an_equal_pair_is_not(report):

@@ -22,6 +22,7 @@ from peftbench.data.collate import Features
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.evaluation.metrics import score_predictions
 from peftbench.evaluation.sharding import process_group
+from peftbench.experiments.instance_scores import record_instance_scores
 from peftbench.experiments.rundir import METRICS_FILE, PREDICTIONS_FILE, config_hash
 from peftbench.experiments.setup import budget_record
 from peftbench.io import atomic_write_json, peak_memory_mb
@@ -139,6 +140,7 @@ def evaluate_and_write(
         "config_hash": config_hash(cfg),
         "versions": versions(),
     }
+    record_instance_scores(run_dir, metrics)  # for the report's intervals and paired tests
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
 
