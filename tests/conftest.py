@@ -86,7 +86,7 @@ def in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProce
             try:
                 code = main(list(args))
             except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     finally:
         torch.set_num_threads(threads)
         for key, value in saved.items():
@@ -109,7 +109,7 @@ def cli(capsys):
         try:
             code = main(list(args))
         except SystemExit as exc:  # argparse: usage errors (2), --help (0)
-            code = exc.code if isinstance(exc.code, int) else 1
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         out = capsys.readouterr()
         return subprocess.CompletedProcess(["peftbench", *args], code, out.out, out.err)
 

@@ -149,6 +149,31 @@ def test_a_run_keeps_its_instance_scores_and_a_stale_copy_is_not_used(runs, tmp_
     assert (fresh.values[:, :wrong] == kept.values[:, :wrong]).all()
 
 
+def test_a_kept_file_without_its_key_or_not_an_object_is_not_used(runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs / "lora-0.001-s1", run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    right = record_instance_scores(run_dir, metrics)
+    entry = json.loads((run_dir / "instance_scores.json").read_text())
+    del entry["key"]
+    entry["values"] = [[0.0] * len(entry["ids"])] * 2  # wrong scores, no key: must not be trusted
+    for content in (json.dumps(entry), "null", "[]"):
+        (run_dir / "instance_scores.json").write_text(content)
+        scores = read_run_scores(run_dir, metrics)
+        assert (scores.values == right.values).all()
+
+
+def test_keeping_the_scores_never_fails_an_evaluation(runs, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs / "lora-0.001-s1", run_dir)
+    lines = (run_dir / "predictions.jsonl").read_text().splitlines()
+    (run_dir / "predictions.jsonl").write_text("\n".join([lines[0], lines[0], *lines[1:]]) + "\n")  # a duplicate id
+    assert record_instance_scores(run_dir, {}) is None
+    assert not (run_dir / "instance_scores.json").exists()
+    assert "per-instance scores not kept" in caplog.text
+
+
 def test_a_real_difference_is_called_real_and_an_equal_pair_is_not(report):
     files = report
     rows = {(r["first"], r["second"]): r for r in _rows(files.differences_csv)}

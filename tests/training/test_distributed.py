@@ -32,7 +32,7 @@ STEPS = 5  # 22 tasks x 2 examples / batch 4 = 11 batches an epoch: 5 steps of 2
 def _config(data_dir, out, name, accumulation, **train):
     cfg = tiny_mini_config(data_dir, out, run_name=name)
     cfg["train"] = {"max_steps": STEPS, "per_device_batch_size": 4, "gradient_accumulation_steps": accumulation,
-                    "logging_steps": 1, "learning_rate": 3e-3, **train}  # fmt: skip
+                    "logging_steps": 2, "learning_rate": 3e-3, **train}  # fmt: skip
     return cfg
 
 
@@ -71,7 +71,7 @@ def test_two_ranks_match_one_rank_with_the_same_global_batch(two_rank_run, super
     # The logged loss is the global batch's (both ranks' micro-batches), as the 1-process run logs it; rank 0's own
     # micro-batch alone differs by far more than this tolerance.
     one_losses = json.loads((tmp_path / "runs" / "one" / "metrics.json").read_text())["train"]["losses"]
-    assert [s for s, _ in two_metrics["train"]["losses"]] == [s for s, _ in one_losses] == list(range(1, STEPS + 1))
+    assert [s for s, _ in two_metrics["train"]["losses"]] == [s for s, _ in one_losses] == [2, 4, STEPS]
     for (_, mine), (_, reference) in zip(two_metrics["train"]["losses"], one_losses, strict=True):
         assert abs(mine - reference) <= 1e-5 * abs(reference), (two_metrics["train"]["losses"], one_losses)
     assert json.loads((root / "runs" / "two" / "run_state.json").read_text())["status"] == "finished"
@@ -85,6 +85,9 @@ def test_two_rank_run_preempted_by_sigterm_resumes_to_the_same_weights(two_rank_
     deadline = time.time() + 180
     while time.time() < deadline and not (log.is_file() and "step 2/5" in log.read_text()):
         time.sleep(0.2)
+    # Each step then waits 1 s before the stop check: a signal 1.5 s after step 2's log line is normally seen at
+    # step 3, between two logging steps (every 2), where each rank holds its own unlogged loss sum.
+    time.sleep(1.5)
     os.killpg(proc.pid, signal.SIGTERM)  # as Slurm does: every process of the job
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0, out[-3000:]
@@ -98,6 +101,10 @@ def test_two_rank_run_preempted_by_sigterm_resumes_to_the_same_weights(two_rank_
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out[-3000:]
     assert f"resuming from {ckpts[-1].name}" in out
+    # A checkpoint between logging steps holds each rank's own loss sum since the last log and each rank resumes
+    # with its own, so the logged curve is the uninterrupted run's bit for bit (whatever step the signal hit).
+    resumed = json.loads((tmp_path / "runs" / "two" / "metrics.json").read_text())["train"]["losses"]
+    assert resumed == json.loads((two_dir / "metrics.json").read_text())["train"]["losses"]
     a, b = _weights(tmp_path / "runs" / "two"), _weights(two_dir)
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,7 +33,9 @@ from peftbench.errors import PeftbenchError
 from peftbench.evaluation import metrics as official
 from peftbench.evaluation.bootstrap import TaskScores
 from peftbench.experiments.rundir import CONFIG_FILE, INSTANCE_SCORES_FILE, PREDICTIONS_FILE
-from peftbench.io import atomic_write_json, cache_dir
+from peftbench.io import atomic_write_text, cache_dir
+
+log = logging.getLogger(__name__)
 
 METRICS = ("exact_match", "rougeL")
 """The metrics kept per instance, in this order (the first axis of every ``TaskScores`` built here)."""
@@ -101,17 +104,24 @@ def read_run_scores(run_dir: Path, metrics: dict[str, Any]) -> RunScores:
     return _scores(run_dir, _track(run_dir, metrics), keep=False)
 
 
-def record_instance_scores(run_dir: Path, metrics: dict[str, Any]) -> RunScores:
+def record_instance_scores(run_dir: Path, metrics: dict[str, Any]) -> RunScores | None:
     """Scores a run's predictions now and keeps them in ``<run_dir>/instance_scores.json``, so that reports read
-    them instead of scoring again (the first report of a study-sized grid otherwise spends ~0.6 s per run)."""
-    return _scores(run_dir, _track(run_dir, metrics), keep=True)
+    them instead of scoring again (the first report of a study-sized grid otherwise spends ~0.6 s per run).
+
+    Only saves later work: any failure is logged as a warning and returns None (the report then scores the run)."""
+    try:
+        return _scores(run_dir, _track(run_dir, metrics), keep=True)
+    except Exception as exc:  # never fail an evaluation for a report-time shortcut
+        log.warning("per-instance scores not kept (the report will compute them): %s", exc)
+        return None
 
 
-def _entry(path: Path, key: str) -> RunScores | None:
-    """The scores stored at ``path`` if they are whole and (when they carry one) their key is ``key``."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+def _entry(path: Path, key: str, keyed: bool) -> RunScores | None:
+    """The scores stored at ``path`` if they are whole and belong to ``key`` (``keyed``: the file must say so;
+    else its name is the key)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
         entry = json.loads(path.read_text())
-        if entry.get("key", key) != key:
+        if not isinstance(entry, dict) or entry.get("key", None if keyed else key) != key:
             return None
         values = np.asarray(entry["values"], dtype=np.float64)
         if values.shape == (len(METRICS), len(entry["ids"])) == (len(METRICS), len(entry["tasks"])):
@@ -126,10 +136,12 @@ def _scores(run_dir: Path, track: str | None, keep: bool) -> RunScores:
     except OSError:
         raise PeftbenchError(f"{path}: missing or unreadable") from None
     key = _cache_key(data, track)
-    own, cached = run_dir / INSTANCE_SCORES_FILE, cache_dir() / "instance-scores" / f"{key}.json"
-    found = None if keep else _entry(own, key) or _entry(cached, key)
-    if found is not None:
-        return found
+    own = run_dir / INSTANCE_SCORES_FILE
+    if not keep:
+        cached = cache_dir() / "instance-scores" / f"{key}.json"
+        found = _entry(own, key, keyed=True) or _entry(cached, key, keyed=False)
+        if found is not None:
+            return found
     records = official.read_predictions(path)
     rouge = official.rouge_l if track is None else lambda p, r: official.rouge_l(p, r, xlingual_tokenizer=track)
     scored = []
@@ -143,7 +155,7 @@ def _scores(run_dir: Path, track: str | None, keep: bool) -> RunScores:
     entry = {"key": key, "ids": scores.ids, "tasks": scores.tasks, "categories": scores.categories,
              "values": values.tolist()}  # fmt: skip
     with contextlib.suppress(OSError):  # an unwritable cache or run directory only costs the scoring next time
-        atomic_write_json(own if keep else cached, entry)
+        atomic_write_text(own if keep else cached, json.dumps(entry, separators=(",", ":")) + "\n")
     return scores
 
 

@@ -38,8 +38,9 @@ METRICS_FILE = "metrics.json"
 LOG_FILE = "train.log"
 STATE_FILE = "run_state.json"
 BASE_FILE = "base.json"
-INSTANCE_SCORES_FILE = "instance_scores.json"
 """The base model a run trained on: name, dtype and the SHA-256 of its weights (:func:`record_base`)."""
+INSTANCE_SCORES_FILE = "instance_scores.json"
+"""Every test instance's exact match and ROUGE-L, kept when the run is evaluated (for the report's intervals)."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ class Progress:
     batches_done: int = 0
     """Batches of the current epoch done (per process)."""
     running: float = 0.0
-    """Training loss summed over the batches since the last logging step (saved: the mean of the ranks' sums)."""
+    """Training loss summed over this rank's batches since the last logging step."""
+    running_per_rank: list[float] = field(default_factory=list)
+    """Every rank's ``running`` at a checkpoint (index = rank; empty for one process): each resumes with its own."""
     seen: int = 0
     """Batches in ``running``."""
     losses: list[tuple[int, float]] = field(default_factory=list)
@@ -67,4 +69,5 @@ class Progress:
             seen=state["seen"], losses=[(int(s), float(v)) for s, v in state["losses"]],
             train_time_s=state["train_time_s"], best=(int(best[0]), float(best[1])) if best else None,
             validation=[(int(s), float(v)) for s, v in state.get("validation", [])],
+            running_per_rank=[float(v) for v in state.get("running_per_rank", [])],
         )  # fmt: skip

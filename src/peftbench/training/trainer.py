@@ -120,11 +120,10 @@ class Checkpointing:
 def _mean_over_ranks(running: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
     """The loss sum averaged over ranks (each rank sums its own micro-batches, the same number on every rank), so
     that the logged loss is the global batch's, as one process with gradient accumulation logs it; one all-reduce
-    per logging step. A sum restored from a checkpoint is this mean on every rank, and the mean of (mean + own
-    new losses) is again the global mean."""
+    per logging step."""
     if accelerator.num_processes == 1:
         return running
-    return accelerator.reduce(running.clone(), reduction="mean")
+    return accelerator.reduce(running, reduction="mean")
 
 
 def fit(
@@ -249,7 +248,8 @@ def fit(
                     step=step,
                     epoch=epoch,
                     batches_done=batches_done,
-                    running=_mean_over_ranks(running, accelerator).item(),  # every rank resumes from the mean
+                    running=running.item(),
+                    running_per_rank=gather_object([running.item()]) if accelerator.num_processes > 1 else [],
                     seen=seen,
                     losses=losses,
                     best=progress.best,
@@ -352,4 +352,7 @@ def _restore(
     if hooks is not None:
         hooks.load_state_dict(pieces["method_state"] or {})
     restore_rng_state(pieces["rng"])
-    return Progress.from_state(pieces["trainer_state"])
+    progress = Progress.from_state(pieces["trainer_state"])
+    if len(progress.running_per_rank) == accelerator.num_processes:  # this rank's own loss sum (older: rank 0's)
+        progress.running = progress.running_per_rank[accelerator.process_index]
+    return progress
