@@ -70,7 +70,7 @@ def in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     """``peftbench ARGS`` through ``peftbench.cli.main`` in this process, stdout and stderr captured, ``env`` set
     for the call only; returns a CompletedProcess like ``run_cli``. For successful commands whose work, not a
     process, is the point: a new Python process spends about 5 s of CPU importing torch, transformers, peft and
-    the scorer before it starts. (``cli`` does the same with pytest's capsys, for function-scoped tests.)"""
+    the scorer before it starts. The ``cli`` fixture is this function."""
     import torch
 
     from peftbench.cli import main
@@ -98,22 +98,10 @@ def in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProce
 
 
 @pytest.fixture
-def cli(capsys):
-    """``cli(*ARGS)`` runs ``peftbench ARGS`` in this process (``peftbench.cli.main``), with stdout and stderr
-    captured; returns a CompletedProcess like ``run_cli``. For commands whose exit status and output are the
-    point, not a real process (signals, launchers, a run's own process state): those use ``run_cli``."""
-    from peftbench.cli import main
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse: usage errors (2), --help (0)
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(["peftbench", *args], code, out.out, out.err)
-
-    return run
+def cli():
+    """``cli(*ARGS)`` runs ``peftbench ARGS`` in this process (:func:`in_process`); for commands whose exit status
+    and output are the point, not a real process (signals, launchers, a run's own process state use ``run_cli``)."""
+    return in_process
 
 
 def tiny_mini_config(data_dir: Path, out: Path, model: str = "tiny-t5", method: str = "lora", **extra) -> dict:
