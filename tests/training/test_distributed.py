@@ -132,6 +132,7 @@ def test_a_checkpoint_refused_by_rank_0_stops_every_rank_with_one_line(superni_m
     finally:
         for proc in procs:
             proc.kill()
+            proc.wait()
     assert time.time() - start < 120
     for rank, (proc, out) in enumerate(zip(procs, outs, strict=True)):
         assert proc.returncode == 2, (rank, out[-3000:])
