@@ -33,3 +33,17 @@ def test_a_rewrite_replaces_the_file_and_leaves_no_temporary(tmp_path):
     save_tensors({"w": torch.zeros(3)}, tmp_path / "w.safetensors")
     assert torch.equal(load_tensors(tmp_path / "w.safetensors")["w"], torch.zeros(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_directories_filled_then_renamed_follow_the_umask_like_mkdir(tmp_path, umask):
+    from peftbench.io import temporary_dir
+
+    old = os.umask(umask)
+    try:
+        made = temporary_dir(tmp_path, prefix=".out.")
+        (tmp_path / "plain").mkdir()  # the reference: what mkdir gives under this umask
+    finally:
+        os.umask(old)
+    assert made.parent == tmp_path and made.name.startswith(".out.")
+    assert stat.S_IMODE(made.stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o777 & ~umask

@@ -40,6 +40,14 @@ def _umask() -> int:
     return mask
 
 
+def temporary_dir(parent: Path, prefix: str) -> Path:
+    """A new directory in ``parent`` to fill and then rename into place, with the permissions ``mkdir`` would give
+    it (``mkdtemp`` alone makes it 0700)."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Writes ``data`` to ``path`` via a temporary sibling, fsync and rename; readers never see a partial file.
     The file gets the permissions ``open`` would give it (0666 less the umask; a temporary file alone is 0600,

@@ -30,7 +30,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from peftbench.demo.tasks import (
 )
 from peftbench.demo.words import MAX_INPUT_CHARS, MAX_OUTPUT_CHARS, Instance
 from peftbench.errors import PeftbenchError
+from peftbench.io import temporary_dir
 
 GENERATOR_VERSION = 2
 """Bumped whenever the generated data changes for the same parameters; part of the completeness stamp."""
@@ -333,9 +333,8 @@ def generate_demo_data(
     if target.exists() and not _is_ours_or_empty(target):
         raise PeftbenchError(f"{out} exists and is not peftbench demo data; choose another directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = temporary_dir(target.parent, prefix=f".{target.name}.tmp-")
     try:
-        os.chmod(tmp, 0o755)
         _write_dataset(tmp, params)
         _install(tmp, target, params)
     finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from peftbench.experiments.rundir import (
 )
 from peftbench.experiments.scoring import versions
 from peftbench.experiments.setup import build_model
-from peftbench.io import atomic_write_json
+from peftbench.io import atomic_write_json, temporary_dir
 from peftbench.models import TINY_PRESETS
 from peftbench.trained import ADAPTER_WEIGHTS, BASE_DIR, EXPORT_FILE, FORMAT, FORMAT_VERSION, weights_hash
 from peftbench.weights import write_trainable
@@ -75,7 +74,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = False) -> 
     check_base(run_dir, sha256)  # the weights were trained on the base recorded in base.json, not another
     base_record = {"name": cfg.model.name, "dtype": cfg.model.dtype, "sha256": sha256, "saved_in": None}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp = temporary_dir(out.parent, prefix=f".{out.name}.")
     try:
         if cfg.model.name in TINY_PRESETS and not (merge or cfg.method_name == "full"):
             base.save_pretrained(tmp / BASE_DIR)  # a preset exists only in peftbench: ship its weights
