@@ -98,6 +98,17 @@ def test_dry_run_prints_the_plan_with_sizes(cli, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_dry_run_names_what_varies_readably(cli, tmp_path):
+    path = _write(tmp_path, methods={"lora": None}, grid={"model.name": ["tiny-t5", "tiny-llama"], "seed": [1],
+                                                          "data.seed": [5]})  # fmt: skip
+    proc = cli("sweep", str(path), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("lora-")]
+    assert len(rows) == 2
+    assert {"model=tiny-t5", "model=tiny-llama"} <= {part for row in rows for part in row.replace(",", " ").split()}
+    assert all("seed=1" in row and "data.seed=5" in row and "name=" not in row for row in rows)
+
+
 def _sweep_cmd(path):
     return [sys.executable, "-m", "peftbench", "sweep", str(path), "--no-progress"]
 

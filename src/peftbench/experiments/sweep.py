@@ -216,11 +216,19 @@ def estimated_trainable(runs: Iterable[SweepRun]) -> tuple[dict[str, int | str],
     return out, notes
 
 
+def _label(key: str, keys: Iterable[str]) -> str:
+    """A dotted key as the plan shows it: its last part (``train.learning_rate`` -> ``learning_rate``), the one
+    before for a bare ``name`` (``model.name`` -> ``model``), the whole key where two would read the same."""
+    short = key.rsplit(".", 2)[-2] if key.endswith(".name") else key.split(".")[-1]
+    others = [k.rsplit(".", 2)[-2] if k.endswith(".name") else k.split(".")[-1] for k in keys if k != key]
+    return key if short in others else short
+
+
 def plan_table(runs: list[SweepRun], counts: dict[str, int | str] | None = None, notes: Iterable[str] = ()) -> str:
     """The dry-run listing: one line per run with its values, trainable parameters and status."""
     rows = [("run", "method", "values", "trainable", "status")]
     for run in runs:
-        shown = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in run.values.items()) or "-"
+        shown = ", ".join(f"{_label(k, run.values)}={v}" for k, v in run.values.items()) or "-"
         trainable = (counts or {}).get(run.name, "")
         rows.append((run.name, run.method, shown, f"{trainable:,}" if isinstance(trainable, int) else trainable,
                      run_status(run)))  # fmt: skip
