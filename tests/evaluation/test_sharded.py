@@ -61,7 +61,7 @@ def one_process_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")
+@pytest.mark.xdist_group("sharded")
 def test_two_rank_evaluate_writes_the_one_process_predictions(one_process_run, tmp_path):
     _, _, one = one_process_run
     two = tmp_path / "two"
@@ -79,7 +79,7 @@ def test_two_rank_evaluate_writes_the_one_process_predictions(one_process_run, t
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")
+@pytest.mark.xdist_group("sharded")
 def test_two_rank_run_preempted_during_evaluation_resumes_without_losing_or_repeating_a_line(one_process_run, tmp_path):
     _, path, _ = one_process_run
     args = ("train", str(path), f"output_dir={tmp_path / 'runs'}", "run_name=two", "--no-progress")
@@ -137,7 +137,7 @@ def _validation_worker(rank: int, world: int, init_file: str, out_dir: str, data
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")
+@pytest.mark.xdist_group("sharded")
 def test_two_rank_generation_without_a_file_returns_every_record_on_every_rank(superni_mini, tmp_path):
     """Validation during training generates with ``out_path=None`` on every rank: each rank must get all the
     records, in the 1-process order, or the validation ROUGE-L (and the best-checkpoint choice) would differ."""

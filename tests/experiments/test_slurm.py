@@ -23,9 +23,9 @@ from tests.conftest import run_cli
 from tests.support.slow import slow_env
 from tests.support.slurm_cluster import start_cluster, unavailable_reason
 
-# Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
-# run one after another on one worker (make test: --dist loadgroup), and the module's fixture is built once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
+# Slow; one xdist group per module (make test: --dist loadgroup): its tests run one after another on one worker and
+# its module fixture is built once; the modules that start processes run beside each other (all wait on markers).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ from tests.conftest import in_process, tiny_mini_config
 from tests.support.processes import two_ranks, unsupervised_ranks
 from tests.support.slow import slow_env
 
-# Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
-# run one after another on one worker (make test: --dist loadgroup), and the module's fixture is built once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("processes")]
+# Slow; one xdist group per module (make test: --dist loadgroup): its tests run one after another on one worker and
+# its module fixture is built once; the modules that start processes run beside each other (all wait on markers).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 
 STEPS = 5  # 22 tasks x 2 examples / batch 4 = 11 batches an epoch: 5 steps of 2 batches stay in epoch 1
 

@@ -31,11 +31,11 @@ from tests.conftest import REPO, SUPERNI_MINI, in_process, tiny_mini_config
 from tests.support.processes import two_ranks
 from tests.support.slow import slow_env
 
-# Slow; the xdist group of the other process tests (test_distributed, test_preemption, test_slurm).
+# Slow; its own xdist group (make test: --dist loadgroup): one worker, the module's fixtures built once.
 pytestmark = [
     pytest.mark.skipif(not (SUPERNI_MINI / "tasks").is_dir(), reason=f"{SUPERNI_MINI} not found"),
     pytest.mark.slow,
-    pytest.mark.xdist_group("processes"),
+    pytest.mark.xdist_group("fsdp"),
 ]
 
 STEPS = 5  # 20 training tasks x 2 examples / batch 4: 5 steps of 2 batches stay in the first epoch

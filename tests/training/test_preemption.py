@@ -29,12 +29,11 @@ from peftbench.training.preemption import EXIT_PREEMPTED
 from tests.conftest import SUPERNI_MINI, in_process
 from tests.support.slow import slow_env
 
-# Slow; one xdist group for test_slurm, test_preemption and test_distributed: real processes, signals and timing
-# run one after another on one worker (make test: --dist loadgroup), and the module's reference run is made once.
+# Slow; its own xdist group (make test: --dist loadgroup): one worker, the module's reference run made once.
 pytestmark = [
     pytest.mark.skipif(not (SUPERNI_MINI / "tasks").is_dir(), reason=f"{SUPERNI_MINI} not found"),
     pytest.mark.slow,
-    pytest.mark.xdist_group("processes"),
+    pytest.mark.xdist_group("preemption"),
 ]
 
 
