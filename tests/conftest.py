@@ -48,12 +48,17 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
-@pytest.fixture
-def superni_mini() -> Path:
-    """The real SuperNI sample beside the checkout; tests using it skip when it is absent."""
+def require_superni_mini() -> Path:
+    """The real SuperNI sample beside the checkout; skips the calling test (or module fixture) when it is absent."""
     if not (SUPERNI_MINI / "tasks").is_dir():
         pytest.skip(f"shared SuperNI sample not found at {SUPERNI_MINI}")
     return SUPERNI_MINI
+
+
+@pytest.fixture
+def superni_mini() -> Path:
+    """The real SuperNI sample beside the checkout; tests using it skip when it is absent."""
+    return require_superni_mini()
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from peftbench.evaluation.sharding import assign_rounds
-from tests.conftest import in_process, tiny_mini_config
+from tests.conftest import in_process, require_superni_mini, tiny_mini_config
 from tests.support.processes import two_ranks
 from tests.support.slow import slow_env
 
@@ -48,13 +48,10 @@ def _config(data_dir, out, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def one_process_run(tmp_path_factory):
-    from tests.conftest import SUPERNI_MINI
-
-    if not (SUPERNI_MINI / "tasks").is_dir():
-        pytest.skip(f"shared SuperNI sample not found at {SUPERNI_MINI}")
+    data_dir = require_superni_mini()
     root = tmp_path_factory.mktemp("sharded")
     path = root / "one.yaml"
-    path.write_text(yaml.safe_dump(_config(SUPERNI_MINI, root / "runs", "one")))
+    path.write_text(yaml.safe_dump(_config(data_dir, root / "runs", "one")))
     proc = in_process("train", str(path), "--no-progress", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, path, root / "runs" / "one"

@@ -11,7 +11,7 @@ import yaml
 
 from peftbench.configure import load_config
 from peftbench.io import load_tensors
-from tests.conftest import in_process, run_cli, tiny_mini_config
+from tests.conftest import in_process, require_superni_mini, run_cli, tiny_mini_config
 
 # Slow (training runs through the CLI); one xdist group, so that the module's runs are made once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("end_to_end")]
@@ -29,10 +29,7 @@ RUN_FILES = {
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory):
     """`peftbench train` twice with the same config (T5 + LoRA) and once decoder-only (LLaMA + adapter)."""
-    from tests.conftest import SUPERNI_MINI
-
-    if not (SUPERNI_MINI / "tasks").is_dir():
-        pytest.skip(f"shared SuperNI sample not found at {SUPERNI_MINI}")
+    data_dir = require_superni_mini()
     root = tmp_path_factory.mktemp("e2e")
     out = {}
     for name, model, method, launch in [
@@ -41,7 +38,7 @@ def trained_runs(tmp_path_factory):
         ("c", "tiny-llama", "adapter_houlsby", in_process),
     ]:
         cfg_path = root / f"{name}.yaml"
-        cfg_path.write_text(yaml.safe_dump(tiny_mini_config(SUPERNI_MINI, root / name / "runs", model, method)))
+        cfg_path.write_text(yaml.safe_dump(tiny_mini_config(data_dir, root / name / "runs", model, method)))
         proc = launch("train", str(cfg_path), "train.learning_rate=1e-3", "--no-progress")
         assert proc.returncode == 0, proc.stderr[-3000:]
         (run_dir,) = (root / name / "runs").iterdir()

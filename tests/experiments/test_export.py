@@ -102,6 +102,16 @@ print("ok")
 """
 
 
+def _queue(jobs: list[dict], expected: dict, tmp_path, kind: str, out, model_name: str, method: str, logits) -> None:
+    """Adds a job for ``_load_elsewhere``: load ``out`` as ``kind`` and compute logits on the model's fixed inputs."""
+    inputs = tmp_path / f"{model_name}-inputs.safetensors"
+    save_tensors(_inputs(model_name == "tiny-t5"), inputs)
+    job = {"kind": kind, "out": str(out), "enc_dec": model_name == "tiny-t5", "inputs": str(inputs),
+           "result": str(tmp_path / f"{model_name}-{method}.logits")}  # fmt: skip
+    jobs.append(job)
+    expected[job["result"]] = (method, logits)
+
+
 def _load_elsewhere(jobs: list[dict], tmp: Path) -> None:
     """Runs LOADER in a new interpreter, outside the checkout and with no PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -141,12 +151,7 @@ def test_peft_exports_load_with_peft_alone_and_give_the_same_logits(runs, tmp_pa
             assert result.kind == "peft"
             assert {"adapter_config.json", "adapter_model.safetensors", EXPORT_FILE} <= {p.name for p in out.iterdir()}
             assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == model_name
-            inputs = tmp_path / f"{model_name}-inputs.safetensors"
-            save_tensors(_inputs(model_name == "tiny-t5"), inputs)
-            job = {"kind": "peft", "out": str(out), "enc_dec": model_name == "tiny-t5", "inputs": str(inputs),
-                   "result": str(tmp_path / f"{model_name}-{method}.logits")}  # fmt: skip
-            jobs.append(job)
-            expected[job["result"]] = (method, logits)
+            _queue(jobs, expected, tmp_path, "peft", out, model_name, method, logits)
     _load_elsewhere(jobs, tmp_path)
     for path, (method, logits) in expected.items():
         got = load_tensors(path)["logits"]
@@ -171,12 +176,7 @@ def test_merged_exports_are_plain_models_with_the_same_logits(runs, tmp_path):
                 and (out / "config.json").is_file()
                 and not (out / "adapter_config.json").exists()
             )
-            inputs = tmp_path / f"{model_name}-inputs.safetensors"
-            save_tensors(_inputs(model_name == "tiny-t5"), inputs)
-            job = {"kind": "model", "out": str(out), "enc_dec": model_name == "tiny-t5", "inputs": str(inputs),
-                   "result": str(tmp_path / f"{model_name}-{method}.logits")}  # fmt: skip
-            jobs.append(job)
-            expected[job["result"]] = (method, logits)
+            _queue(jobs, expected, tmp_path, "model", out, model_name, method, logits)
     _load_elsewhere(jobs, tmp_path)
     for path, (method, logits) in expected.items():
         got = load_tensors(path)["logits"]

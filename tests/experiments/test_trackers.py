@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SUPERNI_MINI, run_cli, tiny_mini_config
+from tests.conftest import require_superni_mini, run_cli, tiny_mini_config
 
 pytest.importorskip("wandb", reason="W&B is an optional extra: pip install 'peftbench[wandb]'")
 pytest.importorskip("mlflow", reason="MLflow is an optional extra: pip install 'peftbench[mlflow]'")
@@ -22,10 +22,9 @@ STEPS = 4
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory) -> dict:
     """One 4-step run (logging every step, validation every 2) with report_to [wandb, mlflow]."""
-    if not (SUPERNI_MINI / "tasks").is_dir():
-        pytest.skip(f"shared SuperNI sample not found at {SUPERNI_MINI}")
+    data_dir = require_superni_mini()
     root = tmp_path_factory.mktemp("trackers")
-    raw = tiny_mini_config(SUPERNI_MINI, root / "runs", run_name="tracked")
+    raw = tiny_mini_config(data_dir, root / "runs", run_name="tracked")
     raw["train"].update(max_steps=STEPS, logging_steps=1, eval_steps=2, report_to=["wandb", "mlflow"])
     raw["data"]["num_validation_tasks"] = 2
     config = root / "c.yaml"

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from peftbench.io import load_tensors
-from tests.conftest import in_process, tiny_mini_config
+from tests.conftest import in_process, require_superni_mini, tiny_mini_config
 from tests.support.processes import two_ranks, unsupervised_ranks
 from tests.support.slow import slow_env
 
@@ -42,13 +42,10 @@ def _weights(run_dir):
 
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
-    from tests.conftest import SUPERNI_MINI
-
-    if not (SUPERNI_MINI / "tasks").is_dir():
-        pytest.skip(f"shared SuperNI sample not found at {SUPERNI_MINI}")
+    data_dir = require_superni_mini()
     root = tmp_path_factory.mktemp("ddp")
     path = root / "two.yaml"
-    path.write_text(yaml.safe_dump(_config(SUPERNI_MINI, root / "runs", "two", 1)))
+    path.write_text(yaml.safe_dump(_config(data_dir, root / "runs", "two", 1)))
     proc = two_ranks("train", str(path), "--no-progress")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
