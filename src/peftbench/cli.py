@@ -146,7 +146,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from peftbench.demo.runner import run_demo
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    run_demo(args.output_dir, model=args.model, methods=methods, quick=args.quick, progress=not args.no_progress)
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise PeftbenchError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+        if not seeds:
+            raise PeftbenchError("--seeds names no seed")
+    run_demo(
+        args.output_dir,
+        model=args.model,
+        methods=methods,
+        quick=args.quick,
+        progress=not args.no_progress,
+        seeds=seeds,
+    )
     return 0
 
 
@@ -250,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p["demo"].add_argument("--model", default="tiny-t5", help="tiny preset to use: tiny-t5 (default) or tiny-llama")
     p["demo"].add_argument("--methods", help="comma-separated methods (default: lora,adapter_houlsby,prompt,full)")
     p["demo"].add_argument("--quick", action="store_true", help="a much shorter demo (for smoke tests)")
+    p["demo"].add_argument(
+        "--seeds", help="comma-separated training seeds, each method trained once per seed (default: 42)"
+    )
     for name in ("train", "run", "sweep", "evaluate", "demo"):
         p[name].add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser

@@ -1,16 +1,20 @@
 """`peftbench demo`: the embedded default, through the real command line.
 
-The quick variant checks the plumbing (data, cached base, baseline + methods, report, idempotent re-run).
-The full variant is the demo exactly as `make demo` runs it, and checks its claim: every trained method
-scores clearly above the untrained base on the unseen test tasks.
+The quick variant checks the plumbing (data, cached base, baseline + methods over two seeds, report, idempotent
+re-run). The full variant is the demo exactly as `make demo` runs it, and checks its claim: every trained method
+scores at least ``CLAIM_MARGIN`` ROUGE-L points above the untrained base on the unseen test tasks. The margin is
+what held for every training seed under every CPU kernel `bench/demo_spread.py` measured (docs/demo.md), not one
+seed's margin on one CPU: no ordering among methods and no digits are asserted.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
+from peftbench.demo.runner import CLAIM_MARGIN, SEED, Claim, check_claims, run_name
 from peftbench.io import cache_dir
 from tests.conftest import in_process, run_cli
 
@@ -24,10 +28,16 @@ def _rows(report_csv):
 def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
     env = {"PEFTBENCH_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "demo"
-    proc = in_process("demo", "--quick", "--output-dir", str(out), "--no-progress", env=env)
+    proc = in_process("demo", "--quick", "--output-dir", str(out), "--no-progress", "--seeds", "42,7", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(out / "report.csv")
-    assert set(rows) == {"untrained", "lora", "adapter_houlsby", "prompt", "full"}
+    methods = {"lora", "adapter_houlsby", "prompt", "full"}
+    assert set(rows) == {"untrained"} | methods | {f"{m}-s7" for m in methods}
+    assert {rows[m]["seed"] for m in methods} == {"42"} and {rows[f"{m}-s7"]["seed"] for m in methods} == {"7"}
+    with open(out / "report_configurations.csv", newline="") as f:
+        configurations = list(csv.DictReader(f))
+    assert {c["method"]: c["seeds"] for c in configurations} == dict.fromkeys(methods, "7, 42")  # one config, 2 seeds
+    assert "claim: every method >=" in proc.stdout and proc.stdout.count(" vs untrained: ") == 4
     assert float(rows["untrained"]["trainable params"]) == 0
     assert 0 < float(rows["prompt"]["trainable % of base"]) < float(rows["lora"]["trainable % of base"]) < 100
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -35,9 +45,9 @@ def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
     (base,) = (tmp_path / "cache" / "bases").glob("tiny-t5-*")
     assert (base / "config.json").is_file() and (base / "tokenizer.json").is_file()
 
-    again = in_process("demo", "--quick", "--output-dir", str(out), "--no-progress", env=env)
+    again = in_process("demo", "--quick", "--output-dir", str(out), "--no-progress", "--seeds", "42,7", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "(cached)" in again.stdout and again.stdout.count("already finished") == 4
+    assert "(cached)" in again.stdout and again.stdout.count("already finished") == 8
     assert _rows(out / "report.csv") == rows
 
 
@@ -45,6 +55,34 @@ def test_demo_methods_option_rejects_unknown_names(cli, tmp_path):
     proc = cli("demo", "--quick", "--methods", "lora,nope", "--output-dir", str(tmp_path))
     assert proc.returncode == 2 and "unknown method 'nope'" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("seeds", ["a,b", "1.5", ",", "42,x"])
+def test_demo_seeds_option_rejects_non_integers_in_one_line(cli, tmp_path, seeds):
+    proc = cli("demo", "--quick", "--seeds", seeds, "--output-dir", str(tmp_path))
+    assert proc.returncode == 2 and "--seeds" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_the_claim_needs_the_margin_for_every_seed_not_on_average():
+    assert Claim("m", {1: 10.0, 2: 4.0 + CLAIM_MARGIN}, base=4.0).holds  # exactly the margin counts
+    # a mean far above the base does not hide one seed that fell to the base (prompt tuning at lr 1 did this)
+    assert not Claim("m", {1: 30.0, 2: 30.0, 3: 4.5}, base=4.0).holds
+    assert not Claim("m", {}, base=0.0).holds
+    assert "NOT MET" in Claim("m", {1: 4.5}, base=4.0).line() and "holds" in Claim("m", {1: 9.0}, base=4.0).line()
+
+
+def test_check_claims_reads_each_seeds_run(tmp_path):
+    def finished(name, rouge):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"overall": {"rougeL": rouge}}))
+
+    finished("untrained", 1.0)
+    finished(run_name("lora", SEED), 9.0)
+    finished(run_name("lora", 7), 3.5)
+    assert run_name("lora", SEED) == "lora" and run_name("lora", 7) == "lora-s7"
+    (claim,) = check_claims(tmp_path, ["lora"], [SEED, 7])
+    assert claim.scores == {SEED: 9.0, 7: 3.5} and claim.base == 1.0 and not claim.holds
 
 
 @pytest.mark.slow
@@ -64,5 +102,5 @@ def test_full_demo_methods_beat_the_untrained_base(tmp_path):
     base = float(rows.pop("untrained")["ROUGE-L"])
     assert set(rows) == {"lora", "adapter_houlsby", "prompt", "full"}
     for name, row in rows.items():
-        assert float(row["ROUGE-L"]) >= base + 5, f"{name}: ROUGE-L {row['ROUGE-L']} vs untrained {base}"
-        assert float(row["exact match"]) > 5
+        assert float(row["ROUGE-L"]) >= base + CLAIM_MARGIN, f"{name}: ROUGE-L {row['ROUGE-L']} vs untrained {base}"
+    assert proc.stdout.count(": holds") == 4 and "NOT MET" not in proc.stdout  # the demo says so too
