@@ -1,4 +1,5 @@
-"""Writing files so that a crash never leaves a half-written one in place, and reading weights safely."""
+"""Writing files so that a crash never leaves a half-written one in place, and reading them back so that a torn
+or corrupted copy leads to one line, never a traceback (:func:`read_text_file`, :func:`read_json_file`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,54 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
+
+from peftbench.errors import PeftbenchError
+
+
+class DamagedFileError(PeftbenchError):
+    """A file peftbench wrote and reads back is not what it wrote: torn by a crash, corrupted, emptied, or replaced
+    by a directory. The message is one line naming the file, what is wrong and what to do."""
+
+    def __init__(self, path: str | Path, reason: str, advice: str = "") -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path} is damaged ({reason})" + (f"; {advice}" if advice else ""))
+
+
+def read_text_file(path: str | Path, advice: str = "") -> str:
+    """The UTF-8 text of a file peftbench wrote. Raises :class:`DamagedFileError` when it is a directory, cannot be
+    read or is not valid UTF-8 (``FileNotFoundError`` passes through: a missing file is the caller's case)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise DamagedFileError(path, "a directory, not a file", advice) from None
+    except OSError as exc:
+        raise DamagedFileError(path, f"unreadable: {exc.strerror or exc}", advice) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DamagedFileError(path, f"not valid UTF-8 at byte {exc.start}", advice) from None
+
+
+def read_json_file(path: str | Path, advice: str = "", kind: type = dict) -> Any:
+    """A JSON document peftbench wrote, which must be a ``kind`` (a dict unless said otherwise). Raises
+    :class:`DamagedFileError` (one line) for anything else: empty, torn, not UTF-8, not JSON, another type."""
+    text = read_text_file(path, advice)
+    if not text.strip():
+        raise DamagedFileError(path, "empty", advice)
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise DamagedFileError(path, f"not valid JSON: {getattr(exc, 'msg', exc)}", advice) from None
+    if not isinstance(value, kind):
+        raise DamagedFileError(path, f"expected a JSON {_JSON_NAMES.get(kind, kind.__name__)}", advice)
+    return value
+
+
+_JSON_NAMES = {dict: "object", list: "array"}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -54,6 +103,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     which hid results from the rest of a group on shared clusters)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise DamagedFileError(path, "a directory where peftbench writes a file", "move it away and run again")
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())

@@ -30,26 +30,43 @@ from peftbench.data.collate import (
     prefix_generation_batch,
 )
 from peftbench.evaluation.greedy import early_exit_supported, greedy_decode
+from peftbench.evaluation.metrics import record_checksum
 from peftbench.evaluation.sharding import all_gather, assign_rounds, broadcast, check_shardable, process_group
-from peftbench.io import atomic_write_text
+from peftbench.io import DamagedFileError, atomic_write_text
 from peftbench.training.preemption import Preempted, StopFlag
 
 log = logging.getLogger("peftbench")
 
 
-def _existing_predictions(path: Path) -> dict[str, dict]:
-    """Valid lines already written, by id (a torn last line from a crash is ignored)."""
+def _existing_predictions(path: Path) -> tuple[dict[str, dict], bool]:
+    """Valid lines already written, by id, and whether the file holds nothing else.
+
+    Each line is decoded on its own, so a crash that tore the last line (inside a multi-byte UTF-8 character
+    too), zeroed a block or left a line without its newline costs that line alone; every earlier valid line is
+    kept. ``False`` means the file must be rewritten before anything is appended to it.
+    """
     done: dict[str, dict] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
+    if not path.exists():
+        return done, True
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise DamagedFileError(path, "a directory, not a file", "move it away to generate again") from None
+    except OSError as exc:
+        raise DamagedFileError(path, f"unreadable: {exc.strerror or exc}", "move it away to generate again") from None
+    *lines, tail = raw.split(b"\n")
+    clean = tail == b""
+    for line in lines:
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = json.loads(line.decode("utf-8"))
+        except ValueError:  # torn, zeroed or not UTF-8 (UnicodeDecodeError is a ValueError)
+            clean = False
             continue
-        if isinstance(record, dict) and isinstance(record.get("id"), str):
+        if isinstance(record, dict) and isinstance(record.get("id"), str) and isinstance(record.get("prediction"), str):
             done[record["id"]] = record
-    return done
+        else:
+            clean = False
+    return done, clean
 
 
 @torch.no_grad()
@@ -151,11 +168,15 @@ def generate_predictions(
 
 
 def _resume(out_path: Path, features: Sequence[Features], batches: list[list[int]]) -> dict[str, dict]:
-    """Predictions of whole batches already in ``out_path``, by id; the file is rewritten without the lines of
-    half-written batches and stray records (a batch counts as done only when all of its lines are there)."""
-    existing = _existing_predictions(out_path)
+    """Predictions of whole batches already in ``out_path``, by id; the file is rewritten (atomically) without the
+    lines of half-written batches, stray records and damaged lines, so that nothing is appended after a torn line
+    (a batch counts as done only when all of its lines are there)."""
+    existing, clean = _existing_predictions(out_path)
+    by_id = {f.id: f for f in features}
+    intact = {i: r for i, r in existing.items() if i not in by_id or _intact(r, by_id[i])}
+    clean, existing = clean and len(intact) == len(existing), intact
     done_ids = {features[i].id for idx in batches if all(features[i].id in existing for i in idx) for i in idx}
-    if existing and set(existing) != done_ids:
+    if not clean or set(existing) != done_ids:
         kept = [existing[features[i].id] for idx in batches for i in idx if features[i].id in done_ids]
         atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
     return {i: existing[i] for i in done_ids}
@@ -303,10 +324,24 @@ _CLEAN_UP = (
 
 
 def _record(f: Features, prediction: str) -> dict:
-    return {
+    record = {
         "id": f.id,
         "task": f.task,
         "category": f.category,
         "prediction": prediction,
         "references": list(f.references),
     }
+    record["checksum"] = record_checksum(record)
+    return record
+
+
+def _intact(record: dict, feature: Features) -> bool:
+    """Whether a line read back is the one written for ``feature``: its fields match the example and its
+    checksum (lines written before checksums were recorded have none) matches its content."""
+    if "checksum" in record and record["checksum"] != record_checksum(record):
+        return False
+    return (
+        record.get("task") == feature.task
+        and record.get("category") == feature.category
+        and record.get("references") == list(feature.references)
+    )

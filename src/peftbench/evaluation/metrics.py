@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import string
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,13 @@ def official_keys(scores: Mapping) -> dict[str, float]:
 # --------------------------------------------------------------------------- files
 
 
+def record_checksum(record: Mapping) -> str:
+    """CRC-32 (8 hex digits) of a prediction line's id, prediction and references: a byte changed inside a
+    line that still parses (a bit flip in the prediction text) is caught when the file is read back."""
+    payload = json.dumps([record.get("id"), record.get("prediction"), record.get("references")], ensure_ascii=False)
+    return f"{zlib.crc32(payload.encode('utf-8')):08x}"
+
+
 def _check_line(obj: Any, where: str) -> None:
     if not isinstance(obj, dict):
         raise PeftbenchError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -307,6 +315,8 @@ def _check_line(obj: Any, where: str) -> None:
         raise PeftbenchError(f"{where}: 'references' must be a non-empty list of strings")
     if obj.get("category") is not None and not isinstance(obj["category"], str):
         raise PeftbenchError(f"{where}: 'category' must be a string or null")
+    if "checksum" in obj and obj["checksum"] != record_checksum(obj):
+        raise PeftbenchError(f"{where}: the line does not match its checksum (changed or damaged after it was written)")
 
 
 def read_predictions(path: str | Path) -> list[dict]:

@@ -30,6 +30,7 @@ from peftbench.experiments.rundir import (
     LAST_WEIGHTS_FILE,
     LOG_FILE,
     WEIGHTS_FILE,
+    RunState,
     check_base,
     check_same_config,
     config_hash,
@@ -173,8 +174,7 @@ def run_experiment(
         _announce(cfg, run_dir, spec.name, trainable, base, data, quiet)
 
         # 2. fit, resuming from the newest valid checkpoint (or take the weights a finished training saved)
-        if state.get("trained") and (run_dir / WEIGHTS_FILE).is_file():
-            load_trainable(model, run_dir / WEIGHTS_FILE)
+        if _trained_weights(model, state, run_dir, quiet):
             model.to(accelerator.device)
             result, weights = TrainResult(**state["train"]), state.get("weights")
             say("training had finished; continuing the evaluation", quiet)
@@ -232,6 +232,23 @@ def run_experiment(
         accelerator.wait_for_everyone()
         accelerator.end_training()
     return RunResult(run_dir, finished_metrics(run_dir) or {})
+
+
+def _trained_weights(model: nn.Module, state: RunState, run_dir: Path, quiet: bool) -> bool:
+    """Loads the weights a finished training saved, when the run's state says training finished and they read
+    back whole; False otherwise, and the run then resumes from its newest valid checkpoint (damaged weights are
+    kept aside as ``trainable.safetensors.damaged``, never deleted)."""
+    path = run_dir / WEIGHTS_FILE
+    if not state.get("trained") or not path.is_file() or not isinstance(state.get("train"), dict):
+        return False
+    try:
+        load_trainable(model, path)
+        TrainResult(**state["train"])
+    except (PeftbenchError, TypeError) as exc:
+        os.replace(path, path.with_name(path.name + ".damaged"))
+        say(f"{path.name} cannot be used ({str(exc).splitlines()[0]}); set aside, resuming from the checkpoints", quiet)
+        return False
+    return True
 
 
 def _announce(

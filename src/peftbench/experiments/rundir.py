@@ -25,7 +25,7 @@ from torch import nn
 from peftbench.config import ExperimentConfig
 from peftbench.configure import config_from_dict, load_yaml
 from peftbench.errors import PeftbenchError
-from peftbench.io import atomic_write_json
+from peftbench.io import DamagedFileError, atomic_write_json, read_json_file, read_text_file
 from peftbench.methods import get_method
 from peftbench.training.preemption import Preempted
 from peftbench.weights import apply_trainable, read_trainable, write_trainable
@@ -98,13 +98,17 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
         raise PeftbenchError(f"{run_dir} is not a directory")
     if not path.is_file():
         raise PeftbenchError(f"{run_dir} is not a peftbench run directory (no {CONFIG_FILE})")
+    advice = "restore it, or move the run directory away to start the run again"
     try:
-        raw = load_yaml(path.read_text())
+        raw = load_yaml(read_text_file(path, advice))
     except yaml.YAMLError:
-        raise PeftbenchError(f"{path}: not valid YAML") from None
+        raise DamagedFileError(path, "not valid YAML", advice) from None
     if not isinstance(raw, dict):
-        raise PeftbenchError(f"{path}: expected a mapping")
-    return config_from_dict(raw)
+        raise DamagedFileError(path, "expected a mapping", advice)
+    try:
+        return config_from_dict(raw)
+    except PeftbenchError as exc:  # torn YAML can still parse, into a config missing its sections
+        raise PeftbenchError(f"{path}: {exc} (damaged? {advice})") from None
 
 
 def check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
@@ -112,7 +116,7 @@ def check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
     saved, wanted = config_hash(read_run_config(run_dir)), config_hash(cfg)
     if saved != wanted:
         raise PeftbenchError(
-            f"{run_dir} holds a run with a different config (hash {saved} != {wanted}); "
+            f"{run_dir} holds a run with a different config (hash {saved} != {wanted}, from its {CONFIG_FILE}); "
             "use another run_name or output_dir"
         )
 
@@ -123,10 +127,10 @@ def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+        metrics = read_json_file(path)
+    except PeftbenchError:  # damaged (a crash while it was written elsewhere, a bad disk): evaluated again
         return None
-    return metrics if isinstance(metrics, dict) and metrics.get("status") == "finished" else None
+    return metrics if metrics.get("status") == "finished" and isinstance(metrics.get("overall"), dict) else None
 
 
 def base_params(metrics: dict[str, Any]) -> int | None:
@@ -173,8 +177,8 @@ class RunState(dict):
         super().__init__()
         self.path = path
         if path.is_file():
-            with contextlib.suppress(ValueError):
-                self.update(json.loads(path.read_text()))
+            with contextlib.suppress(PeftbenchError):  # a damaged state is rebuilt: it only describes the run
+                self.update(read_json_file(path))
 
     def save(self) -> None:
         """Writes the state atomically."""
@@ -233,13 +237,14 @@ def check_base(run_dir: Path, sha256: str) -> None:
     path = run_dir / BASE_FILE
     if not path.is_file():
         return
-    try:
-        recorded = json.loads(path.read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PeftbenchError(f"{path} is unreadable ({exc}); delete it to skip the base check") from None
-    if recorded != sha256:
+    advice = "delete it to skip the base check"
+    if path.is_dir():
+        raise DamagedFileError(path, "a directory, not a file", advice)
+    recorded = read_json_file(path, advice)
+    if not isinstance(recorded.get("sha256"), str):
+        raise DamagedFileError(path, "no sha256 string", advice)
+    if recorded["sha256"] != sha256:
         raise PeftbenchError(
-            f"{run_dir} was trained on other base weights (sha256 {recorded[:12]}, now {sha256[:12]}): the model "
-            f"at {json.loads(path.read_text()).get('name')!r} changed since training; point model.name at the "
-            "original weights"
+            f"{run_dir} was trained on other base weights (sha256 {recorded['sha256'][:12]}, now {sha256[:12]}): the "
+            f"model at {recorded.get('name')!r} changed since training; point model.name at the original weights"
         )

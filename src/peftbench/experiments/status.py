@@ -9,7 +9,14 @@ from pathlib import Path
 
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.analysis import ModelId, model_labels
-from peftbench.experiments.rundir import CONFIG_FILE, STATE_FILE, config_hash, finished_metrics, read_run_config
+from peftbench.experiments.rundir import (
+    CONFIG_FILE,
+    STATE_FILE,
+    RunState,
+    config_hash,
+    finished_metrics,
+    read_run_config,
+)
 from peftbench.training.checkpoint import checkpoint_dirs, validate_checkpoint
 
 
@@ -25,15 +32,11 @@ def _alive(pid: int) -> bool:
 
 def run_status(run_dir: Path) -> dict:
     """State of one run: status, last valid checkpoint step, and metrics when finished (reads only)."""
-    state: dict = {}
-    if (run_dir / STATE_FILE).is_file():
-        try:
-            state = json.loads((run_dir / STATE_FILE).read_text())
-        except ValueError:
-            state = {}
+    state = RunState(run_dir / STATE_FILE)  # a damaged state file reads as empty
     metrics = finished_metrics(run_dir)
-    status = "finished" if metrics else state.get("status", "created")
-    if status == "running" and state.get("host") == socket.gethostname() and not _alive(int(state.get("pid", 0))):
+    status = "finished" if metrics else str(state.get("status", "created"))
+    pid = state.get("pid") if isinstance(state.get("pid"), int) else 0
+    if status == "running" and state.get("host") == socket.gethostname() and not _alive(pid):
         status = "interrupted"  # killed without a chance to save (e.g. SIGKILL); resumable from a checkpoint
     last = None
     model = None

@@ -36,7 +36,7 @@ from peftbench.config import ExperimentConfig
 from peftbench.configure import YamlFloat, YamlInt, apply_overrides, config_from_dict, parse_override
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import MODES, preset_dict, read_yaml
-from peftbench.experiments.rundir import STATE_FILE, finished_metrics, resolved_run_name, run_dir_for
+from peftbench.experiments.rundir import STATE_FILE, RunState, finished_metrics, resolved_run_name, run_dir_for
 
 SECTIONS = ("mode", "methods", "grid", "zip", "overrides", "slurm")
 
@@ -177,14 +177,9 @@ def run_status(run: SweepRun) -> str:
     if finished_metrics(run.run_dir) is not None:
         return "finished"
     state_file = run.run_dir / STATE_FILE
-    if not state_file.is_file():
+    if not state_file.exists():
         return "new"
-    import json
-
-    try:
-        status = json.loads(state_file.read_text()).get("status", "unknown")
-    except ValueError:
-        return "unknown"
+    status = RunState(state_file).get("status", "unknown")  # a damaged state file reads as empty
     return "preempted" if status == "running" else status  # a dead "running" run resumes like a preempted one
 
 

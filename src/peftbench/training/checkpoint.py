@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from peftbench.errors import PeftbenchError
-from peftbench.io import load_tensors, save_tensors
+from peftbench.io import load_tensors, read_json_file, save_tensors
 from peftbench.weights import read_trainable, write_trainable
 
 log = logging.getLogger(__name__)
@@ -279,16 +279,16 @@ def load_best(run_dir: Path, step: int) -> tuple[dict[str, torch.Tensor], float]
     ``best.json`` (step and SHA-256); a one-line ``PeftbenchError`` when they are missing or damaged."""
     path = run_dir / BEST / _best_name(step)
     try:
-        info = json.loads((path / BEST_INFO).read_text())
+        info = read_json_file(path / BEST_INFO)
         if int(info["step"]) != step:
-            raise ValueError(f"it records step {info['step']}")
+            raise ValueError(f"{path / BEST_INFO} records step {info['step']}")
         if _sha256(path / WEIGHTS) != info["sha256"]:
-            raise ValueError("its weights do not match their SHA-256")
+            raise ValueError(f"{path / WEIGHTS} does not match the SHA-256 in {BEST_INFO}")
         return read_trainable(path / WEIGHTS), float(info["score"])
     except (OSError, ValueError, KeyError, TypeError, PeftbenchError) as exc:
+        reason = f"{path / BEST_INFO} has no {exc}" if isinstance(exc, KeyError) else str(exc)
         raise PeftbenchError(
-            f"{path}: the best weights (validation step {step}) cannot be used ({exc}); "
-            "set eval.weights=last or train again"
+            f"the best weights (validation step {step}) cannot be used: {reason}; set eval.weights=last or train again"
         ) from None
 
 
@@ -311,10 +311,16 @@ def validate_checkpoint(path: Path, config_hash: str, world_size: int, sharded: 
     if not manifest_path.is_file():
         return "no manifest (the save did not finish)"
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json_file(manifest_path)
         files = manifest["files"]
         saved_world = int(manifest["world_size"])
-    except (ValueError, KeyError, TypeError) as exc:
+        int(manifest["step"])
+        if not isinstance(files, dict) or not all(
+            isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
+            for m in files.values()
+        ):
+            raise ValueError("its file list is malformed")
+    except (PeftbenchError, ValueError, KeyError, TypeError) as exc:
         return f"unreadable manifest ({exc})"
     if manifest.get("config_hash") != config_hash:
         raise PeftbenchError(
@@ -339,7 +345,7 @@ def validate_checkpoint(path: Path, config_hash: str, world_size: int, sharded: 
         return f"manifest does not list {', '.join(missing)}"
     for name, meta in files.items():
         f = path / name
-        if not f.is_file():
+        if ".." in Path(name).parts or Path(name).is_absolute() or not f.is_file():
             return f"{name} is missing"
         if f.stat().st_size != meta["size"]:
             return f"{name} has {f.stat().st_size} bytes, the manifest says {meta['size']}"
