@@ -29,6 +29,7 @@ FIRST = (
     "tests/training/test_fsdp.py",
     "tests/experiments/test_slurm.py",
     "tests/training/test_preemption.py",
+    "tests/training/test_faults.py",
     "tests/training/test_distributed.py",
     "tests/evaluation/test_sharded.py",
     "tests/experiments/test_sweep.py",
