@@ -71,6 +71,6 @@ def test_run_evaluate_score_export_load_and_report(superni_mini, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, evaluated.eval()(**batch).logits)
 
-    files = peftbench.report(tmp_path / "runs", tmp_path / "report", bootstrap=0)
+    files = peftbench.report(tmp_path / "runs", tmp_path / "report", intervals=False)
     assert files.markdown.is_file() and files.html is not None and files.html.is_file()
     assert "lora" in files.table

@@ -137,10 +137,15 @@ def export(run_dir: str | Path, out: str | Path, *, merge: bool = False) -> Expo
 
 
 def report(
-    runs_dir: str | Path, output: str | Path | None = None, *, bootstrap: int = 1000, seed: int = 0
+    runs_dir: str | Path,
+    output: str | Path | None = None,
+    *,
+    intervals: bool = True,
+    bootstrap: int | None = None,
+    seed: int | None = None,
 ) -> ReportFiles:
     """Writes the comparison of every finished run below ``runs_dir`` (``peftbench report``); returns the files and
-    the printed tables."""
+    the printed tables. ``intervals=False`` is ``--no-intervals``; ``bootstrap=0`` still means the same."""
     from peftbench.experiments.report import write_report
 
-    return write_report(runs_dir, output, bootstrap=bootstrap, seed=seed)
+    return write_report(runs_dir, output, intervals=intervals, bootstrap=bootstrap, seed=seed)

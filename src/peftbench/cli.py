@@ -95,7 +95,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from peftbench.experiments.report import write_report
 
-    files = write_report(args.runs_dir, args.output, bootstrap=args.bootstrap, seed=args.seed)
+    files = write_report(args.runs_dir, args.output, intervals=not args.no_intervals, bootstrap=args.bootstrap)
     if files.summary:
         print("best configuration per method:\n" + files.summary + "\n")
     if files.differences:
@@ -247,12 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p["report"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for finished runs")
     p["report"].add_argument("-o", "--output", type=Path, help="where to write report.{md,csv,png} (default: RUNS_DIR)")
     p["report"].add_argument(
-        "--bootstrap", type=int, default=1000, metavar="N",
-        help="bootstrap resamples for the 95%% intervals and paired tests (default 1000; 0 turns them off)",
-    )  # fmt: skip
-    p["report"].add_argument(
-        "--seed", type=int, default=0, help="seed of the bootstrap and permutation draws (default 0)"
+        "--no-intervals", action="store_true", help="no 95%% intervals and no tests of differences between methods"
     )
+    # Before the intervals became analytic: --bootstrap 0 meant --no-intervals; other counts and --seed do nothing.
+    p["report"].add_argument("--bootstrap", type=int, default=None, metavar="N", help=argparse.SUPPRESS)
+    p["report"].add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)
     p["status"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for run directories")
     p["methods"].add_argument("--model", help="also count trainable parameters on this model (preset, hub name, path)")
     p["methods"].add_argument(

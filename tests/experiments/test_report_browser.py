@@ -66,7 +66,7 @@ def report(tmp_path) -> Path:
         _run(root, "lora", seed, 0.8, val=39)
         _run(root, "lora", seed, 0.5, lr=1e-4, val=20)
         _run(root, "prompt", seed, 0.3, val=10)
-    files = write_report(root, tmp_path / "report", bootstrap=100)
+    files = write_report(root, tmp_path / "report")
     assert files.html is not None
     return files.html
 

@@ -56,7 +56,7 @@ def two_models(tmp_path) -> Path:
 
 
 def test_best_configuration_per_method_and_model(two_models, tmp_path):
-    files = write_report(two_models, tmp_path / "out", bootstrap=200)
+    files = write_report(two_models, tmp_path / "out")
     with files.configurations_csv.open() as f:
         rows = list(csv.DictReader(f))
     best = {(r["model"], r["method"]): r["configuration"] for r in rows if r["best"] == "yes"}
@@ -94,7 +94,7 @@ def test_plot_legends_name_the_model(two_models, tmp_path, monkeypatch):
         return real(draw, path, size)
 
     monkeypatch.setattr(sr, "_figure", capture)
-    write_report(two_models, tmp_path / "out", bootstrap=0)
+    write_report(two_models, tmp_path / "out", intervals=False)
     assert "lora · t5-xl-lm-adapt (lr=0.0001)" in legends["report.png"]
     assert "adalora · llama-gqa (lr=0.001)" in legends["report.png"]
     assert set(legends["report_lr.png"]) == {"lora · t5-xl-lm-adapt"}  # the only one with two rates
@@ -115,7 +115,7 @@ def test_runs_of_one_model_in_two_dtypes_are_selected_apart(tmp_path):
     root = tmp_path / "runs"
     _run(root, T5, "lora", 1, 1e-3, 0.6, 40, dtype="bfloat16")
     _run(root, T5, "lora", 1, 1e-4, 0.3, 10, dtype="float32")
-    files = write_report(root, tmp_path / "out", bootstrap=0)
+    files = write_report(root, tmp_path / "out", intervals=False)
     with files.configurations_csv.open() as f:
         best = {r["model"]: r["configuration"] for r in csv.DictReader(f) if r["best"] == "yes"}
     assert best == {"t5-xl-lm-adapt bfloat16": "lr=0.001", "t5-xl-lm-adapt float32": "lr=0.0001"}

@@ -33,7 +33,7 @@ def test_methods_a_run_and_the_report_agree(cli, tmp_path, superni_mini):
     assert f"({percent}% of the base model)" in run.stdout + run.stderr
     assert "train:" not in run.stderr  # --no-progress hides the training bar too (it once showed it regardless)
 
-    report = cli("report", str(tmp_path / "runs"), "--bootstrap", "0")
+    report = cli("report", str(tmp_path / "runs"), "--no-intervals")
     assert report.returncode == 0, report.stderr
     with (tmp_path / "runs" / "report.csv").open() as f:
         (row,) = list(csv.DictReader(f))

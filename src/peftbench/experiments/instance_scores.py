@@ -11,7 +11,7 @@ whose key no longer matches) are scored here and cached in ``<cache root>/instan
 
 A configuration's seeds are scored on the same test instances (``data.seed`` selects them); their per-instance
 scores are averaged over seeds, which makes the mean over instances equal to the mean over seeds of the runs'
-overall scores.
+overall scores, and each seed's scores are kept too, for intervals that count the seed-to-seed variance.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import yaml
 
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation import metrics as official
-from peftbench.evaluation.bootstrap import TaskScores
+from peftbench.evaluation.task_scores import TaskScores
 from peftbench.experiments.rundir import CONFIG_FILE, INSTANCE_SCORES_FILE, PREDICTIONS_FILE
 from peftbench.io import atomic_write_text, cache_dir
 
@@ -65,6 +65,14 @@ class SystemScores:
     """Every instance id, task after task (the instance layout of ``scores``)."""
     scores: TaskScores
     seeds: int
+    per_seed: tuple[TaskScores, ...] = ()
+    """Each seed's own scores, in the layout of ``scores`` (their mean is ``scores``): the report's inference counts
+    training-seed variance from them (:mod:`peftbench.evaluation.inference`)."""
+
+    def seed_task_means(self, tasks: list[int] | None = None) -> np.ndarray:
+        """Shape (metrics, seeds, tasks): each seed's mean score per task (of the given tasks, default all)."""
+        seeds = self.per_seed or (self.scores,)
+        return np.stack([(s if tasks is None else s.subset(tasks)).task_means() for s in seeds], axis=1)
 
     def restricted(self, ids: set[str]) -> SystemScores:
         """The same system on a subset of its instances (tasks left empty are dropped)."""
@@ -73,8 +81,9 @@ class SystemScores:
         tasks = [t for t, span in enumerate(spans) if span.any()]
         counts = np.array([int(spans[t].sum()) for t in tasks], dtype=np.int64)
         kept = tuple(i for i, k in zip(self.ids, keep, strict=True) if k)
+        per_seed = tuple(TaskScores(s.values[:, keep], counts) for s in self.per_seed)
         return SystemScores([self.tasks[t] for t in tasks], [self.categories[t] for t in tasks], kept,
-                            TaskScores(self.scores.values[:, keep], counts), self.seeds)  # fmt: skip
+                            TaskScores(self.scores.values[:, keep], counts), self.seeds, per_seed)  # fmt: skip
 
 
 def _track(run_dir: Path, metrics: dict[str, Any]) -> str | None:
@@ -181,13 +190,14 @@ def system_scores(seeds: list[RunScores]) -> tuple[SystemScores, str | None]:
     first = seeds[0]
     task_of = {i: (t, c) for i, t, c in zip(first.ids, first.tasks, first.categories, strict=True) if i in common}
     order = sorted(common, key=lambda i: (task_of[i][0], i))
-    total = np.zeros((len(METRICS), len(order)))
+    each = []
     for s in seeds:
         position = {i: j for j, i in enumerate(s.ids)}
-        total += s.values[:, [position[i] for i in order]]
+        each.append(s.values[:, [position[i] for i in order]])
     per_task = Counter(task_of[i][0] for i in order)
     tasks = sorted(per_task)
     counts = np.array([per_task[t] for t in tasks], dtype=np.int64)
     category = {t: c for t, c in task_of.values()}
-    return SystemScores(tasks, [category[t] for t in tasks], tuple(order), TaskScores(total / len(seeds), counts),
-                        len(seeds)), note  # fmt: skip
+    per_seed = tuple(TaskScores(v, counts) for v in each)
+    return SystemScores(tasks, [category[t] for t in tasks], tuple(order), TaskScores(sum(each) / len(seeds), counts),
+                        len(seeds), per_seed), note  # fmt: skip

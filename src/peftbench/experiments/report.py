@@ -2,8 +2,8 @@
 
 The report has three levels: the best configuration per method (chosen on validation ROUGE-L, as the study
 does, then reported on the test tasks, mean ± std over seeds), every configuration over its seeds, and
-every run. Where the runs' predictions are at hand, every configuration's test scores get a 95% bootstrap
-interval and the best configurations of every two methods a paired test ("Which differences are real",
+every run. Where the runs' predictions are at hand, every configuration's test scores get a 95% interval over test
+tasks and training seeds and the best configurations of every two methods a paired test ("Which differences are real",
 :mod:`peftbench.experiments.significance`). Plots: ROUGE-L vs trainable %, learning-rate sensitivity,
 training-task count, per category.
 """
@@ -209,12 +209,15 @@ def _write_or_remove(path: Path, header: list[str], rows: list[list[Any]]) -> Pa
     return path
 
 
-def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, bootstrap: int = 1000,
-                 seed: int = 0) -> ReportFiles:  # fmt: skip
+def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, intervals: bool = True,
+                 bootstrap: int | None = None, seed: int | None = None) -> ReportFiles:  # fmt: skip
     """Writes ``report.{md,html,csv,png}``, ``report_configurations.csv`` and the study's plots
     (``report_lr.png``, ``report_tasks.png``, ``report_categories.png`` where the runs vary those) for every
-    finished run below ``runs_dir``; with ``bootstrap`` > 0 resamples (seeded by ``seed``), also 95% intervals,
+    finished run below ``runs_dir``; with ``intervals``, also 95% intervals over test tasks and training seeds,
     paired tests between methods, ``report_differences.csv`` and ``report_categories.csv``.
+
+    ``bootstrap`` and ``seed`` are accepted for scripts written before the intervals became analytic: ``bootstrap=0``
+    turns the intervals off, other values change nothing.
 
     Raises:
         PeftbenchError: No finished runs, or a negative ``bootstrap``.
@@ -223,8 +226,11 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     from peftbench.experiments import study_report as sr
     from peftbench.experiments.analysis import annotate_models, configurations
 
-    if bootstrap < 0:
-        raise PeftbenchError(f"--bootstrap must be 0 (no intervals) or a number of resamples, not {bootstrap}")
+    if bootstrap is not None and bootstrap < 0:
+        raise PeftbenchError(f"--bootstrap must be 0 (no intervals, as --no-intervals) or positive, not {bootstrap}")
+    if bootstrap == 0:
+        intervals = False
+    del seed  # no resampling any more: nothing random in the report
     runs = collect_runs(runs_dir)
     root = Path(runs_dir)
     annotate_models(runs, root)  # every selection is per base model; tables and legends name it
@@ -235,7 +241,7 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     configs = configurations(runs, root)
     chosen, how = sr.selection(configs)
     untrained = _untrained(runs)
-    sig = sg.analyse(configs, chosen, root, bootstrap, seed) if bootstrap > 0 and configs else None
+    sig = sg.analyse(configs, chosen, root) if intervals and configs else None
     ci_text, best_ci, category_ci = sg.interval_texts(sig), sg.best_bounds(sig, chosen), sg.category_bounds(sig)
 
     plots: list[tuple[Path, str]] = []
@@ -269,9 +275,9 @@ def write_report(runs_dir: str | Path, output_dir: str | Path | None = None, *, 
     differences = sr.markdown(diff_header, diff_rows) if diff_rows else ""
     # Chosen on test only matters where there was a choice (a method with several configurations).
     on_test = not how.startswith("chosen on validation") and len(configs) > len(chosen)
-    real_text = _differences_text(sig, bootstrap, chosen, on_test)
+    real_text = _differences_text(sig, intervals, chosen, on_test)
     intro = how[0].upper() + how[1:] + "; mean ± std over seeds"
-    intro += "; 95% CI: bootstrap over test tasks and their instances." if ci_text else "."
+    intro += "; 95% CI: t interval over test tasks and training seeds." if ci_text else "."
     seeds = sorted({len(c.runs) for c in configs})
     md = f"# peftbench report: {root}\n\n"
     if summary:
@@ -339,14 +345,14 @@ def _units_text(how: str) -> str:
     )
 
 
-def _differences_text(sig: Significance | None, bootstrap: int, chosen: dict[str, Any], on_test: bool) -> str:
+def _differences_text(sig: Significance | None, intervals: bool, chosen: dict[str, Any], on_test: bool) -> str:
     """The paragraph of the "Which differences are real" section (empty when there is nothing to say)."""
     from peftbench.experiments import significance as sg
 
     if not chosen:
         return ""
-    if bootstrap == 0:
-        return "Intervals and tests are off (--bootstrap 0)."
+    if not intervals:
+        return "Intervals and tests are off (--no-intervals)."
     if len(chosen) < 2:
         return "Only one method was run, so there is no difference to test."
     if sig is None or not sig.comparisons:

@@ -1,23 +1,26 @@
-"""Which differences are real: bootstrap intervals for every configuration, per category for the best one of each
-method, and paired tests between the best configurations of every two methods (see docs/statistics.md).
+"""Which differences are real: intervals for every configuration, per category for the best one of each method,
+and paired comparisons between the best configurations of every two methods (see docs/statistics.md).
 
-Every interval comes from the same two-level bootstrap (:mod:`peftbench.evaluation.bootstrap`): test tasks
-resampled with replacement, then each drawn task's instances, with the configuration's per-instance scores
-averaged over its seeds. Configurations scored on the same test instances share the draws, so the difference of
-two configurations' replicates is their paired difference. p-values come from a sign-flip permutation test over
-tasks, with Holm's correction over the comparisons of the table (per metric).
+Every interval and every test comes from one procedure, :mod:`peftbench.evaluation.inference`: a t interval over
+test tasks and training seeds (the task-to-task variance of the per-task scores plus the seed-to-seed variance of
+the overall scores, Satterthwaite's degrees of freedom). A difference between two methods is called real when its
+p-value, after Holm's correction over every test the report makes (each pair of methods, both metrics), is at most
+``ALPHA``; its interval then excludes zero, since the interval and the test are the same t statistic. Each
+comparison also states the smallest difference it could have found with 80% power at the family's level, so that
+"not distinguishable" reads "no difference larger than X detected". With one seed per configuration the seed
+variance cannot be estimated: intervals and tests then cover the choice of test tasks only, and the report says so.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from peftbench.errors import PeftbenchError
-from peftbench.evaluation.bootstrap import TaskScores, bootstrap_means, holm, percentile_interval, sign_flip_test
+from peftbench.evaluation import inference
+from peftbench.evaluation.task_scores import holm
 from peftbench.experiments.analysis import Configuration
 from peftbench.experiments.instance_scores import METRICS, SystemScores, mismatch, read_run_scores, system_scores
 from peftbench.experiments.rundir import PREDICTIONS_FILE
@@ -26,20 +29,29 @@ LEVEL = 0.95
 """Coverage of every interval."""
 ALPHA = 0.05
 """A difference is called real when its Holm-adjusted ROUGE-L p-value is at most this."""
-PERMUTATIONS = 10_000
-"""Random sign patterns of the paired test when there are more than this many (2**tasks); else all of them."""
+POWER = 0.8
+"""The power at which each comparison's minimum detectable difference is stated."""
+MIN_CATEGORY_TASKS = 3
+"""Categories with fewer test tasks get no interval (the report says they are too small to judge)."""
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate and its bootstrap percentile interval."""
+    """A point estimate and its t interval (``se``, ``df``: its standard error and degrees of freedom)."""
 
     estimate: float
     low: float
     high: float
+    se: float = 0.0
+    df: float = math.inf
 
     def text(self) -> str:
         return f"[{self.low:.2f}, {self.high:.2f}]"
+
+    @classmethod
+    def of(cls, e: inference.Estimate) -> Interval:
+        low, high = e.interval(LEVEL)
+        return cls(e.estimate, low, high, e.se, e.df)
 
 
 @dataclass(frozen=True)
@@ -54,9 +66,13 @@ class Comparison:
     difference: dict[str, Interval]
     """Per metric, first minus second (points)."""
     p: dict[str, float]
-    """Per metric, the two-sided sign-flip p-value over tasks."""
+    """Per metric, the two-sided p-value of the t test over tasks and seeds."""
+    seeds_covered: bool
+    """Whether both configurations have several seeds, so that the seed-to-seed variance is in the test."""
     holm: dict[str, float] = field(default_factory=dict)
-    """Per metric, the p-value after Holm's correction over every comparison of the report."""
+    """Per metric, the p-value after Holm's correction over every test of the report (both metrics)."""
+    detectable: dict[str, float] = field(default_factory=dict)
+    """Per metric, the smallest true difference found with 80% power at the family's level (Bonferroni)."""
 
     @property
     def real(self) -> bool:
@@ -65,7 +81,7 @@ class Comparison:
     @property
     def verdict(self) -> str:
         if not self.real:
-            return "not distinguishable"
+            return f"no difference larger than {self.detectable['rougeL']:.2f} detected"
         if self.difference["rougeL"].estimate < 0:  # possible only when compared on a subset of the instances
             return f"{self.second.method} > {self.first.method}"
         return f"{self.first.method} > {self.second.method}"
@@ -75,25 +91,29 @@ class Comparison:
 class Significance:
     """Everything the report shows about uncertainty."""
 
-    resamples: int
-    seed: int
     intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
     """Configuration key -> metric -> interval of its test score."""
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Configuration key -> (test tasks, test instances) behind its interval."""
+    seeds: dict[str, int] = field(default_factory=dict)
+    """Configuration key -> its number of seeds."""
     categories: dict[str, dict[str, dict[str, Interval]]] = field(default_factory=dict)
     """Method and model (``Configuration.system``) -> category -> metric -> interval, for each best configuration."""
     category_tasks: dict[str, int] = field(default_factory=dict)
     """Category -> its number of test tasks."""
     comparisons: list[Comparison] = field(default_factory=list)
-    exact_tests: bool = True
-    """Whether every sign-flip test enumerated all sign patterns."""
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def one_seed(self) -> bool:
+        """Whether some configuration has a single seed (its intervals do not cover seed variance)."""
+        return any(n < 2 for n in self.seeds.values())
 
-def _intervals(replicates: np.ndarray, estimates: np.ndarray) -> dict[str, Interval]:
-    low, high = percentile_interval(replicates, LEVEL)
-    return {m: Interval(float(estimates[k]), float(low[k]), float(high[k])) for k, m in enumerate(METRICS)}
+
+def _intervals(scores: SystemScores, tasks: list[int] | None = None) -> dict[str, Interval]:
+    table = scores.seed_task_means(tasks)
+    counts = scores.scores.counts if tasks is None else scores.scores.counts[tasks]
+    return {m: Interval.of(inference.score(table[k], counts)) for k, m in enumerate(METRICS)}
 
 
 def _load(configs: list[Configuration], root: Path, notes: list[str]) -> dict[str, SystemScores]:
@@ -123,63 +143,59 @@ def _load(configs: list[Configuration], root: Path, notes: list[str]) -> dict[st
     return systems
 
 
-def _groups(keys: list[str], systems: dict[str, SystemScores]) -> list[list[str]]:
-    """Configurations grouped by their test instances (those of one group share bootstrap draws)."""
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for key in keys:
-        groups.setdefault(systems[key].ids, []).append(key)
-    return list(groups.values())
-
-
-def analyse(configs: list[Configuration], chosen: dict[str, Configuration], root: Path, resamples: int,
-            seed: int) -> Significance:  # fmt: skip
+def analyse(configs: list[Configuration], chosen: dict[str, Configuration], root: Path) -> Significance:
     """Intervals for every configuration, per category for the chosen ones, and paired comparisons of the chosen
     ones (every pair of methods on the same base model), from the runs' predictions below ``root``."""
-    result = Significance(resamples, seed)
+    result = Significance()
     systems = _load(configs, root, result.notes)
-    replicates: dict[str, np.ndarray] = {}
-    for group in _groups(list(systems), systems):
-        stacked = TaskScores.stack([systems[k].scores for k in group])
-        draws = bootstrap_means(stacked, resamples, seed)
-        for i, key in enumerate(group):
-            replicates[key] = draws[:, len(METRICS) * i : len(METRICS) * (i + 1)]
-            result.intervals[key] = _intervals(replicates[key], systems[key].scores.mean())
-            result.sizes[key] = (systems[key].scores.num_tasks, systems[key].scores.num_instances)
+    for key, scores in systems.items():
+        if scores.scores.num_tasks < 2:
+            result.notes.append(f"{key}: one test task, no interval")
+            continue
+        result.intervals[key] = _intervals(scores)
+        result.sizes[key] = (scores.scores.num_tasks, scores.scores.num_instances)
+        result.seeds[key] = len(scores.per_seed) or 1
 
-    best = {method: c for method, c in chosen.items() if c.key in systems}
-    for group in _groups([c.key for c in best.values()], systems):
-        first = systems[group[0]]
-        for category in sorted({c for c in first.categories if c is not None}):
-            tasks = [t for t, c in enumerate(first.categories) if c == category]
+    best = {method: c for method, c in chosen.items() if c.key in result.intervals}
+    small = set()
+    for method, c in best.items():
+        scores = systems[c.key]
+        for category in sorted({x for x in scores.categories if x is not None}):
+            tasks = [t for t, x in enumerate(scores.categories) if x == category]
             result.category_tasks[category] = len(tasks)
-            stacked = TaskScores.stack([systems[k].scores.subset(tasks) for k in group])
-            draws = bootstrap_means(stacked, resamples, seed)
-            for i, key in enumerate(group):
-                method = next(m for m, c in best.items() if c.key == key)
-                estimates = systems[key].scores.subset(tasks).mean()
-                own = draws[:, len(METRICS) * i : len(METRICS) * (i + 1)]
-                result.categories.setdefault(method, {})[category] = _intervals(own, estimates)
+            if len(tasks) < MIN_CATEGORY_TASKS:
+                small.add(category)
+                continue
+            result.categories.setdefault(method, {})[category] = _intervals(scores, tasks)
+    if small:
+        result.notes.append(f"categories with fewer than {MIN_CATEGORY_TASKS} test tasks get no interval (too small "
+                            f"to judge): {', '.join(sorted(small))}")  # fmt: skip
 
     ranked = sorted(best.values(), key=lambda c: (-result.intervals[c.key]["rougeL"].estimate, c.method))
     for a, b in itertools.combinations(ranked, 2):
         if a.model_label != b.model_label:  # methods are compared on one base model, never across models
             continue
-        comparison = _compare(a, b, systems, replicates, result)
+        comparison = _compare(a, b, systems, result)
         if comparison is not None:
             result.comparisons.append(comparison)
     result.comparisons.sort(key=lambda c: "full" not in (c.first.method, c.second.method))  # stable: rank order
-    for metric in METRICS:
-        for c, adjusted in zip(result.comparisons, holm([c.p[metric] for c in result.comparisons]), strict=True):
-            c.holm[metric] = float(adjusted)
+    tests = [(c, m) for c in result.comparisons for m in METRICS]  # one family: every pair, both metrics
+    for (c, metric), adjusted in zip(tests, holm([c.p[m] for c, m in tests]), strict=True):
+        c.holm[metric] = float(adjusted)
+        d = c.difference[metric]
+        c.detectable[metric] = inference.minimum_detectable(d.se, d.df, ALPHA / len(tests), POWER)
+    if result.one_seed:
+        result.notes.append(
+            "configurations with one seed: their intervals and tests cover the choice of test tasks, not training-"
+            "seed variance (train 3 or more seeds per configuration for verdicts about methods)"
+        )
     return result
 
 
-def _compare(a: Configuration, b: Configuration, systems: dict[str, SystemScores], replicates: dict[str, np.ndarray],
+def _compare(a: Configuration, b: Configuration, systems: dict[str, SystemScores],
              result: Significance) -> Comparison | None:  # fmt: skip
     sa, sb = systems[a.key], systems[b.key]
-    if sa.ids == sb.ids:
-        draws = replicates[a.key] - replicates[b.key]
-    else:
+    if sa.ids != sb.ids:
         common = set(sa.ids) & set(sb.ids)
         if not common:
             result.notes.append(f"{a.method} vs {b.method} ({a.model_label}): no test instance in common, not compared")
@@ -188,14 +204,14 @@ def _compare(a: Configuration, b: Configuration, systems: dict[str, SystemScores
         result.notes.append(
             f"{a.method} vs {b.method} ({a.model_label}): compared on the {len(common)} test instances both have"
         )
-        stacked = bootstrap_means(TaskScores.stack([sa.scores, sb.scores]), result.resamples, result.seed)
-        draws = stacked[:, : len(METRICS)] - stacked[:, len(METRICS) :]
-    diff = sa.scores.minus(sb.scores)
-    weights = diff.counts / diff.num_instances
-    per_task = diff.task_means()
-    result.exact_tests &= 2**diff.num_tasks <= PERMUTATIONS
-    p = dict(zip(METRICS, map(float, sign_flip_test(per_task, weights, PERMUTATIONS, result.seed)), strict=True))
-    return Comparison(a, b, diff.num_tasks, diff.num_instances, _intervals(draws, diff.mean()), p)
+        if sa.scores.num_tasks < 2:
+            result.notes.append(f"{a.method} vs {b.method} ({a.model_label}): one common test task, not compared")
+            return None
+    ta, tb = sa.seed_task_means(), sb.seed_task_means()
+    estimates = {m: inference.difference(ta[k], tb[k], sa.scores.counts) for k, m in enumerate(METRICS)}
+    return Comparison(a, b, sa.scores.num_tasks, sa.scores.num_instances,
+                      {m: Interval.of(e) for m, e in estimates.items()}, {m: e.p_value() for m, e in estimates.items()},
+                      all(e.seeds_covered for e in estimates.values()))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,12 +253,13 @@ INTERVAL_HEADER = ["test tasks", "test instances", "ROUGE-L 95% low", "ROUGE-L 9
 def differences_table(sig: Significance) -> tuple[list[str], list[list[str]]]:
     """The "Which differences are real" table: one row per pair of methods on one base model (their best
     configurations)."""
-    header = ["model", "comparison", "tasks", "Δ ROUGE-L", "95% CI", "p", "p (Holm)", "verdict", "Δ EM", "95% CI (EM)",
-              "p (Holm, EM)"]  # fmt: skip
+    header = ["model", "comparison", "tasks", "seeds", "Δ ROUGE-L", "95% CI", "p", "p (Holm)", "verdict", "Δ EM",
+              "95% CI (EM)", "p (Holm, EM)"]  # fmt: skip
     rows = []
     for c in sig.comparisons:
         r, e = c.difference["rougeL"], c.difference["exact_match"]
-        rows.append([c.first.model_label, f"{c.first.method} − {c.second.method}", str(c.tasks),
+        seeds = f"{len(c.first.runs)}/{len(c.second.runs)}" + ("" if c.seeds_covered else " (not covered)")
+        rows.append([c.first.model_label, f"{c.first.method} − {c.second.method}", str(c.tasks), seeds,
                      f"{r.estimate:+.2f}", r.text(), _p(c.p["rougeL"]), _p(c.holm["rougeL"]), c.verdict,
                      f"{e.estimate:+.2f}", e.text(), _p(c.holm["exact_match"])])  # fmt: skip
     return header, rows
@@ -250,17 +267,20 @@ def differences_table(sig: Significance) -> tuple[list[str], list[list[str]]]:
 
 def differences_csv_rows(sig: Significance) -> tuple[list[str], list[list[str]]]:
     """Every number of the comparisons, for ``report_differences.csv``."""
-    header = ["model", "first", "first configuration", "second", "second configuration", "tasks", "instances"]
+    header = ["model", "first", "first configuration", "second", "second configuration", "tasks", "instances",
+              "seeds covered"]  # fmt: skip
     for m in ("rougeL", "exact_match"):
-        header += [f"{m} difference", f"{m} 95% low", f"{m} 95% high", f"{m} p", f"{m} p holm"]
+        header += [f"{m} difference", f"{m} 95% low", f"{m} 95% high", f"{m} se", f"{m} df", f"{m} p",
+                   f"{m} p holm", f"{m} detectable"]  # fmt: skip
     header += ["verdict"]
     rows = []
     for c in sig.comparisons:
         row = [c.first.model_label, c.first.method, c.first.label, c.second.method, c.second.label, str(c.tasks),
-               str(c.instances)]  # fmt: skip
+               str(c.instances), "yes" if c.seeds_covered else "no"]  # fmt: skip
         for m in ("rougeL", "exact_match"):
             d = c.difference[m]
-            row += [f"{d.estimate:.4f}", f"{d.low:.4f}", f"{d.high:.4f}", f"{c.p[m]:.6g}", f"{c.holm[m]:.6g}"]
+            row += [f"{d.estimate:.4f}", f"{d.low:.4f}", f"{d.high:.4f}", f"{d.se:.4f}", f"{d.df:.4g}",
+                    f"{c.p[m]:.6g}", f"{c.holm[m]:.6g}", f"{c.detectable[m]:.4f}"]  # fmt: skip
         rows.append([*row, c.verdict])
     return header, rows
 
@@ -289,27 +309,27 @@ def _p(value: float) -> str:
 def explanation(sig: Significance, on_test: bool) -> str:
     """The paragraph above the table: what the numbers are, how they were computed."""
     tasks = sorted({c.tasks for c in sig.comparisons})
-    test = (
-        "exact sign-flip tests (all 2^tasks sign patterns)"
-        if sig.exact_tests
-        else (f"sign-flip tests over tasks ({PERMUTATIONS:,} random sign patterns, exact when 2^tasks is fewer)")
-    )
+    family = 2 * len(sig.comparisons)
+    covered = all(c.seeds_covered for c in sig.comparisons)
     text = (
         f"Paired comparisons of the best configuration of every two methods on the same test instances "
-        f"({'/'.join(map(str, tasks))} tasks). Δ = first − second in points (per-instance scores averaged over seeds, "
-        f"then over instances, as the overall score). 95% CI: two-level bootstrap ({sig.resamples:,} resamples of the "
-        f"test tasks and of the instances within each, seed {sig.seed}; percentile intervals). p: two-sided {test}. "
-        f"p (Holm): Holm's correction over the {len(sig.comparisons)} comparisons of this table, per metric; a "
-        f"difference is called real when its Holm-adjusted ROUGE-L p is at most {ALPHA}. The intervals are not "
-        "adjusted for multiplicity. Details: docs/statistics.md."
+        f"({'/'.join(map(str, tasks))} tasks). Δ = first − second in points (the difference of the overall scores, "
+        "averaged over seeds). 95% CI and p: one t procedure over test tasks and training seeds (the variance of the "
+        "per-task differences plus each method's seed-to-seed variance, Satterthwaite's degrees of freedom), so an "
+        f"interval excludes 0 exactly when p < {1 - LEVEL:.2g}. p (Holm): Holm's correction over the {family} tests of "
+        f"this table (every pair, both metrics); a difference is called real when its Holm-adjusted ROUGE-L p is at "
+        f"most {ALPHA}. A pair not called real states the smallest difference it would have found with "
+        f"{POWER:.0%} power at the family's level: differences below it are not ruled out. The intervals are not "
+        "adjusted for multiplicity. The configurations compared were each chosen on validation among several learning "
+        "rates and sizes; that choice is not part of the test. Details: docs/statistics.md."
     )
-    fewest = min(tasks)
-    smallest = 2.0 ** (1 - fewest) if 2**fewest <= PERMUTATIONS else 1 / (1 + PERMUTATIONS)
-    if smallest * len(sig.comparisons) > ALPHA:  # Holm multiplies the smallest p by the number of comparisons
+    if not covered:
         text += (
-            f" With {fewest} tasks the smallest possible p is {smallest:.3g}, so after Holm's correction over "
-            f"{len(sig.comparisons)} comparisons no difference can be called real: that needs more test tasks."
+            " Some configurations have one seed: their comparisons cover the choice of test tasks only, not the "
+            "variation between training seeds, and may call a difference real that another seed would not show."
         )
+    if min(tasks) < 6:
+        text += f" With {min(tasks)} tasks the t reference has few degrees of freedom: only large differences show."
     if on_test:
         text += " The configurations were chosen on the test tasks, so these comparisons are optimistic."
     return text

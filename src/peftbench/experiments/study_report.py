@@ -175,7 +175,7 @@ def plot_best_vs_params(chosen: dict[str, Configuration], untrained: dict[str, f
         ax.set_xscale("log")
         ax.set_ylim(bottom=0)
         ax.set_xlabel("trainable parameters (% of the base model's, log scale)")
-        bars = "95% bootstrap CI over tasks and instances" if intervals else "± std over seeds"
+        bars = "95% CI over test tasks and training seeds" if intervals else "± std over seeds"
         ax.set_ylabel(f"test ROUGE-L (mean over seeds)\nbars: {bars}", fontsize=9)
         ax.set_title("Best configuration per method" + ("" if how.startswith("chosen on validation") else " (on test)"))
         return bool(chosen)
@@ -237,7 +237,7 @@ def plot_categories(chosen: dict[str, Configuration], path: Path,
                    error_kw={"elinewidth": 0.8})  # fmt: skip
         ax.set_xticks(range(len(categories)))
         ax.set_xticklabels([c.replace("_", " ") for c in categories], rotation=30, ha="right", fontsize=7)
-        bars_are = "95% bootstrap CI over the category's tasks and instances" if intervals else "± std over seeds"
+        bars_are = "95% CI over the category's tasks and training seeds" if intervals else "± std over seeds"
         ax.set_ylabel(f"test ROUGE-L\nbars: {bars_are}", fontsize=8)
         ax.set_title("Per category (best configuration per method)")
         return True
