@@ -49,8 +49,11 @@ class Interval:
         return f"[{self.low:.2f}, {self.high:.2f}]"
 
     @classmethod
-    def of(cls, e: inference.Estimate) -> Interval:
+    def of(cls, e: inference.Estimate, bounded: bool = False) -> Interval:
+        """``bounded``: a score, not a difference; its interval is clipped to the metric's range, 0-100."""
         low, high = e.interval(LEVEL)
+        if bounded:
+            low, high = max(low, 0.0), min(high, 100.0)
         return cls(e.estimate, low, high, e.se, e.df)
 
 
@@ -113,7 +116,7 @@ class Significance:
 def _intervals(scores: SystemScores, tasks: list[int] | None = None) -> dict[str, Interval]:
     table = scores.seed_task_means(tasks)
     counts = scores.scores.counts if tasks is None else scores.scores.counts[tasks]
-    return {m: Interval.of(inference.score(table[k], counts)) for k, m in enumerate(METRICS)}
+    return {m: Interval.of(inference.score(table[k], counts), bounded=True) for k, m in enumerate(METRICS)}
 
 
 def _load(configs: list[Configuration], root: Path, notes: list[str]) -> dict[str, SystemScores]:
@@ -253,14 +256,15 @@ INTERVAL_HEADER = ["test tasks", "test instances", "ROUGE-L 95% low", "ROUGE-L 9
 def differences_table(sig: Significance) -> tuple[list[str], list[list[str]]]:
     """The "Which differences are real" table: one row per pair of methods on one base model (their best
     configurations)."""
-    header = ["model", "comparison", "tasks", "seeds", "Δ ROUGE-L", "95% CI", "p", "p (Holm)", "verdict", "Δ EM",
-              "95% CI (EM)", "p (Holm, EM)"]  # fmt: skip
+    header = ["model", "comparison", "tasks", "seeds", "Δ ROUGE-L", "95% CI", "p", "p (Holm)", "detectable (80%)",
+              "verdict", "Δ EM", "95% CI (EM)", "p (Holm, EM)"]  # fmt: skip
     rows = []
     for c in sig.comparisons:
         r, e = c.difference["rougeL"], c.difference["exact_match"]
         seeds = f"{len(c.first.runs)}/{len(c.second.runs)}" + ("" if c.seeds_covered else " (not covered)")
         rows.append([c.first.model_label, f"{c.first.method} − {c.second.method}", str(c.tasks), seeds,
-                     f"{r.estimate:+.2f}", r.text(), _p(c.p["rougeL"]), _p(c.holm["rougeL"]), c.verdict,
+                     f"{r.estimate:+.2f}", r.text(), _p(c.p["rougeL"]), _p(c.holm["rougeL"]),
+                     f"{c.detectable['rougeL']:.2f}", c.verdict,
                      f"{e.estimate:+.2f}", e.text(), _p(c.holm["exact_match"])])  # fmt: skip
     return header, rows
 
