@@ -8,7 +8,7 @@ too; bits flipped; a byte made invalid UTF-8; 64 bytes zeroed; emptied; replaced
 reads that file: ``train`` (finish or resume), ``status`` and ``report``. Three states of the run are damaged:
 finished, stopped during the test evaluation (predictions half written) and stopped during training (checkpoints
 only). ``make test`` runs a sample of the matrix (every damage of a torn predictions file, one of every other
-file); ``PEFTBENCH_FAULTS=full`` runs all 160 cases. The readers themselves are checked at every offset in
+file); ``PEFTBENCH_FAULTS=full`` runs all 168 cases. The readers themselves are checked at every offset in
 ``test_readers_at_every_offset``. docs/preemption.md has the table of files.
 """
 
@@ -99,6 +99,7 @@ def _mark_stopped(run: Path, trained: bool) -> None:
         state.pop("trained", None)
         state.pop("train", None)
         state.pop("weights", None)
+        state.pop("weights_sha256", None)
     (run / "run_state.json").write_text(json.dumps(state))
 
 
@@ -169,7 +170,8 @@ DAMAGES = {
 }  # fmt: skip
 
 # What each state's run reads back when it is run again (paths relative to the run directory).
-FINISHED = ["metrics.json", "config.yaml", "run_state.json", "predictions.jsonl", "instance_scores.json", "base.json"]
+FINISHED = ["metrics.json", "config.yaml", "run_state.json", "predictions.jsonl", "instance_scores.json", "base.json",
+            "trainable.safetensors"]  # fmt: skip
 EVALUATING = ["predictions.jsonl", "run_state.json", "trainable.safetensors", "config.yaml", "base.json"]
 TRAINING = [
     "checkpoints/checkpoint-00000006/manifest.json", "checkpoints/checkpoint-00000006/trainer_state.json",
@@ -179,7 +181,7 @@ TRAINING = [
 ]  # fmt: skip
 FULL = [(s, f, d) for s, files in (("finished", FINISHED), ("evaluating", EVALUATING), ("training", TRAINING))
         for f in files for d in DAMAGES]  # fmt: skip
-"""Every damage of every file in every state: 160 cases, about 8 minutes on 2 cores (PEFTBENCH_FAULTS=full)."""
+"""Every damage of every file in every state: 168 cases, about 8 minutes on 2 cores (PEFTBENCH_FAULTS=full)."""
 
 
 def _sample() -> list[tuple[str, str, str]]:
@@ -232,6 +234,12 @@ def test_a_damaged_file_is_repaired_or_refused_in_one_line(reference, state, nam
     _one_line_or_ok(in_process("status", str(run.parent)), f"status after {what}")
     if state == "finished":  # the report reads finished runs only
         _one_line_or_ok(in_process("report", str(run.parent), "-o", str(run.parent / "rep")), f"report after {what}")
+    if state == "finished" and name == "trainable.safetensors":  # evaluate reads the saved weights
+        proc = in_process("evaluate", str(run), "--no-progress")
+        _one_line_or_ok(proc, f"evaluate after {what}")
+        if proc.returncode == 0:
+            metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+            assert metrics["overall"] == reference.metrics["overall"], what
 
 
 def test_the_matrix_covers_every_file_a_run_reads_back(reference):
@@ -239,7 +247,7 @@ def test_the_matrix_covers_every_file_a_run_reads_back(reference):
     files = {str(p.relative_to(reference.run)) for p in reference.run.rglob("*") if p.is_file()}
     older = {f for f in files if f.startswith("checkpoints/checkpoint-00000003/")}  # the fallback, kept whole
     assert files - older <= listed, sorted(files - older - listed)
-    assert len(FULL) == 160 and len(CASES) >= 27
+    assert len(FULL) == 168 and len(CASES) >= 28
 
 
 def test_readers_at_every_offset(reference):

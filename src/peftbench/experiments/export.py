@@ -32,6 +32,7 @@ from peftbench.errors import PeftbenchError
 from peftbench.experiments.rundir import (
     WEIGHTS_FILE,
     check_base,
+    check_weights,
     config_hash,
     finished_metrics,
     load_trainable,
@@ -82,6 +83,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = False) -> 
             base_record["saved_in"] = BASE_DIR
         del base
         model, _ = build_model(cfg)
+        check_weights(run_dir)
         load_trainable(model, run_dir / WEIGHTS_FILE)
         model.eval()
         kind = _write(model, cfg, tmp, merge)

@@ -33,6 +33,7 @@ from peftbench.experiments.rundir import (
     RunState,
     check_base,
     check_same_config,
+    check_weights,
     config_hash,
     finished_metrics,
     headline,
@@ -54,7 +55,7 @@ from peftbench.experiments.setup import (
     unsharded,
 )
 from peftbench.experiments.trackers import flat_config, trackers
-from peftbench.io import atomic_write_text
+from peftbench.io import atomic_write_text, file_sha256
 from peftbench.methods import get_method, trainable_parameters
 from peftbench.models import base_parameters, count_parameters, is_encoder_decoder
 from peftbench.training.callbacks import Callback, CallbackList, installed_callbacks
@@ -215,7 +216,8 @@ def run_experiment(
                 weights = select_test_weights(model, cfg, result, run_dir)
                 say(weights["note"], quiet)
                 save_trainable(model, run_dir / WEIGHTS_FILE, cfg)
-                state.update(trained=True, train=asdict(result), weights=weights)
+                state.update(trained=True, train=asdict(result), weights=weights,
+                             weights_sha256=file_sha256(run_dir / WEIGHTS_FILE))  # fmt: skip
                 state.save()
 
         # 4. evaluate the whole test split (resumable per batch; every rank generates a share, rank 0 writes)
@@ -242,6 +244,9 @@ def _trained_weights(model: nn.Module, state: RunState, run_dir: Path, quiet: bo
     if not state.get("trained") or not path.is_file() or not isinstance(state.get("train"), dict):
         return False
     try:
+        recorded = state.get("weights_sha256")  # absent in runs from before it was recorded
+        if recorded is not None and file_sha256(path) != recorded:
+            raise PeftbenchError("its SHA-256 is not the one recorded when it was saved")
         load_trainable(model, path)
         TrainResult(**state["train"])
     except (PeftbenchError, TypeError) as exc:
@@ -334,6 +339,7 @@ def evaluate(
         check_base(run_dir, getattr(model, BASE_SHA_ATTR))  # scores of other base weights would be wrong
         record_base(run_dir, cfg, getattr(model, BASE_SHA_ATTR))
         if not untrained:
+            check_weights(run_dir)
             load_trainable(model, run_dir / WEIGHTS_FILE)
         trainable, total = count_parameters(model)
         base = base_parameters(model)

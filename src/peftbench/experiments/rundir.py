@@ -25,7 +25,7 @@ from torch import nn
 from peftbench.config import ExperimentConfig
 from peftbench.configure import config_from_dict, load_yaml
 from peftbench.errors import PeftbenchError
-from peftbench.io import DamagedFileError, atomic_write_json, read_json_file, read_text_file
+from peftbench.io import DamagedFileError, atomic_write_json, file_sha256, read_json_file, read_text_file
 from peftbench.methods import get_method
 from peftbench.training.preemption import Preempted
 from peftbench.weights import apply_trainable, read_trainable, write_trainable
@@ -215,6 +215,19 @@ def save_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig) -> int:
     """Saves the method's parameters (only those with ``requires_grad``), stamped with the method and the
     config hash; returns how many tensors."""
     return write_trainable(model, path, metadata={"method": cfg.method_name, "config_hash": config_hash(cfg)})
+
+
+def check_weights(run_dir: Path) -> None:
+    """Refuses, in one line, saved weights whose SHA-256 is not the one ``run_state.json`` recorded when they were
+    saved (runs from before it was recorded are not checked)."""
+    path = run_dir / WEIGHTS_FILE
+    recorded = RunState(run_dir / STATE_FILE).get("weights_sha256")
+    if recorded is not None and path.is_file() and file_sha256(path) != recorded:
+        raise DamagedFileError(
+            path, "its SHA-256 is not the one recorded when it was saved",
+            "its checkpoints still hold the training: delete it and metrics.json, then run `peftbench train` with "
+            "the run's config",
+        )  # fmt: skip
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:
