@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from peftbench.config import ExperimentConfig
 from peftbench.errors import PeftbenchError
+from peftbench.io import read_text_file
 from peftbench.trained import load_trained
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def load_config(
         if not path.is_file():
             raise PeftbenchError(f"config file {path} does not exist")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(read_text_file(path)) or {}
         except yaml.YAMLError:
             raise PeftbenchError(f"{path}: not valid YAML") from None
         if not isinstance(raw, dict):

@@ -20,6 +20,7 @@ import yaml
 
 from peftbench.config import ExperimentConfig, ModelConfig, validate
 from peftbench.errors import PeftbenchError
+from peftbench.io import read_text_file
 from peftbench.methods import build_method_config, get_method
 from peftbench.methods.budget import match_budget
 
@@ -296,7 +297,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not p.is_file():
             raise PeftbenchError(f"config file {p} does not exist")
         try:
-            loaded = load_yaml(p.read_text())
+            loaded = load_yaml(read_text_file(p))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -121,6 +122,9 @@ def test_local_sweep_finishes_skips_and_resumes_after_preemption(tmp_path):
     )
     runs = expand(load_sweep(path))
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", **slow_env(step_s=0.4, evaluation_batch_s=0.4)}
+    # The resume below inherits this process's environment; both must use the same CPU kernels, or the tiny base
+    # built from its config (random init, whose values depend on the kernels) differs and the resume is refused.
+    env.update({k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS") if k in os.environ})
     proc = subprocess.Popen(_sweep_cmd(path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "runs").glob("*/checkpoints/checkpoint-*")):

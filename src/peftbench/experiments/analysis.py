@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from peftbench.experiments.rundir import CONFIG_FILE, base_params, trainable_percent
+from peftbench.experiments.rundir import base_params, saved_config, trainable_percent
 
 _NOT_CONFIGURATION = ("seed", "output_dir", "run_name", "launch")
 _SIZE_KEYS = ("r", "init_r", "size", "num_virtual_tokens", "reduction_factor", "projection_hidden_size")
@@ -44,10 +42,8 @@ class ModelId:
 
 def model_id(run_dir: Path, metrics: dict[str, Any]) -> ModelId:
     """The base model of a finished run, from its config.yaml (and metrics.json)."""
-    try:
-        model = (yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}).get("model") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
-        model = {}
+    model = (saved_config(run_dir) or {}).get("model")
+    model = model if isinstance(model, dict) else {}
     return ModelId(str(model.get("name", metrics.get("model", ""))), str(model.get("dtype", "")), base_params(metrics))
 
 
@@ -147,10 +143,8 @@ class Configuration:
 
 def configuration_key(run_dir: Path, metrics: dict[str, Any]) -> str:
     """A hash of the run's config.yaml without seed, output location and launch settings."""
-    path = run_dir / CONFIG_FILE
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    raw = saved_config(run_dir)
+    if raw is None:
         raw = {"method": metrics.get("method"), "method_config": metrics.get("method_config"),
                "model": metrics.get("model"), "lr": (metrics.get("train") or {}).get("learning_rate")}  # fmt: skip
     for key in _NOT_CONFIGURATION:

@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation import metrics as official
 from peftbench.evaluation.task_scores import TaskScores
-from peftbench.experiments.rundir import CONFIG_FILE, INSTANCE_SCORES_FILE, PREDICTIONS_FILE
+from peftbench.experiments.rundir import INSTANCE_SCORES_FILE, PREDICTIONS_FILE, saved_config
 from peftbench.io import atomic_write_text, cache_dir
 
 log = logging.getLogger(__name__)
@@ -90,10 +89,9 @@ def _track(run_dir: Path, metrics: dict[str, Any]) -> str | None:
     """None for the default track, else the cross-lingual tokenizer the run was scored with."""
     if metrics.get("track") != "xlingual":
         return None
-    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
-        raw = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
-        return str((raw.get("eval") or {}).get("xlingual_tokenizer") or official.DEFAULT_XLINGUAL_TOKENIZER)
-    return official.DEFAULT_XLINGUAL_TOKENIZER
+    evaluation = (saved_config(run_dir) or {}).get("eval")
+    chosen = evaluation.get("xlingual_tokenizer") if isinstance(evaluation, dict) else None
+    return str(chosen or official.DEFAULT_XLINGUAL_TOKENIZER)
 
 
 def _cache_key(data: bytes, track: str | None) -> str:

@@ -20,6 +20,7 @@ import yaml
 from peftbench.config import ExperimentConfig
 from peftbench.configure import apply_overrides, config_from_dict, load_yaml
 from peftbench.errors import PeftbenchError
+from peftbench.io import read_text_file
 
 MODES = ("dev", "full")
 DEMO_DATA = "@demo"
@@ -38,7 +39,7 @@ def configs_dir() -> Path:
 def read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping, with one-line errors."""
     try:
-        loaded = load_yaml(path.read_text())
+        loaded = load_yaml(read_text_file(path))
     except OSError as exc:
         raise PeftbenchError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

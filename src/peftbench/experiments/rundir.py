@@ -111,6 +111,16 @@ def read_run_config(run_dir: Path) -> ExperimentConfig:
         raise PeftbenchError(f"{path}: {exc} (damaged? {advice})") from None
 
 
+def saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """A run's ``config.yaml`` as a plain mapping, or None when it is missing or damaged (for readers that can do
+    without it: the report falls back on ``metrics.json``)."""
+    try:
+        raw = yaml.safe_load(read_text_file(run_dir / CONFIG_FILE))
+    except (FileNotFoundError, PeftbenchError, yaml.YAMLError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
 def check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
     """Refuses to reuse a run directory made with a different configuration."""
     saved, wanted = config_hash(read_run_config(run_dir)), config_hash(cfg)
