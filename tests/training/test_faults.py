@@ -181,7 +181,7 @@ TRAINING = [
 ]  # fmt: skip
 FULL = [(s, f, d) for s, files in (("finished", FINISHED), ("evaluating", EVALUATING), ("training", TRAINING))
         for f in files for d in DAMAGES]  # fmt: skip
-"""Every damage of every file in every state: 168 cases, about 8 minutes on 2 cores (PEFTBENCH_FAULTS=full)."""
+"""Every damage of every file in every state: 168 cases, 12.5 minutes on 2 busy cores (PEFTBENCH_FAULTS=full)."""
 
 
 def _sample() -> list[tuple[str, str, str]]:
