@@ -324,8 +324,8 @@ def explanation(sig: Significance, on_test: bool) -> str:
         f"this table (every pair, both metrics); a difference is called real when its Holm-adjusted ROUGE-L p is at "
         f"most {ALPHA}. A pair not called real states the smallest difference it would have found with "
         f"{POWER:.0%} power at the family's level: differences below it are not ruled out. The intervals are not "
-        "adjusted for multiplicity. The configurations compared were each chosen on validation among several learning "
-        "rates and sizes; that choice is not part of the test. Details: docs/statistics.md."
+        "adjusted for multiplicity. Where a method had several configurations (learning rates, sizes), the one "
+        "compared was chosen first, and that choice is not part of the test. Details: docs/statistics.md."
     )
     if not covered:
         text += (
