@@ -2,9 +2,10 @@
 
 The quick variant checks the plumbing (data, cached base, baseline + methods over two seeds, report, idempotent
 re-run). The full variant is the demo exactly as `make demo` runs it, and checks its claim: every trained method
-scores at least ``CLAIM_MARGIN`` ROUGE-L points above the untrained base on the unseen test tasks. The margin is
-what held for every training seed under every CPU kernel `bench/demo_spread.py` measured (docs/demo.md), not one
-seed's margin on one CPU: no ordering among methods and no digits are asserted.
+scores at least ``CLAIM_MARGIN`` ROUGE-L points above the untrained base on the unseen test tasks, except prompt
+tuning (``UNCLAIMED``: it does not learn reliably at this scale). The margin is what held for every training seed
+under every CPU kernel `bench/demo_spread.py` measured (docs/demo.md), not one seed's margin on one CPU: no ordering
+among methods and no digits are asserted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 import pytest
 
-from peftbench.demo.runner import CLAIM_MARGIN, SEED, Claim, check_claims, run_name
+from peftbench.demo.runner import CLAIM_MARGIN, SEED, UNCLAIMED, Claim, check_claims, run_name
 from peftbench.io import cache_dir
 from tests.conftest import in_process, run_cli
 
@@ -70,6 +71,7 @@ def test_the_claim_needs_the_margin_for_every_seed_not_on_average():
     assert not Claim("m", {1: 30.0, 2: 30.0, 3: 4.5}, base=4.0).holds
     assert not Claim("m", {}, base=0.0).holds
     assert "NOT MET" in Claim("m", {1: 4.5}, base=4.0).line() and "holds" in Claim("m", {1: 9.0}, base=4.0).line()
+    assert "not claimed" in Claim("prompt", {1: 1.0}, base=1.0).line()  # shown, never a failure
 
 
 def test_check_claims_reads_each_seeds_run(tmp_path):
@@ -102,5 +104,8 @@ def test_full_demo_methods_beat_the_untrained_base(tmp_path):
     base = float(rows.pop("untrained")["ROUGE-L"])
     assert set(rows) == {"lora", "adapter_houlsby", "prompt", "full"}
     for name, row in rows.items():
+        if name in UNCLAIMED:  # run and reported, no claim (prompt tuning: docs/demo.md)
+            continue
         assert float(row["ROUGE-L"]) >= base + CLAIM_MARGIN, f"{name}: ROUGE-L {row['ROUGE-L']} vs untrained {base}"
-    assert proc.stdout.count(": holds") == 4 and "NOT MET" not in proc.stdout  # the demo says so too
+    assert proc.stdout.count(": holds") == 3 and "NOT MET" not in proc.stdout  # the demo says so too
+    assert "prompt: ROUGE-L" in proc.stdout and "not claimed" in proc.stdout

@@ -131,9 +131,15 @@ SEED: int = COMMON["seed"]
 """The demo's default training seed; its runs are named after the method alone (other seeds: ``<method>-s<seed>``)."""
 
 CLAIM_MARGIN = 3.0
-"""ROUGE-L points by which every trained method must beat the untrained base, for every training seed: what the
+"""ROUGE-L points by which every claimed method must beat the untrained base, for every training seed: what the
 demo claims. Chosen from the spread over training seeds and CPU kernels that ``bench/demo_spread.py`` measures
-(docs/demo.md): every method cleared it in every cell recorded there, the weakest (prompt tuning) by a margin."""
+(docs/demo.md): LoRA, Houlsby and full fine-tuning cleared it by at least 5.3 points in every cell recorded there."""
+
+UNCLAIMED = {
+    "prompt": "prompt tuning does not learn reliably on a 1 M-parameter base: for some seeds and CPU kernels it "
+    "stays at the untrained score (docs/demo.md)",
+}
+"""Methods the demo runs and reports but makes no claim for, and why."""
 
 
 def run_name(method: str, seed: int) -> str:
@@ -171,14 +177,24 @@ class Claim:
     margin: float = CLAIM_MARGIN
 
     @property
+    def claimed(self) -> bool:
+        return self.method not in UNCLAIMED
+
+    @property
     def holds(self) -> bool:
+        """Whether the method clears the margin for every seed (also computed for unclaimed methods, to show it)."""
         return bool(self.scores) and min(self.scores.values()) - self.base >= self.margin
 
     def line(self) -> str:
         values = list(self.scores.values())
         mean = statistics.fmean(values)
         spread = f" (seeds {min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
-        verdict = "holds" if self.holds else f"NOT MET (needs >= {self.base + self.margin:.2f} for every seed)"
+        if not self.claimed:
+            verdict = f"not claimed: {UNCLAIMED[self.method]}"
+        elif self.holds:
+            verdict = "holds"
+        else:
+            verdict = f"NOT MET (needs >= {self.base + self.margin:.2f} for every seed)"
         return f"  {self.method}: ROUGE-L {mean:.2f}{spread}, {mean - self.base:+.2f} vs untrained: {verdict}"
 
 
@@ -251,7 +267,8 @@ def run_demo(
     tqdm.write(f"\nreport: {files.markdown} | {files.html} | {files.csv} | " + " | ".join(map(str, files.plots)))
     claims = check_claims(runs_dir, methods, seeds)
     tqdm.write(
-        f"\nclaim: every method >= {CLAIM_MARGIN:g} ROUGE-L points above the untrained base, for each of "
+        f"\nclaim: every method (but {', '.join(sorted(UNCLAIMED))}) >= {CLAIM_MARGIN:g} ROUGE-L points above the "
+        "untrained base, for each of "
         f"{len(seeds)} training seed(s) ({', '.join(map(str, seeds))}):"
     )
     for claim in claims:
