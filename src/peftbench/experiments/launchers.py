@@ -240,13 +240,20 @@ def launch_slurm(runs: list[SweepRun], options: dict[str, Any], *, wait: bool = 
         return [outcomes[run.name] for run in runs]
     bar = tqdm(total=len(runs), initial=len(outcomes), desc="sweep (slurm)", unit="run", disable=not progress)
     waiting = dict(jobs)
+    absent: dict[str, int] = {}
     while waiting:
         queued = _queued_job_ids()
         for name, job in list(waiting.items()):
             if job.job_id in queued:
+                absent.pop(name, None)
                 continue
             run = next(r for r in runs if r.name == name)
             status = run_status(run)
+            absent[name] = absent.get(name, 0) + 1
+            # A requeued job leaves squeue for a moment before it is pending again: only a finished run, or a job
+            # absent from several polls in a row, has really ended.
+            if status != "finished" and absent[name] < REQUEUE_POLLS:
+                continue
             if status == "finished":
                 outcomes[name] = Outcome(run, "finished", f"job {job.job_id}")
             else:
@@ -258,6 +265,10 @@ def launch_slurm(runs: list[SweepRun], options: dict[str, Any], *, wait: bool = 
             time.sleep(poll_s)
     bar.close()
     return [outcomes[run.name] for run in runs]
+
+
+REQUEUE_POLLS = 3
+"""Polls in a row a job must be missing from squeue before a sweep that waits counts an unfinished run as ended."""
 
 
 def _queued_job_ids() -> set[str]:
