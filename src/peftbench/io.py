@@ -28,18 +28,24 @@ class DamagedFileError(PeftbenchError):
         super().__init__(f"{path} is damaged ({reason})" + (f"; {advice}" if advice else ""))
 
 
-def read_text_file(path: str | Path, advice: str = "") -> str:
-    """The UTF-8 text of a file peftbench wrote. Raises :class:`DamagedFileError` when it is a directory, cannot be
-    read or is not valid UTF-8 (``FileNotFoundError`` passes through: a missing file is the caller's case)."""
+def read_file_bytes(path: str | Path, advice: str = "") -> bytes:
+    """The bytes of a file peftbench wrote. Raises :class:`DamagedFileError` when it is a directory or cannot be read
+    (``FileNotFoundError`` passes through: a missing file is the caller's case)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise
     except IsADirectoryError:
         raise DamagedFileError(path, "a directory, not a file", advice) from None
     except OSError as exc:
         raise DamagedFileError(path, f"unreadable: {exc.strerror or exc}", advice) from None
+
+
+def read_text_file(path: str | Path, advice: str = "") -> str:
+    """The UTF-8 text of a file peftbench wrote; :class:`DamagedFileError` as :func:`read_file_bytes`, and when it
+    is not valid UTF-8."""
+    data = read_file_bytes(path, advice)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

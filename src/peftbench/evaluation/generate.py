@@ -32,7 +32,7 @@ from peftbench.data.collate import (
 from peftbench.evaluation.greedy import early_exit_supported, greedy_decode
 from peftbench.evaluation.metrics import record_checksum
 from peftbench.evaluation.sharding import all_gather, assign_rounds, broadcast, check_shardable, process_group
-from peftbench.io import DamagedFileError, atomic_write_text
+from peftbench.io import atomic_write_text, read_file_bytes
 from peftbench.training.preemption import Preempted, StopFlag
 
 log = logging.getLogger("peftbench")
@@ -48,12 +48,7 @@ def _existing_predictions(path: Path) -> tuple[dict[str, dict], bool]:
     done: dict[str, dict] = {}
     if not path.exists():
         return done, True
-    try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise DamagedFileError(path, "a directory, not a file", "move it away to generate again") from None
-    except OSError as exc:
-        raise DamagedFileError(path, f"unreadable: {exc.strerror or exc}", "move it away to generate again") from None
+    raw = read_file_bytes(path, "move it away to generate again")
     *lines, tail = raw.split(b"\n")
     clean = tail == b""
     for line in lines:

@@ -244,9 +244,7 @@ def _trained_weights(model: nn.Module, state: RunState, run_dir: Path, quiet: bo
     if not state.get("trained") or not path.is_file() or not isinstance(state.get("train"), dict):
         return False
     try:
-        recorded = state.get("weights_sha256")  # absent in runs from before it was recorded
-        if recorded is not None and file_sha256(path) != recorded:
-            raise PeftbenchError("its SHA-256 is not the one recorded when it was saved")
+        check_weights(run_dir)  # against the SHA-256 run_state.json recorded when they were saved
         load_trainable(model, path)
         TrainResult(**state["train"])
     except (PeftbenchError, TypeError) as exc:

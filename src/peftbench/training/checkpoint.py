@@ -19,7 +19,6 @@ else is JSON. Nothing is ever unpickled.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from peftbench.errors import PeftbenchError
-from peftbench.io import load_tensors, read_json_file, save_tensors
+from peftbench.io import file_sha256, load_tensors, read_json_file, save_tensors
 from peftbench.weights import read_trainable, write_trainable
 
 log = logging.getLogger(__name__)
@@ -105,14 +104,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Writing
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -198,7 +189,7 @@ def save_checkpoint(
         "seed": seed,
         "config_hash": config_hash,
         "versions": versions,
-        "files": {name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files},
+        "files": {name: {"size": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)} for name in files},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     _fsync_file(tmp / MANIFEST)
@@ -244,7 +235,7 @@ def save_best(run_dir: Path, step: int, score: float, metric: str, trainable: di
     tmp.mkdir()
     write_trainable(trainable, tmp / WEIGHTS)
     _fsync_file(tmp / WEIGHTS)
-    info = {"step": step, "metric": metric, "score": score, "sha256": _sha256(tmp / WEIGHTS)}
+    info = {"step": step, "metric": metric, "score": score, "sha256": file_sha256(tmp / WEIGHTS)}
     (tmp / BEST_INFO).write_text(json.dumps(info, indent=1))
     _fsync_file(tmp / BEST_INFO)
     final = root / _best_name(step)
@@ -282,7 +273,7 @@ def load_best(run_dir: Path, step: int) -> tuple[dict[str, torch.Tensor], float]
         info = read_json_file(path / BEST_INFO)
         if int(info["step"]) != step:
             raise ValueError(f"{path / BEST_INFO} records step {info['step']}")
-        if _sha256(path / WEIGHTS) != info["sha256"]:
+        if file_sha256(path / WEIGHTS) != info["sha256"]:
             raise ValueError(f"{path / WEIGHTS} does not match the SHA-256 in {BEST_INFO}")
         return read_trainable(path / WEIGHTS), float(info["score"])
     except (OSError, ValueError, KeyError, TypeError, PeftbenchError) as exc:
@@ -349,7 +340,7 @@ def validate_checkpoint(path: Path, config_hash: str, world_size: int, sharded: 
             return f"{name} is missing"
         if f.stat().st_size != meta["size"]:
             return f"{name} has {f.stat().st_size} bytes, the manifest says {meta['size']}"
-        if _sha256(f) != meta["sha256"]:
+        if file_sha256(f) != meta["sha256"]:
             return f"{name} does not match its SHA-256 checksum"
     return None
 
