@@ -286,3 +286,20 @@ def test_readers_at_every_offset(reference):
             cases += 1
         path.write_bytes(whole)
     assert cases > 5000
+
+
+def test_a_changed_weight_is_caught_by_the_recorded_sha256(reference):
+    """A flipped bit in the tensor data of the final weights still loads; only the recorded SHA-256 can catch it."""
+    cfg, run = reference.copy("finished")
+    path = run / "trainable.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40  # inside the last tensor's values (the header is at the start)
+    path.write_bytes(bytes(data))
+    proc = in_process("evaluate", str(run), "--no-progress")
+    assert proc.returncode == 2 and "trainable.safetensors is damaged" in proc.stderr and "SHA-256" in proc.stderr
+    (run / "metrics.json").unlink()
+    proc = in_process("train", str(cfg), "--no-progress")  # resumes from the checkpoints, saves them again
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run / "trainable.safetensors.damaged").is_file()
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["overall"] == reference.metrics["overall"]
