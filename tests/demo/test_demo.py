@@ -51,6 +51,16 @@ def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
     assert "(cached)" in again.stdout and again.stdout.count("already finished") == 8
     assert _rows(out / "report.csv") == rows
 
+    # a damaged cached base (a bit flipped in its weights) is set aside, never used, and pre-trained again
+    weights = base / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 1
+    weights.write_bytes(bytes(data))
+    third = in_process("demo", "--quick", "--output-dir", str(out), "--no-progress", env=env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "is damaged; set aside" in third.stdout and "(cached)" not in third.stdout
+    assert len(list((tmp_path / "cache" / "bases").glob(f".{base.name}.damaged-*"))) == 1
+
 
 def test_demo_methods_option_rejects_unknown_names(cli, tmp_path):
     proc = cli("demo", "--quick", "--methods", "lora,nope", "--output-dir", str(tmp_path))

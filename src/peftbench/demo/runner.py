@@ -31,7 +31,7 @@ from peftbench.experiments.report import write_report
 from peftbench.experiments.run import evaluate_untrained, run_experiment
 from peftbench.experiments.rundir import CONFIG_FILE, WEIGHTS_FILE, check_same_config, load_trainable, run_dir_for
 from peftbench.experiments.setup import build_model
-from peftbench.io import cache_dir
+from peftbench.io import atomic_write_json, cache_dir, file_sha256, load_tensors, read_json_file
 from peftbench.models import train_tokenizer
 
 DEMO_METHODS = ("lora", "adapter_houlsby", "prompt", "full")
@@ -107,9 +107,13 @@ def pretrained_base(model: str, data_dir: Path, quick: bool, progress: bool) -> 
     key = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:12]
     raw = deep_merge(raw, {"data": {"data_dir": str(data_dir)}})
     target = cache_dir() / "bases" / f"{model}-{key}"
-    if (target / "config.json").is_file():
-        tqdm.write(f"pre-trained base: {target} (cached)")
-        return target
+    if (target / "config.json").exists():
+        if _intact_base(target):
+            tqdm.write(f"pre-trained base: {target} (cached)")
+            return target
+        aside = target.with_name(f".{target.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(target, aside)
+        tqdm.write(f"the cached base {target} is damaged; set aside as {aside.name}, pre-training it again")
     tqdm.write(f"pre-training the {model} base on the '{PRETRAIN_SPLIT}' tasks (once; cached in {target})")
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = target.parent / f".tokenizer-{target.name}"
@@ -123,8 +127,29 @@ def pretrained_base(model: str, data_dir: Path, quick: bool, progress: bool) -> 
     shutil.rmtree(tmp, ignore_errors=True)
     model_obj.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    sums = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    atomic_write_json(tmp / BASE_STAMP, sums)
     os.replace(tmp, target)
     return target
+
+
+BASE_STAMP = "peftbench-base.json"
+"""SHA-256 of every file of a cached base, written when it is saved and checked before it is reused."""
+
+
+def _intact_base(target: Path) -> bool:
+    """Whether a cached base reads back as it was saved (bases cached before the stamp: its config parses and its
+    weights load)."""
+    try:
+        read_json_file(target / "config.json")
+        if not (target / BASE_STAMP).exists():
+            for weights in target.glob("*.safetensors"):
+                load_tensors(weights)
+            return True
+        sums = read_json_file(target / BASE_STAMP)
+        return all(file_sha256(target / name) == sha for name, sha in sums.items())
+    except Exception:  # damaged in any way (safetensors raises its own error types): pre-trained again
+        return False
 
 
 SEED: int = COMMON["seed"]
