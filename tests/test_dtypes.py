@@ -17,7 +17,7 @@ import torch
 from transformers import ByT5Tokenizer, T5Config, T5ForConditionalGeneration
 
 from peftbench.configure import config_from_dict
-from peftbench.data.collate import Features, tokenize_prompt, tokenize_target, training_batch
+from peftbench.data.collate import Features, tokenize_example, training_batch
 from peftbench.errors import PeftbenchError
 from peftbench.experiments.presets import preset_config
 from peftbench.experiments.run import run_experiment
@@ -47,7 +47,7 @@ def _config(model: str, method: str, dtype: str, **extra):
 def _batch(model, tokenizer) -> dict[str, torch.Tensor]:
     enc_dec = is_encoder_decoder(model)
     features = [
-        Features(str(i), "t", "c", tokenize_prompt(tokenizer, s, 64, enc_dec), tokenize_target(tokenizer, t, 8), (t,))
+        Features(str(i), "t", "c", *tokenize_example(tokenizer, s, t, 64, 8, enc_dec), (t,))
         for i, (s, t) in enumerate(PAIRS)
     ]
     return training_batch(features, tokenizer.pad_token_id, enc_dec)

@@ -13,7 +13,7 @@ from transformers import ByT5Tokenizer
 
 from peftbench.config import DataConfig
 from peftbench.data.cache import META_FILE, TOKENS_FILE, Lengths, PreparedData, cache_key
-from peftbench.data.collate import featurize, tokenize_prompt, tokenize_target
+from peftbench.data.collate import featurize, tokenize_example
 from peftbench.data.examples import load_examples
 from peftbench.data.pipeline import prepare_features
 from peftbench.models import train_tokenizer
@@ -95,8 +95,7 @@ def test_batched_featurize_matches_one_call_per_text(data_dir: Path) -> None:
             features = featurize(examples, tokenizer, 64, 4, enc_dec)  # 64 tokens: most prompts are truncated
             assert any(len(f.prompt_ids) == 64 for f in features)
             for f, ex in zip(features, examples, strict=True):
-                assert f.prompt_ids == tokenize_prompt(tokenizer, ex.source, 64, enc_dec)
-                assert f.target_ids == tokenize_target(tokenizer, ex.target, 4)
+                assert (f.prompt_ids, f.target_ids) == tokenize_example(tokenizer, ex.source, ex.target, 64, 4, enc_dec)
                 assert (f.id, f.task, f.category, f.references) == (ex.id, ex.task, ex.category, ex.references)
 
 

@@ -12,6 +12,7 @@ from peftbench.data.collate import (
     length_grouped_batches,
     prefix_generation_batch,
     sorted_batches,
+    tokenize_example,
     tokenize_prompt,
     tokenize_target,
     training_batch,
@@ -28,7 +29,8 @@ def test_truncation_keeps_the_output_cue_for_both_architectures():
         ids = tokenize_prompt(TOK, SOURCE, 64, enc_dec)
         assert len(ids) == 64
         text = TOK.decode(ids, skip_special_tokens=True)
-        assert text.endswith("\nOutput: ") and text.startswith("Definition: very long")
+        # a decoder-only prompt ends at the cue's colon: its trailing space begins the target
+        assert text.endswith("\nOutput: " if enc_dec else "\nOutput:") and text.startswith("Definition: very long")
         assert (ids[-1] == TOK.eos_token_id) == enc_dec  # encoder input closes with EOS; a causal prompt does not
 
 
@@ -39,8 +41,8 @@ def test_short_prompt_is_not_changed():
 
 
 def test_decoder_only_loss_is_on_target_tokens_only():
-    prompt = tokenize_prompt(TOK, "Input: ab.\nOutput: ", 64, False)
-    target = tokenize_target(TOK, "yes", 8)
+    prompt, target = tokenize_example(TOK, "Input: ab.\nOutput: ", "yes", 64, 8, False)
+    assert TOK.decode(prompt + target, skip_special_tokens=True) == "Input: ab.\nOutput: yes"
     batch = training_batch([Features("1", "t", "c", prompt, target, ("yes",))], TOK.pad_token_id, False)
     labels = batch["labels"][0].tolist()
     assert labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
@@ -156,7 +158,8 @@ def test_truncation_of_a_real_superni_prompt_keeps_the_cue(superni_mini):
         ids = tokenize_prompt(TOK, source, 200, enc_dec)
         text = TOK.decode(ids, skip_special_tokens=True)
         assert len(ids) == 200
-        assert text.startswith("Definition: Generate an overlapping word") and text.endswith("\nOutput: ")
+        cue = "\nOutput: " if enc_dec else "\nOutput:"  # decoder-only: the space begins the target
+        assert text.startswith("Definition: Generate an overlapping word") and text.endswith(cue)
 
 
 def test_multi_output_target_is_drawn_afresh_each_epoch_deterministically():

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from peftbench.configure import config_from_dict
-from peftbench.data.collate import Features, tokenize_prompt, tokenize_target
+from peftbench.data.collate import Features, tokenize_example
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.experiments.setup import build_model
@@ -36,8 +36,7 @@ def _features(tokenizer, enc_dec: bool) -> list[Features]:
     prompts = [(f"{DEFINITION}Now complete the following example -\nInput: {x}.\nOutput: ", "copy") for x in INPUTS]
     prompts.append((OTHER, "yes-no"))
     return [
-        Features(str(i), task, "c", tokenize_prompt(tokenizer, text, 256, enc_dec), tokenize_target(tokenizer, "x", 8),
-                 ("x",))
+        Features(str(i), task, "c", *tokenize_example(tokenizer, text, "x", 256, 8, enc_dec), ("x",))
         for i, (text, task) in enumerate(prompts)
     ]  # fmt: skip
 
