@@ -57,6 +57,9 @@ def test_run_directory_is_complete(trained_runs):
         assert len(metrics["per_task"]) == 12
         assert 0 < metrics["trainable_params"] < metrics["total_params"]
         assert metrics["train"]["steps"] == 3 and metrics["train_time_s"] > 0 and metrics["peak_memory_mb"] > 0
+        # a tiny run is not the study's protocol, and says where it differs
+        assert metrics["protocol"]["follows_study"] is False
+        assert metrics["protocol"]["differences"]["data.max_source_length"]["study"] == 1024
         lines = (run_dir / "predictions.jsonl").read_text().splitlines()
         assert len(lines) == 12 and len({json.loads(x)["id"] for x in lines}) == 12
         kept = json.loads((run_dir / "instance_scores.json").read_text())  # per instance, for the report

@@ -138,3 +138,37 @@ def test_tensorboard_logging(tmp_path):
 def test_unknown_or_missing_tracker_is_one_line(cli):
     proc = cli("run", "lora", "--mode", "dev", "train.report_to=[comet]", "--print-config")
     assert proc.returncode == 2 and "unknown tracker(s) comet" in proc.stderr
+
+
+# The study's protocol, read from its own scripts (hepengfe/parameter_efficient_instruction_tuning):
+# scripts/grid_search_1/grid_search_<method>_1.sh export WEIGHT_DECAY / DROPOUT_RATE, and
+# configs/hfai/default_config_ddp.yaml launches with mixed_precision 'no'.
+STUDY_GRIDS = {  # method -> (WEIGHT_DECAY, DROPOUT_RATE) as the study's grid scripts export them
+    "full": (0.0, 0.0), "lora": (0.01, 0.1), "adapter_houlsby": (0.01, 0.1), "ia3": (0.01, 0.1),
+    "prefix": (0.01, 0.1), "prompt": (0.01, 0.1), "bitfit": (0.01, 0.1),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(STUDY_GRIDS))
+def test_full_presets_train_with_the_study_s_precision_and_regularisation(method):
+    cfg = preset_config(method, "full")
+    weight_decay, dropout = STUDY_GRIDS[method]
+    assert (cfg.model.dtype, cfg.train.mixed_precision) == ("float32", "no")
+    assert cfg.train.weight_decay == weight_decay
+    if method == "lora":  # the study gives DROPOUT_RATE to LoRA's dropout
+        assert cfg.method["dropout"] == dropout
+
+
+def test_every_full_preset_records_that_it_follows_the_study():
+    from peftbench.experiments.protocol import study_protocol
+
+    for spec in all_methods():
+        protocol = study_protocol(preset_config(spec.name, "full"))
+        if spec.name == "ia3":  # the study's (AdapterHub) IA3 has a dropout, peft's has none: a known difference
+            assert list(protocol["differences"]) == ["method.dropout"]
+        else:
+            assert protocol["follows_study"], (spec.name, protocol["differences"])
+    changed = study_protocol(preset_config("lora", "full", ["train.mixed_precision=bf16", "model.dtype=bfloat16"]))
+    assert not changed["follows_study"]
+    assert changed["differences"]["train.mixed_precision"] == {"run": "bf16", "study": "no"}
+    assert set(changed["differences"]) == {"train.mixed_precision", "model.dtype"}

@@ -23,6 +23,7 @@ from peftbench.evaluation.generate import generate_predictions
 from peftbench.evaluation.metrics import score_predictions
 from peftbench.evaluation.sharding import process_group
 from peftbench.experiments.instance_scores import record_instance_scores
+from peftbench.experiments.protocol import study_protocol
 from peftbench.experiments.rundir import METRICS_FILE, PREDICTIONS_FILE, config_hash
 from peftbench.experiments.setup import budget_record
 from peftbench.io import atomic_write_json, peak_memory_mb
@@ -137,6 +138,7 @@ def evaluate_and_write(
         "peak_memory_kind": peak_kind,
         "data": data_stats,
         "seed": cfg.seed,
+        "protocol": study_protocol(cfg) if spec is not None else None,
         "config_hash": config_hash(cfg),
         "versions": versions(),
     }
