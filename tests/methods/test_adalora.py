@@ -99,3 +99,27 @@ def test_preempted_adalora_resumes_bit_identically(tmp_path, stop_at):
 def test_schedule_without_pruning_phase_is_refused():
     with pytest.raises(PeftbenchError, match="no pruning phase"):
         _fit(_cfg(tinit=8, tfinal=4))
+
+
+def test_default_schedule_follows_the_paper_s_scripts():
+    """Without tinit/tfinal/delta_t the schedule takes the proportions of QingruZhang/AdaLoRA's scripts: warm-up
+    4-18% of the run, final fixed-rank phase 31-63%, pruning every 100 steps in long runs (MNLI: T = 85,904,
+    tinit 8000, tfinal 50000, deltaT 100), orthogonality weight 0.1; the hooks hand them to peft."""
+    from peftbench.methods.lora_variants import AdaLoraConfig
+
+    for total in (85_904, 16_370, 3_450):
+        tinit, tfinal, delta_t = AdaLoraConfig().schedule(total)
+        assert 0.04 <= tinit / total <= 0.18 and 0.31 <= tfinal / total <= 0.63
+        assert tinit + tfinal < total
+    assert AdaLoraConfig().schedule(85_904)[2] == 100 and AdaLoraConfig().schedule(3_450)[2] == 6
+    assert AdaLoraConfig().orth_reg_weight == 0.1
+    cfg = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "adalora", "init_r": 6}, "seed": 3})
+    model, _ = build_model(cfg)
+    hooks = get_method("adalora").training_hooks(model, 1000)
+    peft_config = model.base_model.peft_config["default"]
+    assert (peft_config.tinit, peft_config.tfinal, peft_config.deltaT, peft_config.total_step) == (100, 500, 2, 1000)
+    assert hooks.config is peft_config
+    given = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "adalora", "tinit": 7}, "seed": 3})
+    model, _ = build_model(given)
+    get_method("adalora").training_hooks(model, 1000)
+    assert model.base_model.peft_config["default"].tinit == 7

@@ -93,18 +93,18 @@ class AdaLoraConfig:
     target_modules: list[str] | None = None
     """Module names to adapt; None = every linear layer but the output head (the paper's choice: "all weight
     matrices"; peft's own default would skip T5's gated wi_0/wi_1 and adapt only q, v on LLaMA)."""
-    tinit: int = 0
-    """Optimizer steps before rank pruning starts."""
-    tfinal: int = 0
-    """Optimizer steps at the end with the final ranks fixed."""
-    delta_t: int = 1
-    """Prune every this many steps."""
+    tinit: int | None = None
+    """Optimizer steps of warm-up before rank pruning starts; None = 10% of the run (:data:`TINIT_SHARE`)."""
+    tfinal: int | None = None
+    """Optimizer steps at the end with the final ranks fixed; None = 50% of the run (:data:`TFINAL_SHARE`)."""
+    delta_t: int | None = None
+    """Prune every this many steps; None = a 500th of the run, between 1 and 100 (:func:`schedule`)."""
     beta1: float = 0.85
-    """Smoothing of the importance scores."""
+    """Smoothing of the importance scores (the paper's 0.85)."""
     beta2: float = 0.85
-    """Smoothing of their uncertainty."""
-    orth_reg_weight: float = 0.5
-    """Weight of the orthogonality regulariser added to the loss."""
+    """Smoothing of their uncertainty (the paper's 0.85)."""
+    orth_reg_weight: float = 0.1
+    """Weight of the orthogonality regulariser added to the loss (γ: 0.1 in most of the paper's scripts)."""
 
     def __post_init__(self) -> None:
         _check_rank("init_r", self.init_r)
@@ -112,12 +112,29 @@ class AdaLoraConfig:
             _check_rank("target_r", self.target_r)
             if self.target_r > self.init_r:
                 raise ValueError(f"target_r ({self.target_r}) must not exceed init_r ({self.init_r})")
-        if self.tinit < 0 or self.tfinal < 0 or self.delta_t < 1:
+        if (self.tinit or 0) < 0 or (self.tfinal or 0) < 0 or (self.delta_t is not None and self.delta_t < 1):
             raise ValueError("tinit and tfinal must be >= 0 and delta_t >= 1")
 
     def final_rank(self) -> int:
         """The average rank AdaLoRA prunes to."""
         return self.target_r if self.target_r is not None else max(1, round(2 * self.init_r / 3))
+
+    def schedule(self, total_steps: int) -> tuple[int, int, int]:
+        """``(tinit, tfinal, delta_t)`` in a run of ``total_steps`` optimizer steps: the options given, else the
+        paper's proportions. Its scripts (QingruZhang/AdaLoRA ``NLU/scripts``, ``NLG_QA/scripts``) warm up for
+        4-18% of the run (median 12%), fix the ranks for the last 31-63% (median 49%) and prune every 100 steps
+        in runs of 16k steps or more (10 at 4.5-6.7k, 1 at 3.5k): so warm-up 10%, final phase 50% and a pruning
+        interval of a 500th of the run, between 1 and 100."""
+        tinit = self.tinit if self.tinit is not None else round(TINIT_SHARE * total_steps)
+        tfinal = self.tfinal if self.tfinal is not None else round(TFINAL_SHARE * total_steps)
+        delta_t = self.delta_t if self.delta_t is not None else min(100, max(1, total_steps // 500))
+        return tinit, tfinal, delta_t
+
+
+TINIT_SHARE = 0.1
+"""AdaLoRA's warm-up before pruning, as a share of the run's steps (the paper's scripts: 4-18%)."""
+TFINAL_SHARE = 0.5
+"""AdaLoRA's final fixed-rank phase, as a share of the run's steps (the paper's scripts: 31-63%)."""
 
 
 # peft requires the run's length when the model is wrapped; the real one is set when training starts.
@@ -126,7 +143,7 @@ _PLACEHOLDER_STEPS = 1_000_000_000
 
 def apply_adalora(model: nn.Module, config: AdaLoraConfig) -> nn.Module:
     """Wraps the model with peft AdaLoRA (the rank schedule is driven by ``AdaLoraHooks`` during training)."""
-    return wrap(
+    wrapped = wrap(
         model,
         PeftAdaLoraConfig(
             task_type=task_type(model),
@@ -135,15 +152,17 @@ def apply_adalora(model: nn.Module, config: AdaLoraConfig) -> nn.Module:
             lora_alpha=config.alpha if config.alpha is not None else config.init_r,
             lora_dropout=config.dropout,
             target_modules=config.target_modules if config.target_modules is not None else "all-linear",
-            tinit=config.tinit,
-            tfinal=config.tfinal,
-            deltaT=config.delta_t,
+            tinit=0,  # set with the run's length by AdaLoraHooks (AdaLoraConfig.schedule)
+            tfinal=0,
+            deltaT=1,
             beta1=config.beta1,
             beta2=config.beta2,
             orth_reg_weight=config.orth_reg_weight,
             total_step=_PLACEHOLDER_STEPS,
         ),
     )
+    wrapped._peftbench_adalora = config  # type: ignore[attr-defined]  # read by AdaLoraHooks
+    return wrapped
 
 
 class AdaLoraHooks:
@@ -155,11 +174,14 @@ class AdaLoraHooks:
         self.tuner = model.base_model
         adapter = self.tuner.trainable_adapter_name
         self.config = self.tuner.peft_config[adapter]
-        if self.config.tinit >= total_steps - self.config.tfinal:
+        options = getattr(model, "_peftbench_adalora", None) or AdaLoraConfig()
+        tinit, tfinal, delta_t = options.schedule(total_steps)
+        if tinit >= total_steps - tfinal:
             raise PeftbenchError(
-                f"adalora: tinit ({self.config.tinit}) + tfinal ({self.config.tfinal}) leave no pruning phase "
-                f"in a run of {total_steps} steps; lower them"
+                f"adalora: tinit ({tinit}) + tfinal ({tfinal}) leave no pruning phase in a run of {total_steps} "
+                f"steps; lower them"
             )
+        self.config.tinit, self.config.tfinal, self.config.deltaT = tinit, tfinal, delta_t
         self.config.total_step = total_steps
         self.allocator = self.tuner.rankallocator
 
@@ -282,7 +304,7 @@ register(
 register(
     MethodSpec(
         name="adalora",
-        revision=1,
+        revision=2,
         config_cls=AdaLoraConfig,
         apply=apply_adalora,
         summary="SVD-shaped updates of every weight matrix, ranks pruned by importance during training",
@@ -300,7 +322,11 @@ register(
             init="P, Q ~ normal(0, 0.02), Λ = 0: starts at the base model",
             activation="—",
             layer_norms="frozen",
-            source="Zhang et al. 2023 §4 (all weight matrices); peft AdaLoraConfig(target_modules='all-linear')",
+            source=(
+                "Zhang et al. 2023 §3.3, §4 (all weight matrices); peft AdaLoraConfig(target_modules='all-linear'). "
+                "Schedule as in the paper's scripts: warm-up 10% of the run, cubic pruning, the last 50% at fixed "
+                "ranks, pruning every T/500 steps (1-100), orthogonality weight 0.1, β1 = β2 = 0.85"
+            ),
         ),
     )
 )

@@ -94,7 +94,8 @@ class MethodSpec:
     revision: int = 0
     """Raised when what the method builds from the same options changes (its defaults, placement or
     initialisation): it enters the run's config hash, so runs made by an earlier version get a new run directory
-    instead of being taken as finished or resumed. (1: placements, inits and layer norms of 2026-12-01.)"""
+    instead of being taken as finished or resumed. (1: placements, inits and layer norms of 2026-12-01; 2: the
+    defaults of 2026-12-06, issue 26.)"""
     fp32_trainable: bool = True
     """Keep the trainable parameters in fp32 over a bf16/fp16 base (``build_model`` upcasts them). False only for
     full fine-tuning, which trains the base weights themselves: in a half-precision base it needs fp32 master
