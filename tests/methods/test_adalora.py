@@ -108,7 +108,7 @@ def test_default_schedule_follows_the_paper_s_scripts():
     from peftbench.methods.lora_variants import AdaLoraConfig
 
     for total in (85_904, 16_370, 3_450):
-        tinit, tfinal, delta_t = AdaLoraConfig().schedule(total)
+        tinit, tfinal, _ = AdaLoraConfig().schedule(total)
         assert 0.04 <= tinit / total <= 0.18 and 0.31 <= tfinal / total <= 0.63
         assert tinit + tfinal < total
     assert AdaLoraConfig().schedule(85_904)[2] == 100 and AdaLoraConfig().schedule(3_450)[2] == 6

@@ -90,3 +90,33 @@ def test_layer_norm_gains_train_only_when_asked():
     model = _bitfit(_model("tiny-t5"), train_layer_norms=True)
     gains = [m.weight for m in model.modules() if is_layer_norm(m)]
     assert gains and all(g.requires_grad for g in gains)
+
+
+@pytest.mark.parametrize("name", ["tiny-t5", "tiny-llama"])
+def test_bias_free_layer_norms_get_a_trained_bias_added_after_the_gain(name):
+    """BitFit's count includes the layer norms' biases; T5's and LLaMA's RMS norms have none, so one is added, as
+    Compacter's T5 does (``T5LayerNorm``: ``weight * x / sqrt(mean(x²) + eps) + bias``), zero at first. Checked
+    against that formula on each norm's captured input; ``layer_norm_biases: false`` (the study's) adds none."""
+    model = _bitfit(_model(name))
+    norms = [m for m in model.modules() if is_layer_norm(m)]
+    assert norms and all(m.bias.requires_grad and not m.weight.requires_grad for m in norms)
+    assert sum(m.bias.numel() for m in norms) == sum(m.weight.numel() for m in norms)
+    with torch.no_grad():
+        for m in norms:
+            m.bias.normal_()
+    seen = []
+
+    def check(module, args, output):
+        x = args[0].float()
+        eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+        expected = module.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)) + module.bias
+        seen.append(torch.allclose(output, expected.to(output.dtype), atol=1e-5))
+
+    handles = [m.register_forward_hook(check) for m in norms]
+    with torch.no_grad():
+        model(**_batch(model))
+    for h in handles:
+        h.remove()
+    assert len(seen) >= len(norms) and all(seen)
+    study = _bitfit(_model(name), layer_norm_biases=False)
+    assert not any(getattr(m, "bias", None) is not None for m in study.modules() if is_layer_norm(m))

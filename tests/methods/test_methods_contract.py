@@ -336,7 +336,8 @@ def _expected_count(model: str, method: str) -> int:
             "prompt": 20 * d,  # one soft prompt of 20 vectors
             "prefix": 8 * dec_layers * 2 * d,  # 8 tokens x decoder layers x (key, value) x d
             "ia3": attn_blocks * 2 * d + ffn_blocks * ff,  # k, v outputs; wo input
-            "bitfit": attn_blocks * 4 * d + ffn_blocks * (2 * ff + d),  # zero biases on q k v o, wi_0, wi_1, wo
+            # zero biases on q k v o, wi_0, wi_1, wo and on every layer norm
+            "bitfit": attn_blocks * 4 * d + ffn_blocks * (2 * ff + d) + norms,
             # no cross-attention adapter; the layer norms train too
             "adapter_houlsby": (attn_blocks - 2 + ffn_blocks) * adapter + norms,
             "adapter_pfeiffer": ffn_blocks * pfeiffer,
@@ -360,7 +361,7 @@ def _expected_count(model: str, method: str) -> int:
         "prompt": 20 * d,
         "prefix": 8 * layers * 2 * kv,
         "ia3": layers * (kv + kv + ff),
-        "bitfit": layers * (d + kv + kv + d + ff + ff + d),
+        "bitfit": layers * (d + kv + kv + d + ff + ff + d) + norms,
         "adapter_houlsby": layers * 2 * adapter + norms,
         "adapter_pfeiffer": layers * pfeiffer,
         "adapter_parallel": layers * adapter,

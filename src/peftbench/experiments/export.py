@@ -45,7 +45,10 @@ from peftbench.models import TINY_PRESETS
 from peftbench.trained import ADAPTER_WEIGHTS, BASE_DIR, EXPORT_FILE, FORMAT, FORMAT_VERSION, weights_hash
 from peftbench.weights import write_trainable
 
-MERGEABLE = "the LoRA family, IA3, LN tuning, BitFit and full fine-tuning"
+MERGEABLE = (
+    "the LoRA family, IA3, LN tuning, full fine-tuning, and BitFit where the architecture has a place for its biases "
+    "(GPT-2; LLaMA with method.layer_norm_biases: false)"
+)
 
 
 @dataclass
