@@ -308,13 +308,25 @@ def _expected_count(model: str, method: str) -> int:
     adapter = 2 * d * 64 + d + 64  # one bottleneck adapter of size 64
     pfeiffer = 2 * d * 8 + d + 8  # Pfeiffer's default bottleneck: 128 // 16 = 8
     phm = 2 * (d + 4) + d + 4  # one Compacter adapter: m = 128 // 32 = 4, n = 4, rank 1, with biases
-    mlp = 3 * (d * d + d)  # P-tuning's prompt encoder: d -> d -> d -> d
+    # P-tuning's prompt encoder (the paper's): a 2-layer bidirectional LSTM of width h = d (per direction and layer
+    # 4h x input + 4h x h weights and two 4h biases; the second layer's input is 2h), then Linear 2h -> 2h, ReLU,
+    # Linear 2h -> d
+    lstm = (
+        2 * (4 * d * d + 4 * d * d + 8 * d)
+        + 2 * (4 * d * 2 * d + 4 * d * d + 8 * d)
+        + (2 * d * 2 * d + 2 * d)
+        + (2 * d * d + d)
+    )
+
+    def prefix(layers: int, width: int) -> int:  # Li & Liang's MLP (h = 512) from an embedding of 8 tokens
+        return 8 * width + (width * 512 + 512) + (512 * 2 * layers * width + 2 * layers * width)
+
     if model == "tiny-gpt2":
         layers, ff, norms = 3, 512, 7 * 2 * d
         return {
             "lora": layers * 8 * (d + 3 * d),  # the fused c_attn, 128 -> 384
             "prompt": 20 * d,
-            "prefix": 8 * layers * 2 * d,
+            "prefix": prefix(layers, d),
             "ia3": layers * (3 * d + ff),  # c_attn output, mlp.c_proj input
             "bitfit": layers * (3 * d + d + ff + d + 2 * d) + d,  # every existing bias, layer norms' included
             "adapter_houlsby": layers * 2 * adapter + norms,
@@ -325,7 +337,7 @@ def _expected_count(model: str, method: str) -> int:
             "dora": layers * (8 * (d + 3 * d) + 3 * d),
             "adalora": layers * 12 * ((d + 3 * d + 1) + (d + d + 1) + (d + ff + 1) + (ff + d + 1)),
             "vera": layers * (256 + 3 * d),
-            "ptuning": 20 * d + mlp,
+            "ptuning": 20 * d + lstm,
             "ia3_ff": layers * ff,
             "ln_tuning": norms,
         }.get(method, -1)
@@ -334,7 +346,7 @@ def _expected_count(model: str, method: str) -> int:
         return {
             "lora": 8 * (d + d) * 2 * attn_blocks,  # r (d_in + d_out) on q and v of every attention block
             "prompt": 20 * d,  # one soft prompt of 20 vectors
-            "prefix": 8 * dec_layers * 2 * d,  # 8 tokens x decoder layers x (key, value) x d
+            "prefix": prefix(dec_layers, d),  # keys and values of the decoder layers
             "ia3": attn_blocks * 2 * d + ffn_blocks * ff,  # k, v outputs; wo input
             # zero biases on q k v o, wi_0, wi_1, wo and on every layer norm
             "bitfit": attn_blocks * 4 * d + ffn_blocks * (2 * ff + d) + norms,
@@ -351,7 +363,7 @@ def _expected_count(model: str, method: str) -> int:
             # 128 = 8 x 16: w1 (8 x 8) plus w2 (16 x 16), full because r = 8 >= 16 / 2
             "lokr": attn_blocks * 2 * (8 * 8 + 16 * 16),
             "vera": attn_blocks * 2 * (256 + d),  # lambda_d (r = 256) and lambda_b (d_out) on q, v
-            "ptuning": 20 * d + mlp,
+            "ptuning": 20 * d + lstm,
             "ia3_ff": ffn_blocks * ff,
             "ln_tuning": (2 * 2 + 2 * 3 + 2) * d,  # 2 norms per encoder block, 3 per decoder block, 2 final
         }.get(method, -1)
@@ -359,7 +371,7 @@ def _expected_count(model: str, method: str) -> int:
     return {
         "lora": layers * 8 * ((d + d) + (d + kv)),
         "prompt": 20 * d,
-        "prefix": 8 * layers * 2 * kv,
+        "prefix": prefix(layers, kv),
         "ia3": layers * (kv + kv + ff),
         "bitfit": layers * (d + kv + kv + d + ff + ff + d) + norms,
         "adapter_houlsby": layers * 2 * adapter + norms,
@@ -374,7 +386,7 @@ def _expected_count(model: str, method: str) -> int:
         # q: 128x128 -> w1 8x8 + w2 16x16; v: 64x128 -> w1 8x8 + w2 8x16 (full: r = 8 >= 16 / 2)
         "lokr": layers * ((8 * 8 + 16 * 16) + (8 * 8 + 8 * 16)),
         "vera": layers * ((256 + d) + (256 + kv)),
-        "ptuning": 20 * d + mlp,
+        "ptuning": 20 * d + lstm,
         "ia3_ff": layers * ff,
         "ln_tuning": (2 * layers + 1) * d,
     }.get(method, -1)

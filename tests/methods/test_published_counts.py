@@ -145,3 +145,69 @@ def test_docs_methods_md_shows_these_figures():
     for r, published in ((1, "4.7M"), (8, "37.7M")):
         count = _trainable(_gpt3_175b_shaped(), "lora", {"target_modules": ["q_proj", "v_proj"], "r": r})
         assert f"| {published} | {count:,} |" in docs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Liu et al. 2022, "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context Learning"
+# (T-Few, NeurIPS 2022, arXiv 2205.05638), §3.3: (IA)³ adds L(d_k + d_v + d_ff) parameters to an L-layer encoder and
+# L(2d_k + 2d_v + d_ff) to an L-layer decoder; §1: "up to 10,000× fewer parameters" than T0 (11B); §2: about 0.01%.
+# T0 is T5 v1.1 XXL LM-adapted: d_model 4096, 64 heads of 64, d_ff 10240 (gated), 24 + 24 layers.
+# ---------------------------------------------------------------------------------------------------------------
+
+T0_11B = T5Config(
+    vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, num_decoder_layers=24,
+    feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+)  # fmt: skip
+
+
+def test_ia3_t_few_section_3_3_on_t0():
+    """(IA)³ on T0's shape: exactly the paper's L(d_k + d_v + d_ff) + L(2d_k + 2d_v + d_ff) = 1,081,344 vectors'
+    entries (k and v of every attention block, cross-attention included, and the feed-forward activation), about
+    0.01% of T0, and 10,000× fewer than it at the paper's precision (one significant digit: 10,298×)."""
+    with torch.device("meta"):
+        t0 = T5ForConditionalGeneration(T0_11B)
+    count = _trainable(t0, "ia3", {})
+    inner, ff, layers = 64 * 64, 10240, 24
+    assert count == layers * (inner + inner + ff) + layers * (2 * inner + 2 * inner + ff) == 1_081_344
+    total = sum(p.numel() for p in t0.parameters())
+    assert round(100 * count / total, 2) == 0.01
+    assert round(total / count, -4) == 10_000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ben Zaken, Ravfogel & Goldberg 2022, "BitFit" (ACL 2022, arXiv 2106.10199), Table 1: BitFit trains 0.08% of
+# BERT-large; its code (benzakenelad/BitFit, glue_evaluator.py) trains every parameter named "bias", the layer
+# norms' included.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_bitfit_table_1_bert_large():
+    """BitFit on BERT-large (hidden 1024, 24 layers, intermediate 4096): 272,384 biases, 0.0813% of 335,141,888,
+    0.08% at the paper's precision; without the layer norms' biases it would be 0.07%."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+    with torch.device("meta"):
+        bert = BertModel(config)
+    count = _trainable(bert, "bitfit", {})
+    total = sum(p.numel() for p in bert.parameters())
+    norm_biases = 1024 * (1 + 2 * 24)  # the embeddings' layer norm and two per layer
+    assert count == 272_384 and round(100 * count / total, 2) == 0.08
+    assert round(100 * (count - norm_biases) / total, 2) == 0.07
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Li & Liang 2021, "Prefix-Tuning" (ACL 2021, arXiv 2101.00190), §1: "250K parameters" for table-to-text with
+# GPT-2 medium (24 layers, d 1024), prefix length 5 (Table 5's E2E setting), counting the prefix P_θ that is kept
+# after training (the MLP of the reparameterisation is dropped): length × layers × (key, value) × d.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_prefix_li_liang_250k_for_table_to_text():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with torch.device("meta"):
+        gpt2_medium = GPT2LMHeadModel(GPT2Config(n_embd=1024, n_layer=24, n_head=16))
+    count = _trainable(gpt2_medium, "prefix", {"num_virtual_tokens": 5, "projection": False})
+    assert count == 5 * 24 * 2 * 1024 == 245_760
+    assert count == pytest.approx(250_000, rel=0.02)

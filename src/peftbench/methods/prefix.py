@@ -7,9 +7,10 @@ encoder-decoder model; the study's code reaches the same decoder-only placement 
 prefix by ``num_layers`` (the encoder's depth, equal to the decoder's in every T5 checkpoint).
 
 Each prefix vector has the width of one layer's keys (or values): ``num_key_value_heads · head_dim``, smaller
-than the hidden size under grouped-query attention. With ``projection`` on, the prefix is produced by a
-two-layer MLP (Embedding → Linear → tanh → Linear) from an embedding of that width (the reparameterisation of
-Li & Liang); that MLP is trained and stored, so it is counted.
+than the hidden size under grouped-query attention. With ``projection`` on (the default, as Li & Liang), the
+prefix is produced by a two-layer MLP (Embedding → Linear → tanh → Linear) from an embedding of that width (the
+reparameterisation of Li & Liang); that MLP is trained and stored, so it is counted. ``projection: false`` is the
+study's "none" setting.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ class PrefixConfig:
 
     num_virtual_tokens: int = 8
     """Prefix length per layer (the study: 8)."""
-    projection: bool = False
-    """Reparameterise the prefix through an MLP (the study sweeps none / 1024 / 512 / 256)."""
+    projection: bool = True
+    """Reparameterise the prefix through an MLP, as Li & Liang do (§4.3: training the prefix directly is unstable);
+    the study sweeps none / 1024 / 512 / 256 (false is its "none")."""
     projection_hidden_size: int = 512
     """Hidden size of the reparameterisation MLP when ``projection`` is on."""
 
@@ -53,6 +55,7 @@ def apply(model: nn.Module, config: PrefixConfig) -> nn.Module:
 register(
     MethodSpec(
         name="prefix",
+        revision=2,
         config_cls=PrefixConfig,
         apply=apply,
         summary="trained key/value prefixes in self-attention (T5: the decoder's only)",
@@ -69,7 +72,10 @@ register(
                 "key/value prefixes of t tokens in self-attention: T5 the decoder's only (peft; the study's effective "
                 "placement; Li & Liang also prefix the encoder, not offered); decoder-only every layer"
             ),
-            init="embedding ~ normal(0, 1); projection: Embedding → Linear → tanh → Linear (peft)",
+            init=(
+                "Embedding → Linear → tanh → Linear (Li & Liang's reparameterisation, peft's prefix_projection), "
+                "PyTorch's default inits; projection: false trains the prefix directly, embedding ~ normal(0, 1)"
+            ),
             activation="tanh (projection only)",
             layer_norms="frozen",
             source="Li & Liang 2021 §4; peft PrefixTuningConfig. The study: 8 tokens, projection none/1024/512/256",

@@ -81,8 +81,9 @@ class PtuningConfig:
 
     num_virtual_tokens: int = 20
     """Soft-prompt length."""
-    encoder: str = "mlp"
-    """Prompt encoder: 'mlp' (two hidden layers) or 'lstm' (bidirectional LSTM, then an MLP)."""
+    encoder: str = "lstm"
+    """Prompt encoder: 'lstm' (the paper's: a two-layer bidirectional LSTM, then a two-layer MLP with ReLU;
+    THUDM/P-tuning) or 'mlp' (peft's default: two hidden layers, no LSTM)."""
     encoder_hidden_size: int | None = None
     """Hidden width of the prompt encoder; None = the model's hidden size."""
 
@@ -110,6 +111,7 @@ def apply_ptuning(model: nn.Module, config: PtuningConfig) -> nn.Module:
 register(
     MethodSpec(
         name="ptuning",
+        revision=2,
         config_cls=PtuningConfig,
         apply=apply_ptuning,
         summary="soft prompt produced by a trained MLP/LSTM encoder, before the input",
@@ -119,11 +121,14 @@ register(
         formula="t·d + (d·h + h + h·h + h + h·d + d if encoder == 'mlp' else 10·h·d + 36·h² + 34·h + d)",
         count_note="counts the prompt embedding and the prompt encoder (both trained and stored)",
         anatomy=Anatomy(
-            placement="t soft tokens from an MLP or LSTM prompt encoder, before the input embeddings",
-            init="peft's PromptEncoder defaults",
-            activation="ReLU (MLP)",
+            placement=(
+                "t soft tokens from a prompt encoder, before the input embeddings: a bidirectional 2-layer LSTM then "
+                "Linear → ReLU → Linear (the paper's; encoder: mlp is peft's MLP-only default)"
+            ),
+            init="PyTorch's defaults for the embedding, LSTM and linear layers (peft PromptEncoder)",
+            activation="ReLU (in the MLP)",
             layer_norms="frozen",
-            source="Liu et al. 2021; peft PromptEncoderConfig",
+            source="Liu et al. 2021 §3 (THUDM/P-tuning: bidirectional LSTM + MLP); peft PromptEncoderConfig(LSTM)",
         ),
     )
 )
