@@ -211,3 +211,22 @@ def test_prefix_li_liang_250k_for_table_to_text():
     count = _trainable(gpt2_medium, "prefix", {"num_virtual_tokens": 5, "projection": False})
     assert count == 5 * 24 * 2 * 1024 == 245_760
     assert count == pytest.approx(250_000, rel=0.02)
+
+
+def test_lora_on_gpt2_medium_counts_as_microsoft_lora_s_q_v_update():
+    """microsoft/LoRA's GPT-2 code (examples/NLG, ``MergedLinear`` with ``enable_lora=[True, False, True]``, r = 4)
+    trains a rank-4 update of q and one of v: 24 layers × 2 × 4 · (1024 + 1024) = 393,216 on GPT-2 medium. peft's
+    LoRA on the fused ``c_attn`` trains one rank-4 update of q, k and v together, 24 × 4 · (1024 + 3072): the same
+    count, another placement (docs/methods.md, "Remaining differences")."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with torch.device("meta"):
+        gpt2_medium = GPT2LMHeadModel(GPT2Config(n_embd=1024, n_layer=24, n_head=16))
+    count = _trainable(gpt2_medium, "lora", {"r": 4})
+    assert count == 24 * 2 * 4 * (1024 + 1024) == 393_216
+
+
+def test_docs_methods_md_shows_the_other_papers_figures():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text()
+    assert "| 1,081,344 |" in docs and "| 0.08% | 272,384 (0.0813%) |" in docs and "| 250K | 245,760 |" in docs
+    assert "393,216 at r = 4 on GPT-2 medium" in docs
