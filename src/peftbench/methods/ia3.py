@@ -1,7 +1,11 @@
 """IA3: trained vectors that rescale activations, ``k' = l_k ⊙ k``, ``v' = l_v ⊙ v``, ``h' = l_ff ⊙ h``.
 
-The vectors start at one, so training starts from the base model. Implemented by peft. ``ia3_ff`` is the
-variant that rescales only the feed-forward activations (the input of its output projection).
+What trains: the vectors only. Where: ``l_k``, ``l_v`` rescale the outputs of the key and value projections of
+every attention block (T5: ``k``, ``v`` of self- and cross-attention; LLaMA: ``k_proj``, ``v_proj``; GPT-2: the
+fused ``c_attn``, so q too), ``l_ff`` the input of each feed-forward output projection (T5 ``wo``, LLaMA
+``down_proj``, GPT-2 ``mlp.c_proj``: the paper's ``(l_ff ⊙ γ(W₁x)) W₂``). The vectors start at one, so training
+starts from the base model. Implemented by peft. ``ia3_ff`` is the variant that rescales only the feed-forward
+activations.
 """
 
 from __future__ import annotations

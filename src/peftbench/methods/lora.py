@@ -1,7 +1,10 @@
 """LoRA: a frozen weight ``W`` plus a trained low-rank update, ``h = W x + (alpha / r) · B A x``.
 
-``A`` (r × d_in) starts random and ``B`` (d_out × r) at zero, so training starts from the base model.
-Implemented by peft; the study uses alpha = r on the attention query and value projections.
+What trains: ``A`` and ``B`` only; the base model is frozen. Where: the query and value projections of every
+attention block (T5: ``q``, ``v`` of the encoder's and decoder's self-attention and of the cross-attention; LLaMA:
+``q_proj``, ``v_proj``; GPT-2: the fused ``c_attn``, so q, k and v share one update, a difference from LoRA's
+GPT-2 code listed in docs/methods.md). ``A`` (r × d_in) starts random and ``B`` (d_out × r) at zero, so training
+starts from the base model. Implemented by peft; the study uses alpha = r on q and v, dropout 0.1 on the input.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Prompt tuning, ``[P; E(x)]``, and P-tuning, ``[MLP(P); E(x)]``: trained embeddings before the input.
 
-The model itself is frozen. P-tuning produces the prompt through a small encoder (an MLP or LSTM) that is
-trained and stored, so it is counted."""
+What trains: the prompt embeddings (and P-tuning's encoder); the model itself is frozen. Where: before the input
+embeddings of the encoder (T5) or of the model (decoder-only), in training and generation alike. P-tuning
+produces the prompt through a small encoder, by default the paper's bidirectional two-layer LSTM followed by a
+two-layer MLP (``encoder: mlp`` is peft's MLP alone), trained and stored, so it is counted."""
 
 from __future__ import annotations
 
