@@ -5,6 +5,9 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.peftbench-installed
+# The AdapterHub reference venv (tests/reference; defined here because `test:` below names its stamp).
+ADAPTERS_VENV := .venv-adapters
+ADAPTERS_STAMP := $(ADAPTERS_VENV)/.adapters-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 # pytest-xdist workers for `make test` and `make test-fast` (auto: one per CPU core; 0 runs in this process).
@@ -27,7 +30,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/peftbench demo
 
-test: $(STAMP)
+test: $(STAMP) $(ADAPTERS_STAMP)
 	scripts/ensure-slurm.sh
 	scripts/ensure-chromium.sh
 	$(BIN)/ruff check src tests
@@ -44,3 +47,19 @@ lint: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
+
+# The AdapterHub reference tier (tests/reference): `adapters` pins transformers 4.57, so it gets its own venv
+# ($(ADAPTERS_VENV)). `make test` creates it too; tests/reference skips, naming `make reference-venv`, without it.
+.PHONY: reference-venv test-reference
+
+$(ADAPTERS_STAMP): constraints-adapters.txt
+	test -x $(ADAPTERS_VENV)/bin/python || $(PYTHON) -m venv $(ADAPTERS_VENV)
+	$(ADAPTERS_VENV)/bin/python -m pip install -q -c constraints-adapters.txt "$(TORCH)"
+	$(ADAPTERS_VENV)/bin/python -m pip install -q -c constraints-adapters.txt adapters
+	touch $(ADAPTERS_STAMP)
+
+reference-venv: $(ADAPTERS_STAMP)
+
+# peftbench's adapter methods against AdapterHub's (logits equal, or a pinned difference).
+test-reference: $(STAMP) $(ADAPTERS_STAMP)
+	$(PYTEST) tests/reference

@@ -145,6 +145,8 @@ def test_peft_exports_load_with_peft_alone_and_give_the_same_logits(runs, tmp_pa
     jobs, expected = [], {}
     for model_name in MODELS:
         for method in PEFT_METHODS:
+            if (model_name, method) == ("tiny-t5", "prefix"):
+                continue  # refused: peft's loader lays T5 prefixes out differently (test below)
             run_dir, logits = runs[(model_name, method)]
             out = tmp_path / f"{model_name}-{method}"
             result = export_run(run_dir, out)
@@ -155,6 +157,12 @@ def test_peft_exports_load_with_peft_alone_and_give_the_same_logits(runs, tmp_pa
     _load_elsewhere(jobs, tmp_path)
     for path, (method, logits) in expected.items():
         got = load_tensors(path)["logits"]
+        if method == "ptuning":
+            # peft stores the prompt its LSTM encoder produces, computed when saving from an input laid out otherwise
+            # than in the forward pass; the LSTM kernels round that differently (measured: 1.2e-7 in the prompt,
+            # 1.9e-5 in logits of ±24), so agreement is to rounding, as for merges
+            assert torch.allclose(got, logits, rtol=MERGE_RTOL, atol=MERGE_ATOL), f"{path}: {method}"
+            continue
         assert torch.equal(got, logits), f"{path}: {method} logits differ by {(got - logits).abs().max():.3g}"
 
 
@@ -206,6 +214,17 @@ def test_merge_is_refused_where_the_update_does_not_fold(runs, tmp_path, cli, mo
     err = done.stderr.strip()
     assert err.startswith("peftbench: error: ") and "\n" not in err and reason in err, err
     assert not out.exists() and not list(tmp_path.glob(".out.*")), "a refused export left files behind"
+
+
+@pytest.mark.xdist_group("export")
+def test_t5_prefix_export_for_peft_is_refused(runs, tmp_path, cli):
+    """peft's own loader would give T5's decoder layers i and i + n/2 one prefix (its get_prompt layout), not the
+    per-layer prefixes peftbench trained and evaluates: refused in one line instead of a silently other model."""
+    run_dir, _ = runs[("tiny-t5", "prefix")]
+    done = cli("export", str(run_dir), str(tmp_path / "out"))
+    err = done.stderr.strip()
+    assert done.returncode == 2 and "\n" not in err and "peft's loader gives decoder layers" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.xdist_group("export")

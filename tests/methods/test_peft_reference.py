@@ -97,4 +97,9 @@ def test_peftbench_builds_the_method_peft_builds_from_the_paper(model_name, meth
     ours.eval(), reference.eval()
     with torch.no_grad():
         got, expected = ours(**_batch(base)).logits, reference(**_batch(base)).logits
+    if (model_name, method) == ("tiny-t5", "prefix"):
+        # peft's own T5 layout gives both decoder layers the first layer's prefix; peftbench one per layer
+        # (tests/methods/test_prefix_layers.py; equal to AdapterHub's in tests/reference/test_adapterhub.py)
+        assert not torch.allclose(got, expected)
+        return
     assert torch.equal(got, expected), f"{method} on {model_name}: max |diff| {(got - expected).abs().max():.3g}"

@@ -116,6 +116,12 @@ def _write(model: nn.Module, cfg: ExperimentConfig, tmp: Path, merge: bool) -> s
                     f"without --merge (--merge works for {MERGEABLE})"
                 )
             return _save_plain(model.merge_and_unload(), name, tmp)
+        if config.peft_type.value == "PREFIX_TUNING" and getattr(model.config, "is_encoder_decoder", False):
+            raise PeftbenchError(
+                "prefix tuning on an encoder-decoder model cannot be exported for peft: peft's loader gives decoder "
+                "layers i and i + n/2 the same prefix (peftbench builds one per layer, methods/prefix.py), so peft "
+                "would compute another model; load the run with peftbench.load_trained"
+            )
         config.base_model_name_or_path = cfg.model.name
         with warnings.catch_warnings():  # a preset's name is no path: peft would warn it cannot check the vocabulary
             warnings.filterwarnings("ignore", message="Could not find a config file")

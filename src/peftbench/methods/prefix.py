@@ -15,10 +15,13 @@ study's "none" setting.
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 
+import torch
 from peft import PrefixTuningConfig
 from torch import nn
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from peftbench.methods._peft import task_type, wrap
 from peftbench.methods.registry import Anatomy, MethodSpec, SizeKnob, register
@@ -42,14 +45,47 @@ class PrefixConfig:
 
 
 def apply(model: nn.Module, config: PrefixConfig) -> nn.Module:
-    """Wraps the model with peft prefix tuning."""
+    """Wraps the model with peft prefix tuning (T5: with :func:`encoder_decoder_prompt`, one prefix per layer)."""
     peft_config = PrefixTuningConfig(
         task_type=task_type(model),
         num_virtual_tokens=config.num_virtual_tokens,
         prefix_projection=config.projection,
         encoder_hidden_size=config.projection_hidden_size,
     )
-    return wrap(model, peft_config)
+    wrapped = wrap(model, peft_config)
+    if getattr(model.config, "is_encoder_decoder", False):
+        # a bound method, so that copy.deepcopy(model) gives a copy computing with its own prefix
+        wrapped.get_prompt = types.MethodType(encoder_decoder_prompt, wrapped)
+    return wrapped
+
+
+def encoder_decoder_prompt(
+    self, batch_size: int, task_ids: torch.Tensor | None = None, **_: object
+) -> EncoderDecoderCache:
+    """The prefix of a T5 model as its initial cache: decoder layer ``i`` gets the ``i``-th key/value pair.
+
+    peft 0.21's ``get_prompt`` concatenates the prefix encoder's output with itself along the layer axis before
+    cutting it into per-layer groups of (self key, self value, cross key, cross value), so decoder layer ``i`` gets
+    pair ``2i mod n``: with an even number of decoder layers, layers ``i`` and ``i + n/2`` share one prefix and half
+    of the trained prefix (the odd pairs) is never used (``tests/reference/test_adapterhub.py`` found it against
+    AdapterHub; ``tests/methods/test_prefix_layers.py`` pins this layout). The cross-attention part is dropped by
+    peft anyway (its cross-attention cache is emptied), so only the self-attention prefixes are built here, one per
+    decoder layer, from the same encoder output peft computes.
+    """
+    cfg = self.active_peft_config
+    encoder = self.prompt_encoder[self.active_adapter]
+    tokens = self.prompt_tokens[self.active_adapter][: cfg.num_virtual_tokens]
+    tokens = tokens.unsqueeze(0).expand(batch_size, -1).to(encoder.embedding.weight.device)
+    kv = encoder.embedding.weight.repeat(batch_size, 1, 1) if cfg.inference_mode else encoder(tokens)
+    if self.base_model_torch_dtype is not None:
+        kv = kv.to(self.base_model_torch_dtype)
+    heads = cfg.num_attention_heads
+    kv = kv.view(batch_size, cfg.num_virtual_tokens, cfg.num_layers * 2, heads, cfg.token_dim // heads)
+    pairs = kv.permute([2, 0, 3, 1, 4]).split(2)  # per layer: (2, batch, heads, tokens, head_dim)
+    self_cache = DynamicCache()
+    for layer, (keys, values) in enumerate(pairs):
+        self_cache.update(keys, values, layer)
+    return EncoderDecoderCache(self_cache, DynamicCache())
 
 
 register(

@@ -1,0 +1,66 @@
+"""Prefix tuning on T5: every decoder layer gets its own prefix, and every trained prefix parameter is used.
+
+peft 0.21's ``get_prompt`` gives T5's decoder layer ``i`` the prefix pair ``2i mod n`` (it concatenates the prefix
+with itself along the layer axis before cutting per-layer groups), so with an even number of decoder layers, layers
+``i`` and ``i + n/2`` share a prefix and half of what is trained never reaches the model. peftbench builds the cache
+itself (``methods/prefix.py::encoder_decoder_prompt``). Checked here against the prefix encoder's own output and by
+the gradients of a real loss: a parameter that never reaches the model has no gradient.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from peftbench.config import ModelConfig
+from peftbench.methods import build_method_config, get_method, trainable_parameters
+from peftbench.models import load_model
+
+
+def _prefix_t5(projection: bool):
+    torch.manual_seed(0)
+    model = load_model(ModelConfig(name="tiny-t5"))
+    options = {"num_virtual_tokens": 4, "projection": projection}
+    return get_method("prefix").apply(model, build_method_config("prefix", options))
+
+
+@pytest.mark.parametrize("projection", [True, False])
+def test_each_decoder_layer_gets_its_own_prefix_pair(projection):
+    model = _prefix_t5(projection)
+    cfg = model.active_peft_config
+    n, t = cfg.num_layers, cfg.num_virtual_tokens
+    assert n % 2 == 0  # the case peft gets wrong
+    encoder = model.prompt_encoder["default"]
+    with torch.no_grad():
+        flat = encoder(torch.arange(t).unsqueeze(0))  # (1, t, n * 2 * token_dim): [layer][key|value][heads][dim]
+        cache = model.get_prompt(batch_size=1).self_attention_cache
+    per_layer = flat.view(1, t, n, 2, cfg.num_attention_heads, -1)
+    for layer in range(n):
+        keys = per_layer[:, :, layer, 0].transpose(1, 2)  # (1, heads, t, head_dim)
+        values = per_layer[:, :, layer, 1].transpose(1, 2)
+        assert torch.equal(cache.layers[layer].keys, keys), layer
+        assert torch.equal(cache.layers[layer].values, values), layer
+    assert not torch.equal(cache.layers[0].keys, cache.layers[n // 2].keys)
+
+
+@pytest.mark.parametrize("projection", [True, False])
+def test_every_trained_prefix_parameter_gets_a_gradient(projection):
+    model = _prefix_t5(projection)
+    model.train()
+    ids = torch.tensor([[5, 17, 42, 9, 1], [7, 7, 33, 1, 0]])
+    loss = model(
+        input_ids=ids, attention_mask=(ids != 0).long(), labels=torch.tensor([[11, 12, 1], [13, 1, -100]])
+    ).loss
+    loss.backward()
+    cfg = model.active_peft_config
+    width = cfg.num_layers * 2 * cfg.token_dim  # the prefix of every layer, keys and values, flat
+    checked = 0
+    for name, p in trainable_parameters(model).items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        for axis, size in enumerate(p.shape):
+            if size == width:  # the flat prefix (no projection) or the projection's output layer
+                blocks = p.grad.abs().movedim(axis, 0).reshape(2 * cfg.num_layers, -1).sum(dim=1)
+                dead = torch.nonzero(blocks == 0).flatten().tolist()
+                assert not dead, f"{name}: the (layer, key/value) blocks {dead} get no gradient"
+                checked += 1
+    assert checked >= 1
