@@ -213,7 +213,8 @@ def test_full_fine_tuning_needs_master_weights() -> None:
         check_master_weights(no_mixed, deepspeed=True)  # DeepSpeed without mixed precision trains in bf16
     check_master_weights(_config("tiny-t5", "full", "float32"), deepspeed=False)
     check_master_weights(_config("tiny-t5", "lora", "bfloat16"), deepspeed=False)
-    # The study's full fine-tuning preset: bf16 weights, bf16 mixed precision, launched under DeepSpeed ZeRO-3.
+    # The study's full fine-tuning preset: fp32 weights without mixed precision (the study's), DeepSpeed ZeRO-3.
     preset = preset_config("full")
-    assert "deepspeed" in preset.launch.accelerate_config and preset.train.mixed_precision == "bf16"
+    assert "deepspeed" in preset.launch.accelerate_config and preset.train.mixed_precision == "no"
     check_master_weights(preset, deepspeed=True)
+    check_master_weights(preset, deepspeed=False)  # fp32 weights are their own master weights

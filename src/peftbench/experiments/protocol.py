@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from peftbench.config import ExperimentConfig
-from peftbench.methods import build_method_config
+from peftbench.configure import method_config
 
 REFERENCE = "He 2024, arXiv 2411.16775 (hepengfe/parameter_efficient_instruction_tuning: hp_run.sh, grid_search_*)"
 
@@ -35,8 +35,7 @@ STUDY_EFFECTIVE_BATCH = 16
 
 
 def _method_option(cfg: ExperimentConfig, key: str) -> Any:
-    options = {k: v for k, v in cfg.method.items() if k != "name"}
-    return getattr(build_method_config(cfg.method_name, options), key, None)
+    return getattr(method_config(cfg), key, None)
 
 
 def study_settings(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:

@@ -99,7 +99,11 @@ def epoch_loader(
     lengths = [training_length(f, encoder_decoder) for f in features]
     batches = length_grouped_batches(lengths, train.per_device_batch_size, seed, epoch, train.group_by_length)
     collate = partial(training_batch, pad_id=pad_id, encoder_decoder=encoder_decoder)
-    return DataLoader(list(features), batch_sampler=batches[skip:], collate_fn=collate)
+    # A generator of its own: without one, every new iterator draws its worker seed from the global RNG, which
+    # dropout uses too, so a run resumed mid-epoch (one more iterator) would see other dropout masks than an
+    # uninterrupted one (tests/training/test_preemption.py, LoRA dropout 0.1).
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return DataLoader(list(features), batch_sampler=batches[skip:], collate_fn=collate, generator=generator)
 
 
 @dataclass
