@@ -74,3 +74,16 @@ def test_run_evaluate_score_export_load_and_report(superni_mini, tmp_path):
     files = peftbench.report(tmp_path / "runs", tmp_path / "report", intervals=False)
     assert files.markdown.is_file() and files.html is not None and files.html.is_file()
     assert "lora" in files.table
+
+
+def test_a_yaml_file_loads_the_same_through_the_api_and_the_cli(tmp_path):
+    """``peftbench.load_config`` reads a file as ``peftbench train`` does: ``mixed_precision: no`` is the string "no"
+    (plain YAML would make it the boolean false, which the API refused while the CLI accepted it)."""
+    import peftbench
+    from peftbench.configure import load_config as cli_load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: tiny-t5\ntrain:\n  mixed_precision: no\n  max_steps: 3\nmethod:\n  name: lora\n")
+    api = peftbench.load_config(path)
+    assert api == cli_load_config(path) and api.train.mixed_precision == "no"
+    assert peftbench.load_config(path, {"train.max_steps": 5}) == cli_load_config(path, ["train.max_steps=5"])

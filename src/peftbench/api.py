@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from peftbench.config import ExperimentConfig
 from peftbench.errors import PeftbenchError
-from peftbench.io import read_text_file
 from peftbench.trained import load_trained
 
 if TYPE_CHECKING:
@@ -65,9 +64,7 @@ def load_config(
 ) -> ExperimentConfig:
     """A validated, fully resolved config from a YAML file, a plain dict (the YAML's structure) or an existing
     config, with dotted overrides applied."""
-    import yaml
-
-    from peftbench.configure import apply_overrides, config_from_dict
+    from peftbench.configure import apply_overrides, config_from_dict, read_config_file
 
     strings, values = _as_strings(overrides)
     if isinstance(config, ExperimentConfig):
@@ -77,15 +74,7 @@ def load_config(
     elif isinstance(config, Mapping):
         raw = copy.deepcopy(dict(config))
     else:
-        path = Path(config)
-        if not path.is_file():
-            raise PeftbenchError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(read_text_file(path)) or {}
-        except yaml.YAMLError:
-            raise PeftbenchError(f"{path}: not valid YAML") from None
-        if not isinstance(raw, dict):
-            raise PeftbenchError(f"{path}: expected a mapping of sections at the top level")
+        raw = read_config_file(config)
     return config_from_dict(_set(apply_overrides(raw, strings), values))
 
 

@@ -289,24 +289,27 @@ def method_config(cfg: ExperimentConfig) -> Any:
     return build_method_config(cfg.method_name, options)
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping, read as the CLI reads it (:func:`load_yaml`: ``no``/``yes``/``on``/``off`` stay
+    strings), with one-line errors. The CLI and the Python API (``peftbench.load_config``) both read through it."""
+    p = Path(path)
+    if not p.is_file():
+        raise PeftbenchError(f"config file {p} does not exist")
+    try:
+        loaded = load_yaml(read_text_file(p))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise PeftbenchError(f"{p}{at}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise PeftbenchError(f"{p}: expected a mapping of sections at the top level")
+    return loaded
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Loads a YAML config (or the defaults when ``path`` is None) and applies overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise PeftbenchError(f"config file {p} does not exist")
-        try:
-            loaded = load_yaml(read_text_file(p))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise PeftbenchError(f"{p}{at}: {problem}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise PeftbenchError(f"{p}: expected a mapping of sections at the top level")
-        raw = loaded
-    raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw)
+    raw = read_config_file(path) if path is not None else {}
+    return config_from_dict(apply_overrides(raw, overrides or []))
