@@ -88,9 +88,9 @@ def _first_logits(model, feats: list[Features], enc_dec: bool) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _build(model_name: str, method: str):
+def _build(model_name: str, method: str, options: dict | None = None):
     torch.manual_seed(0)
-    cfg = config_from_dict({"model": {"name": model_name}, "method": {"name": method}, "seed": 7})
+    cfg = config_from_dict({"model": {"name": model_name}, "method": {"name": method, **(options or {})}, "seed": 7})
     try:
         return build_model(cfg)
     except PeftbenchError as exc:  # a method the architecture does not support (LoHa/LoKr on GPT-2's Conv1D)
@@ -102,7 +102,16 @@ def _build(model_name: str, method: str):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("model_name", MODELS)
 def test_evaluation_generates_what_the_forward_pass_computes(model_name, method):
-    built = _build(model_name, method)
+    _check_generation(model_name, method)
+
+
+def test_prefix_on_all_t5_attentions_generates_what_the_forward_pass_computes():
+    """``scope: all``: the encoder's prefix enters through hooks, the cross-attention's through the initial cache."""
+    _check_generation("tiny-t5", "prefix", {"scope": "all"})
+
+
+def _check_generation(model_name: str, method: str, options: dict | None = None) -> None:
+    built = _build(model_name, method, options)
     if built is None:
         assert method in ("loha", "lokr"), f"{method} unexpectedly unsupported on {model_name}"
         return

@@ -172,3 +172,5 @@ def test_every_full_preset_records_that_it_follows_the_study():
     assert not changed["follows_study"]
     assert changed["differences"]["train.mixed_precision"] == {"run": "bf16", "study": "no"}
     assert set(changed["differences"]) == {"train.mixed_precision", "model.dtype"}
+    paper = study_protocol(preset_config("prefix", "full", ["method.scope=all"]))  # Li & Liang's placement
+    assert paper["differences"] == {"method.scope": {"run": "all", "study": "decoder"}}

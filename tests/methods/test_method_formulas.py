@@ -156,6 +156,7 @@ def _t5(cfg: PretrainedConfig) -> dict[str, Any]:
         "S": enc + dec,
         "F": enc + dec,
         "Lp": cfg.num_layers,
+        "E": 1,  # encoder-decoder
         "D": inner,
         "N": norms,
         "Nb": 0,
@@ -280,6 +281,8 @@ def method_symbols(spec: MethodSpec, method_config: Any, arch: dict[str, Any]) -
         symbols["t"] = options["num_virtual_tokens"]
     if "projection_hidden_size" in options:
         symbols["h"] = options["projection_hidden_size"]
+    if "scope" in options:  # prefix groups: T5 with scope all prefixes encoder self-, decoder self- and cross-attention
+        symbols["G"] = 3 if options["scope"] == "all" and arch.get("E") else 1
     elif "encoder_hidden_size" in options:
         symbols["h"] = options["encoder_hidden_size"] if options["encoder_hidden_size"] is not None else d
     if "size" in options or "reduction_factor" in options:
@@ -310,7 +313,13 @@ OPTION_SETS: dict[str, list[dict[str, Any]]] = {
     "adapter_parallel": [{"placement": "both", "size": 8}],
     "compacter": [{"size": 8}, {"phm_rank": 2, "placement": "feed_forward"}],
     "compacter_pp": [{"size": 8}],
-    "prefix": [{"projection": True, "projection_hidden_size": 16}, {"num_virtual_tokens": 3}],
+    "prefix": [
+        {"projection": False},
+        {"projection": True, "projection_hidden_size": 16},
+        {"num_virtual_tokens": 3},
+        {"scope": "all"},
+        {"scope": "all", "projection": False},
+    ],
     "prompt": [{"num_virtual_tokens": 7}],
     "ptuning": [{"encoder": "lstm"}, {"encoder_hidden_size": 16}, {"encoder": "lstm", "encoder_hidden_size": 16}],
     "bitfit": [{"lm_head_bias": True}, {"train_layer_norms": True}, {"lm_head_bias": True, "train_layer_norms": True}],

@@ -17,10 +17,10 @@ from peftbench.methods import build_method_config, get_method, trainable_paramet
 from peftbench.models import load_model
 
 
-def _prefix_t5(projection: bool):
+def _prefix_t5(projection: bool, scope: str = "decoder"):
     torch.manual_seed(0)
     model = load_model(ModelConfig(name="tiny-t5"))
-    options = {"num_virtual_tokens": 4, "projection": projection}
+    options = {"num_virtual_tokens": 4, "projection": projection, "scope": scope}
     return get_method("prefix").apply(model, build_method_config("prefix", options))
 
 
@@ -43,9 +43,12 @@ def test_each_decoder_layer_gets_its_own_prefix_pair(projection):
     assert not torch.equal(cache.layers[0].keys, cache.layers[n // 2].keys)
 
 
+@pytest.mark.parametrize("scope", ["decoder", "all"])
 @pytest.mark.parametrize("projection", [True, False])
-def test_every_trained_prefix_parameter_gets_a_gradient(projection):
-    model = _prefix_t5(projection)
+def test_every_trained_prefix_parameter_gets_a_gradient(projection, scope):
+    """Each (layer, key/value) block of every prefix group reaches the loss; ``scope: all`` has three groups (the
+    encoder's self-attention, the decoder's self-attention, the cross-attention), three times the parameters."""
+    model = _prefix_t5(projection, scope)
     model.train()
     ids = torch.tensor([[5, 17, 42, 9, 1], [7, 7, 33, 1, 0]])
     loss = model(
@@ -54,7 +57,7 @@ def test_every_trained_prefix_parameter_gets_a_gradient(projection):
     loss.backward()
     cfg = model.active_peft_config
     width = cfg.num_layers * 2 * cfg.token_dim  # the prefix of every layer, keys and values, flat
-    checked = 0
+    checked: set[str] = set()
     for name, p in trainable_parameters(model).items():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
         for axis, size in enumerate(p.shape):
@@ -62,5 +65,26 @@ def test_every_trained_prefix_parameter_gets_a_gradient(projection):
                 blocks = p.grad.abs().movedim(axis, 0).reshape(2 * cfg.num_layers, -1).sum(dim=1)
                 dead = torch.nonzero(blocks == 0).flatten().tolist()
                 assert not dead, f"{name}: the (layer, key/value) blocks {dead} get no gradient"
-                checked += 1
-    assert checked >= 1
+                checked.add(".".join(name.split(".")[:2]))  # the group: prompt_encoder.default, prefix_groups.*
+    assert len(checked) == (3 if scope == "all" else 1), checked
+
+
+def test_scope_all_prefixes_reach_the_encoder_and_the_cross_attention():
+    """With ``scope: all`` the encoder's output depends on the encoder prefix (with ``decoder`` it cannot), and the
+    decoder's output on the cross-attention prefix."""
+    ids = torch.tensor([[5, 17, 42, 9, 1], [7, 7, 33, 1, 0]])
+    for scope in ("decoder", "all"):
+        model = _prefix_t5(True, scope).eval()
+        encoder = model.get_base_model().encoder
+        with torch.no_grad():
+            before = encoder(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+            if scope == "all":
+                model.prefix_groups.encoder_prefix.embedding.weight.add_(1.0)
+            after = encoder(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+        assert torch.equal(before, after) == (scope == "decoder")
+    decoder_in = torch.tensor([[0, 11, 12], [0, 13, 14]])
+    with torch.no_grad():
+        first = model(input_ids=ids, attention_mask=(ids != 0).long(), decoder_input_ids=decoder_in).logits
+        model.prefix_groups.cross_prefix.embedding.weight.add_(1.0)
+        second = model(input_ids=ids, attention_mask=(ids != 0).long(), decoder_input_ids=decoder_in).logits
+    assert not torch.allclose(first, second)

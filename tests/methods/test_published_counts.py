@@ -233,3 +233,19 @@ def test_docs_methods_md_shows_the_other_papers_figures():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text()
     assert "| 1,081,344 |" in docs and "| 0.08% | 272,384 (0.0813%) |" in docs and "| 250K | 245,760 |" in docs
     assert "393,216 at r = 4 on GPT-2 medium" in docs
+
+
+def test_prefix_li_liang_xsum_2_percent_with_every_t5_attention():
+    """Li & Liang 2021, Table 2 + Table 5: PREFIX (2%) on XSum with BART-large (12 + 12 layers, d 1024), prefix
+    length 100, prefixes on the encoder's self-attention, the decoder's self-attention and the cross-attention.
+    ``scope: all`` on a T5 of BART-large's shapes keeps three prefix sets: 3 × 100 × 12 × 2 × 1024 = 7,372,800, 1.81%
+    of BART-large's 406,291,456 parameters, 2% at the paper's precision (one prefix set would be 0.6%)."""
+    shape = T5Config(vocab_size=50265, d_model=1024, d_ff=4096, d_kv=64, num_heads=16, num_layers=12,
+                     num_decoder_layers=12, feed_forward_proj="gelu")  # fmt: skip
+    with torch.device("meta"):
+        bart_shaped = T5ForConditionalGeneration(shape)
+    count = _trainable(bart_shaped, "prefix", {"num_virtual_tokens": 100, "projection": False, "scope": "all"})
+    assert count == 3 * 100 * 12 * 2 * 1024 == 7_372_800
+    assert round(100 * count / 406_291_456) == 2
+    decoder_only = _trainable(bart_shaped, "prefix", {"num_virtual_tokens": 100, "projection": False})
+    assert round(100 * decoder_only / 406_291_456, 1) == 0.6

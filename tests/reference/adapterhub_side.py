@@ -146,6 +146,8 @@ def _cases() -> dict[str, tuple[str, object]]:
     cases["ia3_llama"] = ("llama", IA3Config(intermediate_lora=False))  # k_proj, v_proj only (see meta)
     cases["prefix_t5"] = ("t5", PrefixTuningConfig(encoder_prefix=False, cross_prefix=False, **prefix))
     cases["prefix_llama"] = ("llama", PrefixTuningConfig(**prefix))
+    # Li & Liang's placement (peftbench scope: all): encoder self-, decoder self- and cross-attention prefixes
+    cases["prefixall_t5"] = ("t5", PrefixTuningConfig(**prefix))
     return cases
 
 
@@ -301,6 +303,13 @@ def run_case(case: str, base, out: Path) -> None:
             for bias, per_batch in by_bias.items():
                 logits.update({f"{b}.{tie}_{bias}": v for b, v in per_batch.items()})
         save_file(tied_state, str(target / "adapter_tied.safetensors"))
+    elif case == "prefixall_t5":
+        # T5's relative position bias zeroed in the encoder and the decoder (AdapterHub shifts real keys by the
+        # prefix length in it, peftbench counts the prefix as past tokens); cross-attention has no such bias
+        with torch.no_grad():
+            for stack in (model.encoder, model.decoder):
+                stack.block[0].layer[0].SelfAttention.relative_attention_bias.weight.zero_()
+            logits.update({f"{b}.nobias": v for b, v in _logits(model, inputs).items()})
     elif case == "prefix_llama":
         shifted = _logits(model, inputs, **_prefix_llama_positions())
         logits.update({f"{b}.positions_after_prefix": v for b, v in shifted.items()})

@@ -256,12 +256,24 @@ def map_prefix(method: str, family: str, theirs: Tensors, model) -> Mapping:
     wide (16 on the GQA LLaMA) where AdapterHub's is the hidden size (32): the first layer's pre-activation
     ``wte @ W0ᵀ`` (L × H, rank ≤ L) is carried over exactly with ``embedding = [I_L | 0]`` and
     ``transform.0.weight[:, :L] = (wte @ W0ᵀ)ᵀ`` (needs L ≤ the embedding width); on T5 both are d_model wide."""
-    group = ("model." if family == "llama" else "") + f"prefix_tuning.prefix_tunings.{NAME}.self_prefix."
-    assert all(k.startswith(group) for k in theirs), sorted(theirs)
-    t = {k[len(group) :]: v for k, v in theirs.items()}
+    root = ("model." if family == "llama" else "") + f"prefix_tuning.prefix_tunings.{NAME}."
+    assert all(k.startswith(root) for k in theirs), sorted(theirs)
+    groups = sorted({k[len(root) :].split(".")[0] for k in theirs})
+    # the decoder's self-attention group is peft's prompt encoder; scope all's encoder and cross-attention groups
+    # are peftbench's prefix_groups (each AdapterHub group has its own embedding and MLP, as here)
+    targets = {"self_prefix": "prompt_encoder.default.", "encoder_prefix": "prefix_groups.encoder_prefix.",
+               "cross_prefix": "prefix_groups.cross_prefix."}  # fmt: skip
+    out: Mapping = []
+    for group in groups:
+        prefix = root + group + "."
+        out += _map_prefix_group({k[len(prefix) :]: v for k, v in theirs.items() if k.startswith(prefix)},
+                                 targets[group], model)  # fmt: skip
+    return out
+
+
+def _map_prefix_group(t: Tensors, enc: str, model) -> Mapping:
     assert sorted(t) == ["control_trans.0.bias", "control_trans.0.weight", "control_trans.2.bias",
                          "control_trans.2.weight", "wte.weight"], sorted(t)  # fmt: skip
-    enc = "prompt_encoder.default."
     out = [
         (enc + "transform.0.bias", t["control_trans.0.bias"]),
         (enc + "transform.2.weight", t["control_trans.2.weight"]),
@@ -308,6 +320,7 @@ METHODS = {  # case prefix -> (peftbench method, options matching the AdapterHub
     "lora": ("lora", {"r": 4, "alpha": 8, "dropout": 0.0}),  # LoRAConfig(r=4, alpha=8); T5 incl. cross-attention
     "ia3": ("ia3", {}),  # IA3Config() on T5; IA3Config(intermediate_lora=False) on LLaMA
     "prefix": ("prefix", PREFIX),  # PrefixTuningConfig(prefix_length 5, bottleneck 24; T5: decoder self only)
+    "prefixall": ("prefix", {**PREFIX, "scope": "all"}),  # PrefixTuningConfig(...): all three T5 groups
 }
 
 
@@ -418,6 +431,23 @@ def test_prefix_t5(reference):
     _assert_differ(ours, theirs, batches, family, "tied_nobias")
     with_bias, *_ = build(reference, "prefix_t5")
     _assert_differ(_logits(with_bias, batches), theirs, batches, family, "untied_bias")
+
+
+def test_prefix_all_t5(reference):
+    """``scope: all`` (Li & Liang's placement) against AdapterHub's default ``PrefixTuningConfig`` on T5: prefixes
+    in the encoder's self-attention, the decoder's self-attention and the cross-attention, each group with its own
+    embedding and MLP. Equal with T5's relative position bias zeroed in both stacks; different with it, where
+    AdapterHub shifts the real keys by the prefix length and peftbench counts the prefix as past tokens."""
+
+    def zero_biases(model) -> None:
+        with torch.no_grad():
+            for stack in (model.encoder, model.decoder):
+                stack.block[0].layer[0].SelfAttention.relative_attention_bias.weight.zero_()
+
+    model, family, batches, theirs = build(reference, "prefixall_t5", prepare=zero_biases)
+    _assert_equal(_logits(model, batches), theirs, batches, family, "nobias")
+    with_bias, *_ = build(reference, "prefixall_t5")
+    _assert_differ(_logits(with_bias, batches), theirs, batches, family, "main")
 
 
 def test_prefix_llama(reference):

@@ -121,7 +121,8 @@ FORMULA_LEGEND = [
     "  (`projection_hidden_size`, `encoder_hidden_size`, None = d);",
     "- S self-attention blocks (T5: encoder and decoder; decoder-only: one per layer), F feed-forward blocks,",
     "  A adapters (`placement`: S + F for both, S for attention, F for feed_forward);",
-    "- Lp layers whose self-attention gets a prefix (T5: `num_layers`), D key/value width of one layer",
+    "- Lp layers whose self-attention gets a prefix (T5: `num_layers`), G prefix groups (3 for T5 with `scope` all:",
+    "  encoder self-, decoder self- and cross-attention, each its own; else 1), D key/value width of one layer",
     "  (key/value heads × head dimension: smaller than d under grouped-query attention);",
     "- N layer-norm parameters (gains and biases), Nb layer-norm biases (GPT-2's; T5's and LLaMA's norms have none);",
     "- Σ_X[…] sums over the linear layers of X, each mapping d_in → d_out: qv the default LoRA targets (T5: q, v of",
@@ -151,10 +152,9 @@ STUDY_VARIANTS = [
     "  default is Li & Liang's reparameterisation, width 512).",
     "- **LoRA**: the same (r = α on q, v), with dropout 0.1 on its input (the preset's).",
     "- **Training protocol** (all methods, in the `full` presets): fp32, AdamW weight decay 0.01 for the PEFT",
-    "  methods and 0 for full fine-tuning; `metrics.json[\"protocol\"]` records where a run differs from it.",
+    '  methods and 0 for full fine-tuning; `metrics.json["protocol"]` records where a run differs from it.',
     "",
-    "Not implemented: prefixes in T5's encoder self-attention and cross-attention (Li & Liang's placement; peft",
-    "prefixes only T5's decoder self-attention), Lester et al.'s initialisation from the 5,000 most common tokens",
+    "Not implemented: Lester et al.'s initialisation from the 5,000 most common tokens",
     "(needs token frequencies; `sample_vocab` samples the whole vocabulary, as peft does), PHM-Adapter, AdapterDrop",
     "and Adapter-LowRank.",
 ]
@@ -175,15 +175,17 @@ REMAINING = [
     "  normal instead of the documented Glorot-uniform fast weights for `CompacterConfig`). The reference test sets",
     "  AdapterHub's activation to peftbench's (tanh GELU) and copies the weights, so initialisation does not enter.",
     "- **`adapter_pfeiffer` is AdapterFusion's (and AdapterHub's `SeqBnConfig`) adapter after the feed-forward",
-    "  block.** The Compacter paper's \"Pfeiffer-Adapter\" baseline puts it after the self-attention block",
+    '  block.** The Compacter paper\'s "Pfeiffer-Adapter" baseline puts it after the self-attention block',
     "  (rabeehk/compacter `configs/pfeiffer_adapters.json`: on the self-attention output, before its dropout and",
     "  the residual, tanh GELU, layer norms trained); the counts are equal, so a count cannot tell them apart. That",
     "  baseline is `method.name=adapter_houlsby method.placement=attention method.reduction_factor=32` (peftbench's",
     "  adapter sits after the dropout: the same in evaluation); both rows are in the published-count test.",
-    "- **`prefix` on T5 prefixes the decoder's self-attention only** (peft; the study's effective placement). Li &",
-    "  Liang prefix the encoder, the decoder and the cross-attention: three prefixes instead of one (their XSum",
-    "  figure, 2%, counts all three). AdapterHub's `PrefixTuningConfig` does all three and shifts T5's relative",
-    "  positions by the prefix length, where peft treats the prefix as past tokens.",
+    "- **`prefix` on T5 prefixes the decoder's self-attention by default** (peft; the study's effective placement);",
+    "  `method.scope=all` is Li & Liang's placement, the encoder's self-attention and the cross-attention too, three",
+    "  prefix groups and three times the parameters (their XSum figure, 2%, counts all three). Against AdapterHub's",
+    "  `PrefixTuningConfig` (all three) it is equal with T5's relative position bias zeroed: AdapterHub shifts the",
+    "  real keys by the prefix length in that bias, peftbench (as peft in the decoder) counts the prefix as past",
+    "  tokens, so relative positions between real tokens stay as pre-training left them.",
     "- **`lora`, `dora`, `ia3` on GPT-2 adapt the fused `c_attn`**, so q, k and v together (peft cannot target part",
     "  of a fused projection). LoRA's GPT-2 code (microsoft/LoRA, `enable_lora=[True, False, True]`) adapts q and v",
     "  with a rank-r update each: the same count (4·r·d per layer: 393,216 at r = 4 on GPT-2 medium), but",
@@ -194,7 +196,7 @@ REMAINING = [
     "- **`ia3` on LLaMA rescales the input of `down_proj`** (the paper's l_ff ⊙ γ(W₁x), peft); AdapterHub's",
     "  `IA3Config` rescales its output, a different function (d_model instead of d_ff entries). The study's IA3",
     "  (adapter-transformers) was given its `DROPOUT_RATE`; peft's IA3 has no dropout, recorded in",
-    "  `metrics.json[\"protocol\"]`.",
+    '  `metrics.json["protocol"]`.',
     "- **`adalora`'s published counts depend on the ranks it learns** (Table 1's 1.27M / 0.32M are counted after",
     "  pruning); peftbench counts the init_r ranks it trains and stores (pruned ranks are zeroed, not removed).",
 ]
@@ -219,6 +221,8 @@ PUBLISHED = [
     "| 0.08% | 272,384 (0.0813%) |",
     "| Prefix-Tuning (arXiv 2101.00190), §1 | GPT-2 medium | prefix, 5 tokens (`projection=false`: the prefix "
     "kept) | 250K | 245,760 |",
+    "| Prefix-Tuning, Table 2 + Table 5 | BART-large shapes (as T5) | prefix, 100 tokens, `scope=all`, "
+    "`projection=false` | 2% | 7,372,800 (1.81%) |",
 ]
 
 

@@ -64,6 +64,8 @@ def study_settings(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
         dropout = _method_option(cfg, "dropout")
         if cfg.method_name in DROPOUT_METHODS:
             settings["method.dropout"] = (dropout, STUDY_DROPOUT)
+        elif cfg.method_name == "prefix":  # the study's prefix reaches T5's decoder self-attention only
+            settings["method.scope"] = (_method_option(cfg, "scope"), "decoder")
         elif cfg.method_name == "ia3":  # the study's IA3 is AdapterHub's, with a dropout; peft's has none
             settings["method.dropout"] = ("none (peft's IA3 has no dropout)", STUDY_DROPOUT)
     return settings

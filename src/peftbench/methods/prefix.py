@@ -1,10 +1,14 @@
 """Prefix tuning: trained key/value vectors prepended in self-attention, ``attn(q, [P_k; K], [P_v; V])``.
 
-Where they act (peft's implementation, which peftbench uses): in a decoder-only model, the self-attention of every
-layer; in T5, **the decoder's self-attention only** (every decoder layer). The encoder's self-attention and the
-decoder's cross-attention get no prefix, although Li & Liang (§4.1) prefix the encoder and the decoder of their
-encoder-decoder model; the study's code reaches the same decoder-only placement in effect. peft sizes the T5
-prefix by ``num_layers`` (the encoder's depth, equal to the decoder's in every T5 checkpoint).
+What trains: the prefixes (and their MLP); the model is frozen. Where: in a decoder-only model, the self-attention
+of every layer; in T5, by default (``scope: decoder``, peft's and the study's effective placement) **the decoder's
+self-attention only**, one prefix per decoder layer (peft's own T5 layout shares one between layers i and i + n/2:
+:func:`encoder_decoder_prompt`). ``scope: all`` is Li & Liang's placement (§4.1): the encoder's self-attention and
+the decoder's cross-attention get prefixes too, each group from its own prefix encoder
+(:class:`EncoderAndCrossPrefixes`), as their BART code and AdapterHub's ``PrefixTuningConfig`` do; equal to the
+latter with T5's relative position bias zeroed (``tests/reference``: AdapterHub shifts the real keys by the prefix
+length in that bias, peftbench counts the prefix as past tokens). peft sizes the T5 prefix by ``num_layers`` (the
+encoder's depth, equal to the decoder's in every T5 checkpoint).
 
 Each prefix vector has the width of one layer's keys (or values): ``num_key_value_heads · head_dim``, smaller
 than the hidden size under grouped-query attention. With ``projection`` on (the default, as Li & Liang), the
@@ -38,10 +42,17 @@ class PrefixConfig:
     the study sweeps none / 1024 / 512 / 256 (false is its "none")."""
     projection_hidden_size: int = 512
     """Hidden size of the reparameterisation MLP when ``projection`` is on."""
+    scope: str = "decoder"
+    """Encoder-decoder models: 'decoder' prefixes the decoder's self-attention (peft; the study's placement),
+    'all' also the encoder's self-attention and the decoder's cross-attention, each from a prefix encoder of its
+    own (Li & Liang §4.1; their BART code and AdapterHub's ``PrefixTuningConfig``). Decoder-only models have one
+    self-attention per layer, prefixed either way."""
 
     def __post_init__(self) -> None:
         if self.num_virtual_tokens < 1:
             raise ValueError(f"num_virtual_tokens must be >= 1, got {self.num_virtual_tokens}")
+        if self.scope not in ("decoder", "all"):
+            raise ValueError(f"scope must be 'decoder' or 'all', got {self.scope!r}")
 
 
 def apply(model: nn.Module, config: PrefixConfig) -> nn.Module:
@@ -56,7 +67,83 @@ def apply(model: nn.Module, config: PrefixConfig) -> nn.Module:
     if getattr(model.config, "is_encoder_decoder", False):
         # a bound method, so that copy.deepcopy(model) gives a copy computing with its own prefix
         wrapped.get_prompt = types.MethodType(encoder_decoder_prompt, wrapped)
+        if config.scope == "all":
+            wrapped.prefix_groups = EncoderAndCrossPrefixes(wrapped.active_peft_config, wrapped.get_base_model())
     return wrapped
+
+
+def _pairs(encoder: nn.Module, cfg: PrefixTuningConfig, batch_size: int) -> tuple[torch.Tensor, ...]:
+    """A prefix encoder's output as one ``(2, batch, heads, tokens, head_dim)`` key/value pair per layer."""
+    device = next(encoder.parameters()).device
+    tokens = torch.arange(cfg.num_virtual_tokens, device=device).unsqueeze(0).expand(batch_size, -1)
+    heads = cfg.num_attention_heads
+    kv = encoder(tokens).view(batch_size, cfg.num_virtual_tokens, cfg.num_layers * 2, heads, cfg.token_dim // heads)
+    return kv.permute([2, 0, 3, 1, 4]).split(2)
+
+
+def _pad_mask(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """An attention mask with ``length`` leading key columns every query may attend to (the prefix)."""
+    if mask is None:
+        return None
+    shape = (*mask.shape[:-1], length)
+    visible = torch.ones(shape, dtype=torch.bool, device=mask.device) if mask.dtype == torch.bool else (
+        torch.zeros(shape, dtype=mask.dtype, device=mask.device))  # fmt: skip
+    return torch.cat([visible, mask], dim=-1)
+
+
+class EncoderAndCrossPrefixes(nn.Module):
+    """The prefixes of ``scope: all`` beyond peft's decoder self-attention one: T5's encoder self-attention and its
+    decoder's cross-attention, each from a prefix encoder of its own (the same form as peft's: an embedding, through
+    the MLP with ``projection``).
+
+    Encoder: the encoder stack passes no cache to its layers, so a forward pre-hook on each encoder self-attention
+    hands it a cache holding that layer's prefix; T5 then treats the prefix as past tokens, as it does the decoder's
+    (relative positions of the real tokens unchanged, the prefix before them). Cross-attention: the prefix fills
+    the cross-attention cache that :func:`encoder_decoder_prompt` returns, marked not yet updated, so T5 appends the
+    encoder's keys and values after it. Both get the attention mask widened by the prefix's columns.
+    """
+
+    def __init__(self, cfg: PrefixTuningConfig, model: nn.Module) -> None:
+        from peft.tuners.prefix_tuning import PrefixEncoder
+
+        super().__init__()
+        self.encoder_prefix = PrefixEncoder(cfg)
+        self.cross_prefix = PrefixEncoder(cfg)
+        self.cfg = cfg
+        self._cache: DynamicCache | None = None
+        model.encoder.register_forward_pre_hook(self._build_encoder_cache, with_kwargs=True)
+        model.encoder.register_forward_hook(self._drop_encoder_cache)
+        for block in model.encoder.block:
+            block.layer[0].SelfAttention.register_forward_pre_hook(self._encoder_attention, with_kwargs=True)
+        for block in model.decoder.block:
+            block.layer[1].EncDecAttention.register_forward_pre_hook(self._cross_attention, with_kwargs=True)
+
+    def cross_cache(self, batch_size: int) -> DynamicCache:
+        cache = DynamicCache()
+        for layer, (keys, values) in enumerate(_pairs(self.cross_prefix, self.cfg, batch_size)):
+            cache.update(keys, values, layer)
+        return cache
+
+    def _build_encoder_cache(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        inputs = kwargs.get("input_ids", args[0] if args else None)
+        if inputs is None:
+            inputs = kwargs["inputs_embeds"]
+        self._cache = DynamicCache()
+        for layer, (keys, values) in enumerate(_pairs(self.encoder_prefix, self.cfg, inputs.shape[0])):
+            self._cache.update(keys.to(module.dtype), values.to(module.dtype), layer)
+
+    def _drop_encoder_cache(self, module: nn.Module, args: tuple, output: object) -> None:
+        self._cache = None
+
+    def _encoder_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if self._cache is not None:
+            kwargs["cache"] = self._cache
+            kwargs["mask"] = _pad_mask(kwargs.get("mask"), self.cfg.num_virtual_tokens)
+        return args, kwargs
+
+    def _cross_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        kwargs["mask"] = _pad_mask(kwargs.get("mask"), self.cfg.num_virtual_tokens)
+        return args, kwargs
 
 
 def encoder_decoder_prompt(
@@ -85,7 +172,13 @@ def encoder_decoder_prompt(
     self_cache = DynamicCache()
     for layer, (keys, values) in enumerate(pairs):
         self_cache.update(keys, values, layer)
-    return EncoderDecoderCache(self_cache, DynamicCache())
+    groups = getattr(self, "prefix_groups", None)
+    if groups is None:
+        return EncoderDecoderCache(self_cache, DynamicCache())
+    cache = EncoderDecoderCache(self_cache, groups.cross_cache(batch_size))
+    for layer in range(cfg.num_layers):
+        cache.is_updated[layer] = False  # T5 appends the encoder's keys and values after the prefix
+    return cache
 
 
 register(
@@ -94,19 +187,20 @@ register(
         revision=2,
         config_cls=PrefixConfig,
         apply=apply,
-        summary="trained key/value prefixes in self-attention (T5: the decoder's only)",
+        summary="trained key/value prefixes in self-attention (T5: the decoder's; scope all: every attention)",
         paper="Li & Liang 2021, Prefix-Tuning: Optimizing Continuous Prompts for Generation (arXiv 2101.00190)",
         default_learning_rate=1e-2,
         size_knob=SizeKnob("num_virtual_tokens"),
-        formula="t·D + D·h + h + (h + 1)·2·Lp·D if projection else t·2·Lp·D",
+        formula="G·(t·D + D·h + h + (h + 1)·2·Lp·D if projection else t·2·Lp·D)",
         count_note=(
             "counts what is trained and stored: the prefix embedding and, with projection on, the "
             "reparameterisation MLP (at inference only layers x 2 x tokens x d values are needed)"
         ),
         anatomy=Anatomy(
             placement=(
-                "key/value prefixes of t tokens in self-attention: T5 the decoder's only (peft; the study's effective "
-                "placement; Li & Liang also prefix the encoder, not offered); decoder-only every layer"
+                "key/value prefixes of t tokens in self-attention: T5 the decoder's (peft; the study's effective "
+                "placement), one per layer; scope: all adds the encoder's self-attention and the cross-attention "
+                "(Li & Liang), each group its own; decoder-only every layer"
             ),
             init=(
                 "Embedding → Linear → tanh → Linear (Li & Liang's reparameterisation, peft's prefix_projection), "
