@@ -78,7 +78,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from peftbench.experiments.run import evaluate_run
 
     evaluate_run(args.run_dir, progress=not args.no_progress)
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Under torchrun, destroys the process group before the process exits, as training does (``end_training``): a
+    rank exiting with gloo's threads still running was once aborted at exit ("terminate called without an active
+    exception", tests/evaluation/test_sharded.py in a loaded CI run)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def cmd_score(args: argparse.Namespace) -> int:
