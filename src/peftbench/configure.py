@@ -291,12 +291,15 @@ def method_config(cfg: ExperimentConfig) -> Any:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A config file's mapping, read as the CLI reads it (:func:`load_yaml`: ``no``/``yes``/``on``/``off`` stay
-    strings), with one-line errors. The CLI and the Python API (``peftbench.load_config``) both read through it."""
+    strings), with one-line errors. The CLI, the Python API (``peftbench.load_config``), the presets and sweep files
+    all read through it."""
     p = Path(path)
     if not p.is_file():
         raise PeftbenchError(f"config file {p} does not exist")
     try:
         loaded = load_yaml(read_text_file(p))
+    except OSError as exc:
+        raise PeftbenchError(f"cannot read {p}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

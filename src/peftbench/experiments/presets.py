@@ -15,12 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from peftbench.config import ExperimentConfig
-from peftbench.configure import apply_overrides, config_from_dict, load_yaml
+from peftbench.configure import apply_overrides, config_from_dict, read_config_file
 from peftbench.errors import PeftbenchError
-from peftbench.io import read_text_file
 
 MODES = ("dev", "full")
 DEMO_DATA = "@demo"
@@ -34,21 +31,6 @@ def configs_dir() -> Path:
     if not (path / "presets" / "defaults.yaml").is_file():
         raise PeftbenchError(f"cannot find peftbench's presets under {path}; set PEFTBENCH_CONFIGS to a configs/ dir")
     return path
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping, with one-line errors."""
-    try:
-        loaded = load_yaml(read_text_file(path))
-    except OSError as exc:
-        raise PeftbenchError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise PeftbenchError(f"{path}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise PeftbenchError(f"{path}: expected a mapping at the top level")
-    return loaded
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +57,11 @@ def preset_dict(method: str, mode: str = "full") -> dict[str, Any]:
     path = root / "methods" / f"{method}.yaml"
     if not path.is_file():
         raise PeftbenchError(f"no preset for method {method!r}; presets: {', '.join(available_presets())}")
-    method_raw = read_yaml(path)
+    method_raw = read_config_file(path)
     dev_part = method_raw.pop("dev", None) or {}
-    raw = deep_merge(read_yaml(root / "presets" / "defaults.yaml"), method_raw)
+    raw = deep_merge(read_config_file(root / "presets" / "defaults.yaml"), method_raw)
     if mode == "dev":
-        raw = deep_merge(raw, read_yaml(root / "presets" / "dev.yaml"))
+        raw = deep_merge(raw, read_config_file(root / "presets" / "dev.yaml"))
         raw = deep_merge(raw, dev_part)
     return raw
 

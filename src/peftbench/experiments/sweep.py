@@ -33,9 +33,9 @@ from typing import Any
 import yaml
 
 from peftbench.config import ExperimentConfig
-from peftbench.configure import YamlFloat, YamlInt, apply_overrides, config_from_dict, parse_override
+from peftbench.configure import YamlFloat, YamlInt, apply_overrides, config_from_dict, parse_override, read_config_file
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.presets import MODES, preset_dict, read_yaml
+from peftbench.experiments.presets import MODES, preset_dict
 from peftbench.experiments.rundir import STATE_FILE, RunState, finished_metrics, resolved_run_name, run_dir_for
 
 SECTIONS = ("mode", "methods", "grid", "zip", "overrides", "slurm")
@@ -90,7 +90,7 @@ def load_sweep(path: str | Path, extra: list[str] | None = None) -> Sweep:
     path = Path(path)
     if not path.is_file():
         raise PeftbenchError(f"sweep file {path} does not exist")
-    raw = read_yaml(path)
+    raw = read_config_file(path)
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise PeftbenchError(f"{path}: unknown section(s) {', '.join(unknown)}; sections: {', '.join(SECTIONS)}")
