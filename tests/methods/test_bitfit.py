@@ -11,24 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as tf
 
-from peftbench.config import ModelConfig
 from peftbench.methods import build_method_config, get_method, is_layer_norm, trainable_parameters
-from peftbench.models import is_encoder_decoder, load_model
+from tests.support.tiny import tiny_batch, tiny_model
 
 MODELS = ["tiny-t5", "tiny-llama", "tiny-gpt2"]
-
-
-def _model(name: str):
-    torch.manual_seed(0)
-    return load_model(ModelConfig(name=name)).eval()
-
-
-def _batch(model) -> dict[str, torch.Tensor]:
-    ids = torch.tensor([[5, 17, 42, 9, 1], [7, 7, 33, 1, 1]])
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if is_encoder_decoder(model):
-        batch["decoder_input_ids"] = torch.tensor([[0, 11, 12], [0, 13, 14]])
-    return batch
 
 
 def _bitfit(model, **options):
@@ -37,7 +23,7 @@ def _bitfit(model, **options):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_trains_every_linear_bias_and_nothing_else(name):
-    model = _bitfit(_model(name))
+    model = _bitfit(tiny_model(name))
     head = model.get_output_embeddings()
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
     assert all(m.bias is not None and m.bias.requires_grad for m in linears)
@@ -52,11 +38,11 @@ def test_trains_every_linear_bias_and_nothing_else(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_added_biases_start_at_zero_then_act_as_w_x_plus_b(name):
-    base = _model(name)
-    batch = _batch(base)
+    base = tiny_model(name)
+    batch = tiny_batch(base)
     with torch.no_grad():
         expected = base(**batch).logits
-    model = _bitfit(_model(name), lm_head_bias=True)
+    model = _bitfit(tiny_model(name), lm_head_bias=True)
     with torch.no_grad():
         start = model(**batch).logits
         for p in trainable_parameters(model).values():
@@ -87,7 +73,7 @@ def test_added_biases_start_at_zero_then_act_as_w_x_plus_b(name):
 
 
 def test_layer_norm_gains_train_only_when_asked():
-    model = _bitfit(_model("tiny-t5"), train_layer_norms=True)
+    model = _bitfit(tiny_model("tiny-t5"), train_layer_norms=True)
     gains = [m.weight for m in model.modules() if is_layer_norm(m)]
     assert gains and all(g.requires_grad for g in gains)
 
@@ -97,7 +83,7 @@ def test_bias_free_layer_norms_get_a_trained_bias_added_after_the_gain(name):
     """BitFit's count includes the layer norms' biases; T5's and LLaMA's RMS norms have none, so one is added, as
     Compacter's T5 does (``T5LayerNorm``: ``weight * x / sqrt(mean(x²) + eps) + bias``), zero at first. Checked
     against that formula on each norm's captured input; ``layer_norm_biases: false`` (the study's) adds none."""
-    model = _bitfit(_model(name))
+    model = _bitfit(tiny_model(name))
     norms = [m for m in model.modules() if is_layer_norm(m)]
     assert norms and all(m.bias.requires_grad and not m.weight.requires_grad for m in norms)
     assert sum(m.bias.numel() for m in norms) == sum(m.weight.numel() for m in norms)
@@ -114,9 +100,9 @@ def test_bias_free_layer_norms_get_a_trained_bias_added_after_the_gain(name):
 
     handles = [m.register_forward_hook(check) for m in norms]
     with torch.no_grad():
-        model(**_batch(model))
+        model(**tiny_batch(model))
     for h in handles:
         h.remove()
     assert len(seen) >= len(norms) and all(seen)
-    study = _bitfit(_model(name), layer_norm_biases=False)
+    study = _bitfit(tiny_model(name), layer_norm_biases=False)
     assert not any(getattr(m, "bias", None) is not None for m in study.modules() if is_layer_norm(m))

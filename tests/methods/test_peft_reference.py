@@ -25,9 +25,9 @@ from peft import (
     get_peft_model,
 )
 
-from peftbench.config import ModelConfig
 from peftbench.methods import build_method_config, get_method, trainable_parameters
-from peftbench.models import is_encoder_decoder, load_model
+from peftbench.models import is_encoder_decoder
+from tests.support.tiny import tiny_batch, tiny_model
 
 T5_TARGETS = {"qv": ["q", "v"], "kv": ["k", "v"], "ff": ["wo"], "all": ["q", "k", "v", "o", "wi_0", "wi_1", "wo"]}
 LLAMA_TARGETS = {
@@ -64,23 +64,10 @@ def _reference(method: str, targets: dict[str, list[str]], task: TaskType, d: in
 METHODS = ["lora", "dora", "adalora", "vera", "ia3", "ia3_ff", "prompt", "ptuning", "prefix"]
 
 
-def _base(name: str):
-    torch.manual_seed(0)
-    return load_model(ModelConfig(name=name)).eval()
-
-
-def _batch(model) -> dict[str, torch.Tensor]:
-    ids = torch.tensor([[5, 17, 42, 9, 1], [7, 7, 33, 1, 1]])
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if is_encoder_decoder(model):
-        batch["decoder_input_ids"] = torch.tensor([[0, 11, 12], [0, 13, 14]])
-    return batch
-
-
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("model_name", ["tiny-t5", "tiny-llama"])
 def test_peftbench_builds_the_method_peft_builds_from_the_paper(model_name, method):
-    base = _base(model_name)
+    base = tiny_model(model_name)
     enc_dec = is_encoder_decoder(base)
     task = TaskType.SEQ_2_SEQ_LM if enc_dec else TaskType.CAUSAL_LM
     targets = T5_TARGETS if enc_dec else LLAMA_TARGETS
@@ -96,7 +83,7 @@ def test_peftbench_builds_the_method_peft_builds_from_the_paper(model_name, meth
             theirs[name].copy_(p)
     ours.eval(), reference.eval()
     with torch.no_grad():
-        got, expected = ours(**_batch(base)).logits, reference(**_batch(base)).logits
+        got, expected = ours(**tiny_batch(base)).logits, reference(**tiny_batch(base)).logits
     if (model_name, method) == ("tiny-t5", "prefix"):
         # peft's own T5 layout gives both decoder layers the first layer's prefix; peftbench one per layer
         # (tests/methods/test_prefix_layers.py; equal to AdapterHub's in tests/reference/test_adapterhub.py)
