@@ -100,7 +100,7 @@ def _fit(
     prefix, suffix = affixes
     if not encoder_decoder:
         suffix = []
-    if len(prefix) + len(prompt_ids) + len(suffix) <= max_length or body_ids is None:
+    if body_ids is None or not _needs_cut(prompt_ids, affixes, max_length, encoder_decoder):
         return prefix + prompt_ids + suffix
     cut = _common_prefix(body_ids, prompt_ids)
     body, cue = prompt_ids[:cut], prompt_ids[cut:]
@@ -108,8 +108,12 @@ def _fit(
     return prefix + body[:room] + cue + suffix
 
 
-def _needs_cut(prompt_ids: list[int], affixes: tuple[list[int], list[int]], max_length: int) -> bool:
-    return len(affixes[0]) + len(prompt_ids) + len(affixes[1]) > max_length
+def _needs_cut(
+    prompt_ids: list[int], affixes: tuple[list[int], list[int]], max_length: int, encoder_decoder: bool
+) -> bool:
+    """Whether :func:`_fit` must cut the prompt (a decoder-only prompt has no closing special tokens)."""
+    closing = len(affixes[1]) if encoder_decoder else 0
+    return len(affixes[0]) + len(prompt_ids) + closing > max_length
 
 
 def _target(
@@ -164,7 +168,7 @@ def tokenize_example(
     affixes = special_affixes(tokenizer)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     body_ids = None
-    if _needs_cut(prompt_ids, affixes, max_source_length):
+    if _needs_cut(prompt_ids, affixes, max_source_length, encoder_decoder):
         body_ids = tokenizer(_split_cue(prompt)[0], add_special_tokens=False)["input_ids"]
     whole = None if encoder_decoder else tokenizer(prompt + lead + target, add_special_tokens=False)["input_ids"]
     alone = tokenizer(target, add_special_tokens=False)["input_ids"]
@@ -202,7 +206,7 @@ def featurize(
         chunk = examples[start : start + FEATURIZE_CHUNK]
         parts = [split_prompt(ex.source, encoder_decoder) for ex in chunk]
         prompts = _ids(tokenizer, [prompt for prompt, _ in parts])
-        long = [i for i, ids in enumerate(prompts) if _needs_cut(ids, affixes, max_source_length)]
+        long = [i for i, ids in enumerate(prompts) if _needs_cut(ids, affixes, max_source_length, encoder_decoder)]
         bodies: dict[int, list[int]] = dict(
             zip(long, _ids(tokenizer, [_split_cue(parts[i][0])[0] for i in long]), strict=True)
         )
