@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from peftbench.demo import DEMO_SPLIT, generate_demo_data
+from peftbench.demodata import DEMO_SPLIT, generate_demo_data
 from peftbench.io import load_tensors
 
 

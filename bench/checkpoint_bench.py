@@ -20,9 +20,9 @@ from _common import parser, report
 from transformers import T5Config, T5ForConditionalGeneration, get_scheduler
 
 from peftbench.configure import config_from_dict
-from peftbench.experiments.rundir import load_trainable, save_trainable
-from peftbench.experiments.setup import build_model
 from peftbench.methods import build_method_config, get_method
+from peftbench.recipe.rundir import load_trainable, save_trainable
+from peftbench.recipe.setup import build_model
 from peftbench.training.checkpoint import capture_rng_state, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 
 MIB = 1 << 20

@@ -28,8 +28,8 @@ def measure(name: str, per_task_minimum: int | None, device: str) -> tuple[float
     from peftbench.configure import config_from_dict
     from peftbench.data import collate
     from peftbench.evaluation import generate
-    from peftbench.experiments.setup import build_model, prepare_data
     from peftbench.models import is_encoder_decoder
+    from peftbench.recipe.setup import build_model, prepare_data
 
     cfg = config_from_dict({
         "model": {"name": name}, "method": {"name": "lora"},

@@ -9,7 +9,7 @@ prompts are the real SuperNI test prompts of ../shared/data/superni-mini (defini
 tokens), encoded for a tiny random T5 (encoder-decoder) and a tiny random LLaMA (decoder-only, KV cache).
 Predictions must be identical (asserted).
 
-``--mode trained`` (bench/eval_trained.py) measures the same on trained models, whose answers end early:
+``--mode trained`` (bench/_eval_trained.py) measures the same on trained models, whose answers end early:
 the demo's pre-trained tiny base (T5 and LLaMA) with a LoRA adapter instruction-tuned by the bench.
 """
 
@@ -20,28 +20,14 @@ from pathlib import Path
 
 import torch
 from _common import best_time, parser, report, sync
+from _tk_instruct import tk_instruct_style
 
 from peftbench.configure import config_from_dict
-from peftbench.data.collate import generation_batch, generation_batches
+from peftbench.data.collate import generation_batches
 from peftbench.evaluation.generate import generate_predictions, prefix_cache_supported
-from peftbench.experiments.setup import build_model, prepare_data
+from peftbench.recipe.setup import build_model, prepare_data
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "superni-mini"
-
-
-def tk_instruct_style(model, tokenizer, features, batch_size, max_new_tokens, encoder_decoder, device) -> list[str]:
-    """Batches in file order, each padded to its longest prompt (as Tk-Instruct's evaluation loop does)."""
-    texts = []
-    for i in range(0, len(features), batch_size):
-        chunk = features[i : i + batch_size]
-        batch = {k: v.to(device) for k, v in generation_batch(chunk, tokenizer.pad_token_id, encoder_decoder).items()}
-        with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
-        if not encoder_decoder:
-            out = out[:, batch["input_ids"].shape[1] :]
-        texts += [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
-    return texts
 
 
 def measure(model_name: str, device: str, quick: bool) -> str:
@@ -114,7 +100,7 @@ def main() -> list[str]:
         else:
             lines += [measure(name, args.device, args.quick) for name in models]
     if args.mode in ("trained", "both"):
-        from eval_trained import measure_trained
+        from _eval_trained import measure_trained  # builds (once) and caches a trained model
 
         lines += [line for name in models for line in measure_trained(name, args.device, args.quick, args.steps)]
     return lines

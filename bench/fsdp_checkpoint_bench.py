@@ -5,7 +5,7 @@
 Starts itself under torchrun with ``--nproc`` processes (gloo on CPU). For full fine-tuning and LoRA on the tiny
 T5 and on a ~100M-parameter random T5 (``--quick``: tiny T5 only), sharded with FSDP2 as ``peftbench train``
 shards it, after one AdamW step: the size of every rank's ``__<rank>_0.distcp`` written by
-``peftbench.training.sharding.save_shards`` against the ideal share, (trainable weights + AdamW's moments) /
+``peftbench.training.fsdp.save_shards`` against the ideal share, (trainable weights + AdamW's moments) /
 world size, and the time of the save. Goal: every rank's file within 1.1x its share + 256 KiB (DCP adds about
 half a KiB per tensor entry: LoRA's many small tensors, their moments and step counters, on the tiny model).
 """
@@ -25,9 +25,9 @@ from _common import parser, report
 from checkpoint_bench import t5_100m
 
 from peftbench.configure import config_from_dict
-from peftbench.experiments.setup import build_model
 from peftbench.methods import build_method_config, get_method
-from peftbench.training.sharding import Sharding, save_shards, shard_model
+from peftbench.recipe.setup import build_model
+from peftbench.training.fsdp import Sharding, save_shards, shard_model
 
 MIB = 1 << 20
 

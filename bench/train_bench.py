@@ -24,7 +24,7 @@ import torch
 from _common import parser, report, sync
 
 from peftbench.configure import config_from_dict
-from peftbench.experiments.setup import build_model, prepare_data
+from peftbench.recipe.setup import build_model, prepare_data
 from peftbench.training.trainer import Schedule, epoch_loader, fit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "superni-mini"

@@ -27,13 +27,13 @@ SUPERNI_MINI = REPO.parent / "shared" / "data" / "superni-mini"
 FIRST = (
     "tests/demo/test_demo.py::test_full_demo_methods_beat_the_untrained_base",
     "tests/training/test_fsdp.py",
-    "tests/experiments/test_slurm.py",
+    "tests/launch/test_slurm.py",
     "tests/training/test_preemption.py",
     "tests/training/test_faults.py",
     "tests/training/test_distributed.py",
     "tests/evaluation/test_sharded.py",
-    "tests/experiments/test_sweep.py",
-    "tests/experiments/test_end_to_end.py",
+    "tests/launch/test_sweep.py",
+    "tests/recipe/test_end_to_end.py",
 )
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import peftbench
-from peftbench.experiments.rundir import load_trainable
-from peftbench.experiments.setup import build_model
+from peftbench.recipe.rundir import load_trainable
+from peftbench.recipe.setup import build_model
 from tests.conftest import tiny_mini_config
 
 

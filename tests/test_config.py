@@ -8,7 +8,7 @@ import yaml
 from peftbench.config import dump_config
 from peftbench.configure import config_from_dict, load_config
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.rundir import config_hash, resolved_run_name
+from peftbench.recipe.rundir import config_hash, resolved_run_name
 
 
 def test_dotted_overrides_reach_sections_and_method(tmp_path):
@@ -79,7 +79,7 @@ def test_missing_and_malformed_files(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
-    # Stand-alone experiment configs; presets, sweeps and accelerate configs: tests/experiments/test_presets.py.
+    # Stand-alone experiment configs; presets, sweeps and accelerate configs: tests/launch/test_presets.py.
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert configs, "no configs shipped"
     for path in configs:
@@ -94,7 +94,8 @@ def test_a_method_revision_enters_the_config_hash(monkeypatch):
     keep their hashes."""
     import dataclasses
 
-    from peftbench.methods import get_method, registry
+    from peftbench.methods import get_method
+    from peftbench.methods.core import registry
 
     cfg = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "lora"}})
     before = config_hash(cfg)

@@ -19,13 +19,13 @@ from transformers import ByT5Tokenizer, T5Config, T5ForConditionalGeneration
 from peftbench.configure import config_from_dict
 from peftbench.data.collate import Features, tokenize_example, training_batch
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.presets import preset_config
-from peftbench.experiments.run import run_experiment
-from peftbench.experiments.rundir import load_trainable, save_trainable
-from peftbench.experiments.setup import build_model, check_master_weights
 from peftbench.io import load_tensors
+from peftbench.launch.presets import preset_config
 from peftbench.methods import all_methods, get_method, trainable_parameters
 from peftbench.models import is_encoder_decoder
+from peftbench.recipe.run import run_experiment
+from peftbench.recipe.rundir import load_trainable, save_trainable
+from peftbench.recipe.setup import build_model, check_master_weights
 
 METHODS = [spec.name for spec in all_methods()]
 HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}

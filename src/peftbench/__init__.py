@@ -16,8 +16,7 @@ import importlib
 from typing import Any
 
 from peftbench.errors import PeftbenchError
-
-__version__ = "0.1.0"
+from peftbench.version import __version__
 
 __all__ = [
     "PeftbenchError",

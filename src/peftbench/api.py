@@ -27,9 +27,9 @@ from peftbench.errors import PeftbenchError
 from peftbench.trained import load_trained
 
 if TYPE_CHECKING:
-    from peftbench.experiments.export import ExportResult
-    from peftbench.experiments.report import ReportFiles
-    from peftbench.experiments.run import RunResult
+    from peftbench.export import ExportResult
+    from peftbench.recipe.run import RunResult
+    from peftbench.report.build import ReportFiles
 
 __all__ = ["evaluate", "export", "load_config", "load_trained", "preset", "report", "run", "score"]
 
@@ -80,7 +80,7 @@ def load_config(
 
 def preset(method: str, mode: str = "dev", overrides: Overrides = None) -> ExperimentConfig:
     """A named preset's config (``peftbench run METHOD --mode MODE``): ``dev`` is CPU-sized, ``full`` the study's."""
-    from peftbench.experiments.presets import preset_config
+    from peftbench.launch.presets import preset_config
 
     if mode not in ("dev", "full"):
         raise PeftbenchError(f"mode must be 'dev' or 'full', not {mode!r}")
@@ -97,14 +97,14 @@ def run(
 ) -> RunResult:
     """Trains and evaluates one configuration (``peftbench train``) in this process; returns the run directory and
     its metrics. A finished run is not redone (``result.skipped``); an interrupted one resumes."""
-    from peftbench.experiments.run import run_experiment
+    from peftbench.recipe.run import run_experiment
 
     return run_experiment(load_config(config, overrides), progress=progress, quiet=quiet)
 
 
 def evaluate(run_dir: str | Path, *, progress: bool = False, quiet: bool = True) -> RunResult:
     """Re-scores a run's test split from its saved weights (``peftbench evaluate``)."""
-    from peftbench.experiments.run import evaluate_run
+    from peftbench.recipe.run import evaluate_run
 
     return evaluate_run(run_dir, progress=progress, quiet=quiet)
 
@@ -121,7 +121,7 @@ def score(predictions: str | Path | Iterable[Mapping[str, Any]], *, xlingual: bo
 def export(run_dir: str | Path, out: str | Path, *, merge: bool = False) -> ExportResult:
     """Exports a run's trained weights (``peftbench export``): a peft adapter, a merged plain model (``merge``) or a
     peftbench adapter directory, each recording its base model; :func:`load_trained` loads any of them."""
-    from peftbench.experiments.export import export_run
+    from peftbench.export import export_run
 
     return export_run(run_dir, out, merge=merge)
 
@@ -136,6 +136,6 @@ def report(
 ) -> ReportFiles:
     """Writes the comparison of every finished run below ``runs_dir`` (``peftbench report``); returns the files and
     the printed tables. ``intervals=False`` is ``--no-intervals``; ``bootstrap=0`` still means the same."""
-    from peftbench.experiments.report import write_report
+    from peftbench.report.build import write_report
 
     return write_report(runs_dir, output, intervals=intervals, bootstrap=bootstrap, seed=seed)

@@ -30,7 +30,7 @@ def _quiet_libraries() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from peftbench.configure import load_config
-    from peftbench.experiments.run import run_experiment
+    from peftbench.recipe.run import run_experiment
 
     cfg = load_config(args.config, args.overrides)
     run_experiment(cfg, progress=not args.no_progress)
@@ -38,8 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from peftbench.experiments.presets import in_distributed_launch, preset_config, relaunch
-    from peftbench.experiments.run import run_experiment
+    from peftbench.launch.presets import in_distributed_launch, preset_config, relaunch
+    from peftbench.recipe.run import run_experiment
 
     cfg = preset_config(args.method, args.mode, args.overrides)
     if args.print_config:
@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(dump_config(cfg), end="")
         return 0
     if cfg.launch.num_processes > 1 and not in_distributed_launch():
-        from peftbench.experiments.preflight import preflight
+        from peftbench.launch.preflight import preflight
 
         preflight([cfg])  # devices, data, model: one line before any process starts, not one per process
         argv = ["run", args.method, "--mode", args.mode, *args.overrides]
@@ -58,8 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from peftbench.experiments.launchers import exit_status, launch_local, launch_slurm, summary
-    from peftbench.experiments.sweep import estimated_trainable, expand, load_sweep, plan_table
+    from peftbench.launch.launchers import exit_status, launch_local, launch_slurm, summary
+    from peftbench.launch.sweep import estimated_trainable, expand, load_sweep, plan_table
 
     sweep = load_sweep(args.sweep, args.overrides)
     runs = expand(sweep)
@@ -75,7 +75,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from peftbench.experiments.run import evaluate_run
+    from peftbench.recipe.run import evaluate_run
 
     evaluate_run(args.run_dir, progress=not args.no_progress)
     _close_process_group()
@@ -104,7 +104,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from peftbench.experiments.report import write_report
+    from peftbench.report.build import write_report
 
     files = write_report(args.runs_dir, args.output, intervals=not args.no_intervals, bootstrap=args.bootstrap)
     if files.summary:
@@ -120,7 +120,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from peftbench.experiments.export import export_run
+    from peftbench.export import export_run
 
     result = export_run(args.run_dir, args.out, merge=args.merge)
     base = result.manifest["base"]
@@ -137,7 +137,7 @@ _EXPORT_KINDS = {
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from peftbench.experiments.methods_table import methods_markdown, methods_table
+    from peftbench.methods.core.table import methods_markdown, methods_table
 
     if args.markdown:
         print(methods_markdown(), end="")
@@ -147,7 +147,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from peftbench.experiments.status import status_table
+    from peftbench.launch.status import status_table
 
     print(status_table(args.runs_dir))
     return 0
@@ -208,13 +208,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per entry of ``COMMANDS``."""
-    import peftbench
+    from peftbench.version import __version__
 
     parser = _Parser(
         prog="peftbench",
         description="Compare parameter-efficient fine-tuning methods for instruction tuning on SuperNI.",
     )
-    parser.add_argument("--version", action="version", version=f"peftbench {peftbench.__version__}")
+    parser.add_argument("--version", action="version", version=f"peftbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     p = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
 

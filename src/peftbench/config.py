@@ -3,7 +3,7 @@
 A config is loaded from YAML, overridden with dotted ``section.field=value`` pairs, checked once
 (every problem reported in one line), and written back fully resolved as the run's ``config.yaml``.
 Reading YAML into it and resolving the method are :mod:`peftbench.configure`'s; the config hash and the run's
-name and directory are :mod:`peftbench.experiments.rundir`'s.
+name and directory are :mod:`peftbench.recipe.rundir`'s.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class TrainConfig:
     (the study: 5000); needs data.num_validation_tasks > 0; 0 disables."""
     report_to: list[str] = field(default_factory=list)
     """Experiment trackers for losses, learning rate, validation and test scores and the resolved config:
-    tensorboard, wandb, mlflow (as in transformers' TrainingArguments; see experiments/trackers.py). Not part of the
+    tensorboard, wandb, mlflow (as in transformers' TrainingArguments; see recipe/trackers.py). Not part of the
     config hash."""
 
 
@@ -179,7 +179,7 @@ class ExperimentConfig:
     """Directory the run directory is created in."""
     run_name: str | None = None
     """Run directory name; None = '<method>-<key hyperparameters>-<config hash>' (see
-    ``peftbench.experiments.rundir.resolved_run_name``)."""
+    ``peftbench.recipe.rundir.resolved_run_name``)."""
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     """How the run is launched (processes, accelerate config, Slurm time limit)."""
 

@@ -22,7 +22,7 @@ from peftbench.config import ExperimentConfig, ModelConfig, validate
 from peftbench.errors import PeftbenchError
 from peftbench.io import read_text_file
 from peftbench.methods import build_method_config, get_method
-from peftbench.methods.budget import match_budget
+from peftbench.methods.core.budget import match_budget
 
 # --------------------------------------------------------------------------------------------------
 # YAML as users type it

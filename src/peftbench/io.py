@@ -70,17 +70,29 @@ def read_json_file(path: str | Path, advice: str = "", kind: type = dict) -> Any
 _JSON_NAMES = {dict: "object", list: "array"}
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path, strict: bool = False) -> None:
+    """Makes a directory's entries (a rename into it) durable. ``strict``: an error is raised, not ignored (a
+    checkpoint must not be trusted without it; a plain atomic write is still atomic on a filesystem that cannot
+    fsync a directory)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
+        if strict:
+            raise
         return
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        if strict:
+            raise
     finally:
         os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flushes a written file's data to disk."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 def _umask() -> int:
@@ -123,7 +135,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

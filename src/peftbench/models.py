@@ -92,7 +92,8 @@ TINY_PRESETS: dict[str, Callable[[int], PreTrainedModel]] = {
 }
 """Built-in tiny random models (names usable as ``model.name``)."""
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""``model.dtype`` names -> torch dtypes."""
 
 
 def is_encoder_decoder(model_or_config: nn.Module | PretrainedConfig) -> bool:
@@ -118,7 +119,7 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 def load_model(cfg: ModelConfig, vocab_size: int = _VOCAB) -> PreTrainedModel:
     """The base model for ``cfg``: a tiny preset (seeded random init, ``vocab_size`` rows) or ``from_pretrained``."""
-    dtype = _DTYPES[cfg.dtype]
+    dtype = DTYPES[cfg.dtype]
     if cfg.name in TINY_PRESETS:
         # A private RNG stream: the preset's weights depend on init_seed only, not on what ran before.
         with torch.random.fork_rng(devices=[]):
@@ -179,7 +180,7 @@ def model_skeleton(cfg: ModelConfig) -> PreTrainedModel:
             return TINY_PRESETS[cfg.name](vocab)
     config, auto = _auto_config(cfg.name)
     with torch.device("meta"):  # (accelerate's init_empty_weights would untie tied embeddings)
-        return auto.from_config(config, dtype=_DTYPES[cfg.dtype])
+        return auto.from_config(config, dtype=DTYPES[cfg.dtype])
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerBase:

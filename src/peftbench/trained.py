@@ -1,7 +1,7 @@
 """Exported trained models, read back: the manifest every export carries, the base model's fingerprint and
 :func:`load_trained`, the public loader.
 
-``peftbench export`` (:mod:`peftbench.experiments.export`) writes one of three kinds of directory, each with
+``peftbench export`` (:mod:`peftbench.export`) writes one of three kinds of directory, each with
 ``peftbench_export.json`` (the manifest: kind, method and its options, the base model's name, dtype and weights
 hash, the run it came from, software versions) and the tokenizer's files:
 
@@ -28,6 +28,7 @@ from torch import nn
 
 from peftbench.config import ModelConfig
 from peftbench.errors import PeftbenchError
+from peftbench.models import DTYPES
 
 EXPORT_FILE = "peftbench_export.json"
 ADAPTER_WEIGHTS = "peftbench_adapter.safetensors"
@@ -35,13 +36,12 @@ BASE_DIR = "base"
 FORMAT = "peftbench-export"
 FORMAT_VERSION = 1
 KINDS = ("peft", "model", "peftbench")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def weights_hash(model: nn.Module, dtype: str = "float32") -> str:
     """SHA-256 of a base model's weights: every ``state_dict`` entry in name order (name, shape and bytes, cast to
     ``dtype`` first, so a float32 checkpoint loaded in bfloat16 matches a bfloat16 base)."""
-    target = _DTYPES[dtype]
+    target = DTYPES[dtype]
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach()
@@ -70,14 +70,13 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def check_base(model: nn.Module, manifest: dict[str, Any], out: str | Path) -> None:
-    """Refuses, in one line, a base whose weights are not those the export was trained on."""
-    base = manifest["base"]
-    found = weights_hash(model, base["dtype"])
-    if found != base["sha256"]:
+def refuse_other_base(where: str | Path, recorded: dict[str, Any], found: str, fix: str) -> None:
+    """Refuses, in one line, base weights whose SHA-256 (``found``, :func:`weights_hash`) is not the one ``recorded``
+    (name and sha256) when ``where`` (a run directory, an export) was trained."""
+    if found != recorded["sha256"]:
         raise PeftbenchError(
-            f"{out} was trained on base {base['name']!r} (weights sha256 {base['sha256'][:12]}), but the given base's "
-            f"weights hash to {found[:12]}: load it with the base it was trained on"
+            f"{where} was trained on base {recorded.get('name')!r} with other weights (sha256 "
+            f"{recorded['sha256'][:12]}, now {found[:12]}): {fix}"
         )
 
 
@@ -112,7 +111,8 @@ def load_trained(base: str | Path | nn.Module | None, out: str | Path, *, check:
         return _load_plain(out, manifest)
     model = load_base(base, out, manifest)
     if check:
-        check_base(model, manifest, out)
+        base = manifest["base"]
+        refuse_other_base(out, base, weights_hash(model, base["dtype"]), "load it with the base it was trained on")
     if kind == "model":
         return _load_plain(out, manifest)
     if kind == "peft":
@@ -127,12 +127,12 @@ def _load_plain(out: str | Path, manifest: dict[str, Any]) -> nn.Module:
 
     config = AutoConfig.from_pretrained(str(out))
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-    return auto.from_pretrained(str(out), dtype=_DTYPES[manifest["model"]["dtype"]]).eval()
+    return auto.from_pretrained(str(out), dtype=DTYPES[manifest["model"]["dtype"]]).eval()
 
 
 def _load_peftbench_adapter(model: nn.Module, out: str | Path, manifest: dict[str, Any]) -> nn.Module:
     from peftbench.methods import build_method_config, get_method
-    from peftbench.methods.precision import keep_trainable_fp32
+    from peftbench.methods.core.precision import keep_trainable_fp32
     from peftbench.weights import apply_trainable, read_trainable
 
     spec = get_method(manifest["method"])

@@ -237,8 +237,8 @@ def test_run_config_switch_and_location(data_dir: Path, tmp_path: Path, monkeypa
     """`data.cache` (on by default) uses $PEFTBENCH_CACHE/features, gives the same features, and is not
     part of the config hash (it does not change results)."""
     from peftbench.configure import config_from_dict
-    from peftbench.experiments.rundir import config_hash
-    from peftbench.experiments.setup import build_model, prepare_data
+    from peftbench.recipe.rundir import config_hash
+    from peftbench.recipe.setup import build_model, prepare_data
 
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path / "home-cache"))
     raw = {"model": {"name": "tiny-t5"}, "data": {"data_dir": str(data_dir), "max_source_length": 64}}

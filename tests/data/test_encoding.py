@@ -252,7 +252,7 @@ def test_decoder_only_demonstrations_fit_the_capped_prompt_limit(superni_mini: P
     """A decoder-only prompt limit is capped at positions - max_target_length; demonstrations must be fitted to
     that cap (as Tk-Instruct fits them to its limit), or they push the instance itself out of the prompt."""
     from peftbench.configure import config_from_dict
-    from peftbench.experiments.setup import build_model, prepare_data
+    from peftbench.recipe.setup import build_model, prepare_data
 
     cfg = config_from_dict({
         "model": {"name": "tiny-gpt2"}, "method": {"name": "lora"},

@@ -497,8 +497,8 @@ def test_training_examples_keep_every_non_empty_output_as_a_target(small: Path) 
 def test_training_seed_does_not_change_the_data_but_data_seed_does(mini_dir: Path) -> None:
     """`seed` is the training seed; everything that selects data follows `data.seed` (issue 11, part 4)."""
     from peftbench.configure import config_from_dict
-    from peftbench.experiments.rundir import config_hash
-    from peftbench.experiments.setup import build_model, prepare_data
+    from peftbench.recipe.rundir import config_hash
+    from peftbench.recipe.setup import build_model, prepare_data
 
     data = {
         "data_dir": str(mini_dir), "split": "mini", "num_validation_tasks": 4, "num_train_tasks": 9,

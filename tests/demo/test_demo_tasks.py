@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from peftbench.demo import (
+from peftbench.demodata import (
     DEMO_SPLIT,
     PRETRAIN_SPLIT,
     generate_demo_data,
@@ -19,23 +19,8 @@ from peftbench.demo import (
     writer,
 )
 from peftbench.errors import PeftbenchError
+from tests.conftest import require_superni_mini
 
-SUPERNI_KEYS = [
-    "Contributors",
-    "Source",
-    "URL",
-    "Categories",
-    "Reasoning",
-    "Definition",
-    "Input_language",
-    "Output_language",
-    "Instruction_language",
-    "Domains",
-    "Positive Examples",
-    "Negative Examples",
-    "Instances",
-    "Instance License",
-]
 NUMBER_WORDS = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
     "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
@@ -198,10 +183,19 @@ def test_task_names_look_like_superni(dataset: Path) -> None:
     assert len(numbers) == len(set(numbers))
 
 
+def test_the_writers_keys_are_those_of_real_superni_task_files() -> None:
+    """The independent reference of the demo's task layout: every task file of the real SuperNI sample has exactly
+    these keys, in this order (the natural-instructions repository's own files)."""
+    files = sorted((require_superni_mini() / "tasks").glob("*.json"))
+    assert files
+    for path in files:
+        assert list(json.loads(path.read_text())) == list(writer.SUPERNI_KEYS), path.name
+
+
 def test_every_task_has_exactly_the_superni_keys_and_types(dataset: Path) -> None:
     for name, task in _all_tasks(dataset).items():
-        assert list(task) == SUPERNI_KEYS, name
-        for key in SUPERNI_KEYS:
+        assert list(task) == list(writer.SUPERNI_KEYS), name
+        for key in writer.SUPERNI_KEYS:
             assert isinstance(task[key], list), (name, key)
         for key in ("Contributors", "Source", "URL", "Reasoning", "Domains", "Instance License"):
             assert all(isinstance(v, str) for v in task[key]), (name, key)

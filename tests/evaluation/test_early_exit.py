@@ -17,8 +17,8 @@ from peftbench.configure import config_from_dict
 from peftbench.data.collate import generation_batches
 from peftbench.evaluation import greedy
 from peftbench.evaluation.generate import _base_model, encode_prefix, generate_ids
-from peftbench.experiments.setup import build_model
 from peftbench.models import is_encoder_decoder
+from peftbench.recipe.setup import build_model
 from tests.evaluation.test_generation_fidelity import _decisive, _features, _perturb
 
 NEW_TOKENS = 8

@@ -20,9 +20,9 @@ from peftbench.configure import config_from_dict
 from peftbench.data.collate import Features, tokenize_example
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation.generate import generate_predictions
-from peftbench.experiments.setup import build_model
 from peftbench.methods import all_methods, trainable_parameters
 from peftbench.models import is_encoder_decoder
+from peftbench.recipe.setup import build_model
 
 MODELS = ("tiny-t5", "tiny-llama", "tiny-gpt2")
 METHODS = [spec.name for spec in all_methods()]

@@ -1,4 +1,4 @@
-"""Evaluation split across ranks (``evaluation/sharding.py``): the same ``predictions.jsonl`` as one process.
+"""Evaluation split across ranks (``evaluation/ranks.py``): the same ``predictions.jsonl`` as one process.
 
 Fast: the assignment of batches to ranks. Slow (real ``torchrun`` with 2 CPU processes over gloo, as
 ``tests/training/test_distributed.py``): ``peftbench evaluate`` on 2 ranks writes a file byte-identical to
@@ -17,7 +17,7 @@ import time
 import pytest
 import yaml
 
-from peftbench.evaluation.sharding import assign_rounds
+from peftbench.evaluation.ranks import assign_rounds
 from tests.conftest import in_process, require_superni_mini, tiny_mini_config
 from tests.support.processes import two_ranks
 from tests.support.slow import slow_env
@@ -116,8 +116,8 @@ def _validation_worker(rank: int, world: int, init_file: str, out_dir: str, data
 
     from peftbench.configure import config_from_dict
     from peftbench.evaluation.generate import generate_predictions
-    from peftbench.experiments.setup import build_model, prepare_data
     from peftbench.models import is_encoder_decoder
+    from peftbench.recipe.setup import build_model, prepare_data
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -142,8 +142,8 @@ def test_two_rank_generation_without_a_file_returns_every_record_on_every_rank(s
 
     from peftbench.configure import config_from_dict
     from peftbench.evaluation.generate import generate_predictions
-    from peftbench.experiments.setup import build_model, prepare_data
     from peftbench.models import is_encoder_decoder
+    from peftbench.recipe.setup import build_model, prepare_data
 
     mp.spawn(_validation_worker, args=(2, str(tmp_path / "init"), str(tmp_path), str(superni_mini)), nprocs=2)
     cfg = config_from_dict(_config(str(superni_mini), str(tmp_path), "validation"))

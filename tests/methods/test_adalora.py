@@ -9,10 +9,10 @@ from accelerate import Accelerator
 from peftbench.configure import config_from_dict
 from peftbench.data.collate import Features
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.rundir import config_hash
-from peftbench.experiments.setup import build_model
 from peftbench.methods import get_method
 from peftbench.models import is_encoder_decoder
+from peftbench.recipe.rundir import config_hash
+from peftbench.recipe.setup import build_model
 from peftbench.training.checkpoint import latest_valid_checkpoint
 from peftbench.training.preemption import Preempted, StopFlag
 from peftbench.training.trainer import Checkpointing, Schedule, fit
@@ -105,7 +105,7 @@ def test_default_schedule_follows_the_paper_s_scripts():
     """Without tinit/tfinal/delta_t the schedule takes the proportions of QingruZhang/AdaLoRA's scripts: warm-up
     4-18% of the run, final fixed-rank phase 31-63%, pruning every 100 steps in long runs (MNLI: T = 85,904,
     tinit 8000, tfinal 50000, deltaT 100), orthogonality weight 0.1; the hooks hand them to peft."""
-    from peftbench.methods.lora_variants import AdaLoraConfig
+    from peftbench.methods.adalora import AdaLoraConfig
 
     for total in (85_904, 16_370, 3_450):
         tinit, tfinal, _ = AdaLoraConfig().schedule(total)

@@ -39,7 +39,7 @@ from transformers import (
 from peftbench.errors import PeftbenchError
 from peftbench.methods import build_method_config, get_method, is_layer_norm, trainable_parameters
 from peftbench.methods.adapters import AdapterConfig
-from peftbench.methods.bottleneck import BottleneckAdapter, adapter_parameter_count
+from peftbench.methods.core.bottleneck import BottleneckAdapter, adapter_parameter_count
 
 D = 64
 SIZE = 8

@@ -10,11 +10,11 @@ import yaml
 from peftbench.config import ModelConfig
 from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.rundir import config_hash
-from peftbench.experiments.setup import build_model
 from peftbench.methods import all_methods, get_method
-from peftbench.methods.budget import MethodCounter, match_budget, parse_budget
+from peftbench.methods.core.budget import MethodCounter, match_budget, parse_budget
 from peftbench.models import count_parameters
+from peftbench.recipe.rundir import config_hash
+from peftbench.recipe.setup import build_model
 from tests.conftest import in_process, tiny_mini_config
 
 SIZED = [spec.name for spec in all_methods() if spec.size_knob is not None]

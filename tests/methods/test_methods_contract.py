@@ -27,11 +27,11 @@ from peftbench.data.collate import (
     training_batch,
 )
 from peftbench.evaluation.generate import encode_prefix, generate_ids, prefix_cache_supported
-from peftbench.experiments.rundir import save_trainable
-from peftbench.experiments.setup import build_model
 from peftbench.io import load_tensors, save_tensors
 from peftbench.methods import all_methods, is_layer_norm, trainable_parameters
 from peftbench.models import count_parameters, is_encoder_decoder
+from peftbench.recipe.rundir import save_trainable
+from peftbench.recipe.setup import build_model
 
 MODELS = ("tiny-t5", "tiny-llama", "tiny-gpt2")
 METHODS = [spec.name for spec in all_methods()]
@@ -228,8 +228,8 @@ sys.path.insert(0, {tests!r})
 results = os.fdopen(os.dup(1), "w")  # one line per job; anything else printed goes to stderr
 os.dup2(2, 1)
 import test_methods_contract as c
-from peftbench.experiments.rundir import load_trainable
-from peftbench.experiments.setup import build_model
+from peftbench.recipe.rundir import load_trainable
+from peftbench.recipe.setup import build_model
 from peftbench.io import save_tensors
 from peftbench.models import is_encoder_decoder
 from pathlib import Path

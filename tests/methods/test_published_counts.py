@@ -77,8 +77,12 @@ COMPACTER_TABLE_1 = [
     ("Adapter", "adapter_houlsby", {"reduction_factor": 32, "train_layer_norms": True}, 0.832),
     ("Pfeiffer-Adapter", "adapter_pfeiffer", {"reduction_factor": 32, "train_layer_norms": True}, 0.427),
     # the same row with Compacter's own placement: one adapter on each self-attention output (before the residual)
-    ("Pfeiffer-Adapter (Compacter's placement)", "adapter_houlsby",
-     {"reduction_factor": 32, "placement": "attention", "train_layer_norms": True}, 0.427),
+    (
+        "Pfeiffer-Adapter (Compacter's placement)",
+        "adapter_houlsby",
+        {"reduction_factor": 32, "placement": "attention", "train_layer_norms": True},
+        0.427,
+    ),
     ("Compacter", "compacter", {}, 0.073),  # defaults: reduction factor 32, phm_dim 4, rank 1, layer norms trained
     ("Compacter++", "compacter_pp", {}, 0.047),
     ("BitFit", "bitfit", {"lm_head_bias": True}, 0.126),

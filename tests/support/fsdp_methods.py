@@ -17,9 +17,9 @@ import torch
 import torch.distributed as dist
 
 from peftbench.configure import config_from_dict
-from peftbench.experiments.setup import build_model
 from peftbench.methods import all_methods, trainable_parameters
-from peftbench.training.sharding import Sharding, gather_trainable, load_shards, save_shards, shard_model
+from peftbench.recipe.setup import build_model
+from peftbench.training.fsdp import Sharding, gather_trainable, load_shards, save_shards, shard_model
 
 
 def _batches(encoder_decoder: bool) -> list[dict[str, torch.Tensor]]:

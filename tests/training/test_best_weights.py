@@ -13,10 +13,10 @@ import json
 import pytest
 import torch
 
-import peftbench.experiments.run as run_module
+import peftbench.recipe.run as run_module
 from peftbench.configure import config_from_dict
-from peftbench.experiments.report import write_report
 from peftbench.io import load_tensors
+from peftbench.report.build import write_report
 from tests.conftest import tiny_mini_config
 
 SCRIPT = [5.0, 2.0, 7.0]

@@ -10,7 +10,7 @@ import pytest
 
 from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.run import run_experiment
+from peftbench.recipe.run import run_experiment
 from peftbench.training.callbacks import Callback, installed_callbacks
 from peftbench.training.checkpoint import MANIFEST, checkpoint_dirs
 from tests.conftest import tiny_mini_config

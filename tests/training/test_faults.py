@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftbench.demo import generate_demo_data
+from peftbench.demodata import generate_demo_data
 from peftbench.errors import PeftbenchError
 from tests.conftest import in_process
 
@@ -252,7 +252,8 @@ def test_the_matrix_covers_every_file_a_run_reads_back(reference):
 
 def test_readers_at_every_offset(reference):
     """Each reader of a small file, at every truncation offset: the file's value or one PeftbenchError."""
-    from peftbench.experiments.rundir import RunState, check_base, finished_metrics, read_run_config
+    from peftbench.recipe.rundir import check_base, read_run_config
+    from peftbench.recipe.runfiles import RunState, finished_metrics
     from peftbench.training.checkpoint import validate_checkpoint
 
     run = reference.root / "offsets"

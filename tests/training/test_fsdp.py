@@ -24,8 +24,8 @@ import yaml
 
 from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.setup import NOT_SHARDABLE, check_shardable
 from peftbench.io import load_tensors
+from peftbench.recipe.setup import NOT_SHARDABLE, check_shardable
 from peftbench.training.checkpoint import QUARANTINE, checkpoint_dirs, latest_valid_checkpoint, validate_checkpoint
 from tests.conftest import REPO, SUPERNI_MINI, in_process, tiny_mini_config
 from tests.support.processes import two_ranks

@@ -205,7 +205,7 @@ def _damage(kind: str, ckpt: Path) -> str:
 @pytest.mark.parametrize("kind", ["truncated", "flipped", "rng", "optimizer", "manifest"])
 def test_damaged_checkpoint_is_quarantined_and_the_previous_one_used(tmp_path, reference, kind):
     from peftbench.configure import load_config
-    from peftbench.experiments.rundir import config_hash
+    from peftbench.recipe.rundir import config_hash
 
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
@@ -223,7 +223,7 @@ def test_damaged_checkpoint_is_quarantined_and_the_previous_one_used(tmp_path, r
 
 def test_changed_config_or_world_size_is_refused(tmp_path, reference):
     from peftbench.configure import load_config
-    from peftbench.experiments.rundir import config_hash
+    from peftbench.recipe.rundir import config_hash
 
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)

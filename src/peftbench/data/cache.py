@@ -169,7 +169,7 @@ def cache_key(config: DataConfig, tokenizer: PreTrainedTokenizerBase, lengths: L
     import tokenizers
     import transformers
 
-    import peftbench
+    from peftbench.version import __version__
 
     data_dir = Path(config.data_dir).resolve()
     split_dir = data_dir / "splits" / config.split
@@ -192,7 +192,7 @@ def cache_key(config: DataConfig, tokenizer: PreTrainedTokenizerBase, lengths: L
     settings = {k: v for k, v in asdict(config).items() if k not in ("data_dir", "cache")}
     payload = {
         "version": CACHE_VERSION,
-        "software": [peftbench.__version__, transformers.__version__, tokenizers.__version__],
+        "software": [__version__, transformers.__version__, tokenizers.__version__],
         "code": code_fingerprint(),
         "data_dir": str(data_dir),
         "split_files": h.hexdigest(),

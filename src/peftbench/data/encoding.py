@@ -30,27 +30,10 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from peftbench.config import DataConfig
-
-
-class Task(Protocol):
-    """What encoding needs of a task (``peftbench.data.tasks.Task`` has it): the encoder does not depend on the
-    loader."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def definition(self) -> str: ...
-
-    @property
-    def positive_examples(self) -> Sequence[Mapping[str, Any]]: ...
-
-    @property
-    def negative_examples(self) -> Sequence[Mapping[str, Any]]: ...
-
+from peftbench.data.tasks import Task
 
 __all__ = ["INSTANCE_HEADER", "OUTPUT_CUE", "encode_source", "encode_sources"]
 

@@ -24,15 +24,16 @@ from tqdm.auto import tqdm
 
 from peftbench.config import ExperimentConfig
 from peftbench.configure import config_from_dict
-from peftbench.demo import DATA, DEMO_SPLIT, GENERATOR_VERSION, PRETRAIN_SPLIT, generate_demo_data
+from peftbench.demodata import DATA, DEMO_SPLIT, GENERATOR_VERSION, PRETRAIN_SPLIT, generate_demo_data
 from peftbench.errors import PeftbenchError
-from peftbench.experiments.presets import deep_merge
-from peftbench.experiments.report import write_report
-from peftbench.experiments.run import evaluate_untrained, run_experiment
-from peftbench.experiments.rundir import CONFIG_FILE, WEIGHTS_FILE, check_same_config, load_trainable, run_dir_for
-from peftbench.experiments.setup import build_model
 from peftbench.io import atomic_write_json, cache_dir, file_sha256, load_tensors, read_json_file
+from peftbench.launch.presets import deep_merge
 from peftbench.models import train_tokenizer
+from peftbench.recipe.run import evaluate_untrained, run_experiment
+from peftbench.recipe.rundir import check_same_config, load_trainable, run_dir_for
+from peftbench.recipe.runfiles import CONFIG_FILE, WEIGHTS_FILE
+from peftbench.recipe.setup import build_model
+from peftbench.report.build import write_report
 
 DEMO_METHODS = ("lora", "adapter_houlsby", "prompt", "full")
 """Methods the demo compares by default."""

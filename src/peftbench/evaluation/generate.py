@@ -31,7 +31,7 @@ from peftbench.data.collate import (
 )
 from peftbench.evaluation.greedy import early_exit_supported, greedy_decode
 from peftbench.evaluation.metrics import record_checksum
-from peftbench.evaluation.sharding import all_gather, assign_rounds, broadcast, check_shardable, process_group
+from peftbench.evaluation.ranks import all_gather, assign_rounds, broadcast, check_shardable, process_group
 from peftbench.io import atomic_write_text, read_file_bytes
 from peftbench.training.preemption import Preempted, StopFlag
 
@@ -99,7 +99,7 @@ def generate_predictions(
     batch once it has ended (:mod:`peftbench.evaluation.greedy`; same predictions).
 
     With ``shard`` (the default) under a process group of several ranks, every rank must call this: the
-    batches are split across them (:mod:`peftbench.evaluation.sharding`), every rank returns all the records,
+    batches are split across them (:mod:`peftbench.evaluation.ranks`), every rank returns all the records,
     and rank 0 alone reads and writes ``out_path``, in the single-process order.
     """
     was_training = model.training

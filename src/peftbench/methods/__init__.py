@@ -1,4 +1,7 @@
-"""Registry of PEFT methods.
+"""The PEFT methods: one module per method (or per small family: ``lycoris`` holds LoHa and LoKr, ``ia3`` IA3 and
+its feed-forward-only variant, ``adapters`` Houlsby's and Pfeiffer's bottleneck adapters), and their shared
+machinery in :mod:`peftbench.methods.core` (the registry, budgets, precision, peft wrapping, bottleneck sites, the
+methods table).
 
 One method = one module holding a typed config dataclass and an ``apply(model, config)`` function,
 registered by one ``register(MethodSpec(...))`` line. The trainer only ever talks to a ``MethodSpec``;
@@ -10,7 +13,7 @@ parameters have ``requires_grad=True``; everything else is frozen. Those paramet
 saves (``trainable.safetensors``) and what it reports as trainable.
 """
 
-from peftbench.methods.registry import (
+from peftbench.methods.core.registry import (
     Anatomy,
     MethodSpec,
     SizeKnob,
@@ -44,12 +47,16 @@ __all__ = [
 from peftbench.methods import (  # noqa: I001  (registration order = table order)
     full,  # noqa: F401
     lora,  # noqa: F401
-    lora_variants,  # noqa: F401
+    dora,  # noqa: F401
+    adalora,  # noqa: F401
+    lycoris,  # noqa: F401
+    vera,  # noqa: F401
     adapters,  # noqa: F401
     parallel_adapter,  # noqa: F401
     compacter,  # noqa: F401
     prefix,  # noqa: F401
     prompt,  # noqa: F401
+    ptuning,  # noqa: F401
     ia3,  # noqa: F401
     bitfit,  # noqa: F401
     ln_tuning,  # noqa: F401

@@ -22,7 +22,7 @@ sub-layer's dropout module, so names read ``....dropout.adapter.down.weight``; o
 its output projection; Pfeiffer: the feed-forward sub-layer, or the whole decoder layer where the feed-forward
 block ends it) and runs in a forward hook on that module; the base modules and their weights are left as they
 were. Each adapter lives on the device of the layer it follows. The adapter module, its options' checks and its
-insertion are :mod:`peftbench.methods.bottleneck`'s, shared with parallel adapters and Compacter.
+insertion are :mod:`peftbench.methods.core.bottleneck`'s, shared with parallel adapters and Compacter.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods.bottleneck import (
+from peftbench.methods.core.bottleneck import (
     SIZE_KNOB,
     BottleneckAdapter,
     Sites,
@@ -49,7 +49,7 @@ from peftbench.methods.bottleneck import (
     placement_sites,
     supports_for,
 )
-from peftbench.methods.registry import Anatomy, MethodSpec, register, unfreeze_layer_norms
+from peftbench.methods.core.registry import Anatomy, MethodSpec, register, unfreeze_layer_norms
 
 
 @dataclass

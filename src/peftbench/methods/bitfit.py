@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from peftbench.methods.registry import (
+from peftbench.methods.core.registry import (
     Anatomy,
     MethodSpec,
     freeze_all,
@@ -92,6 +92,7 @@ def apply(model: nn.Module, config: BitFitConfig) -> nn.Module:
 register(
     MethodSpec(
         name="bitfit",
+        merge="in_place",
         config_cls=BitFitConfig,
         apply=apply,
         summary="bias terms only, of linear layers and layer norms (zero biases added where absent)",

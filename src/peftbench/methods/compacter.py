@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
-from peftbench.methods.bottleneck import (
+from peftbench.methods.core.bottleneck import (
     ACTIVATIONS,
     Sites,
     bottleneck_size,
@@ -39,8 +39,8 @@ from peftbench.methods.bottleneck import (
     placement_sites,
     supports_for,
 )
-from peftbench.methods.precision import trainable_dtype
-from peftbench.methods.registry import Anatomy, MethodSpec, SizeKnob, register, unfreeze_layer_norms
+from peftbench.methods.core.precision import trainable_dtype
+from peftbench.methods.core.registry import Anatomy, MethodSpec, SizeKnob, register, unfreeze_layer_norms
 
 # model_type -> (the self-attention output projection, the feed-forward output projection): F before dropout.
 OUTPUT_PROJECTIONS: dict[str, tuple[Sites, Sites]] = by_family(

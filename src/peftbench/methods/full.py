@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from peftbench.methods.registry import Anatomy, MethodSpec, register
+from peftbench.methods.core.registry import Anatomy, MethodSpec, register
 
 
 @dataclass
@@ -24,6 +24,7 @@ def apply(model: nn.Module, config: FullConfig) -> nn.Module:
 register(
     MethodSpec(
         name="full",
+        merge="always",
         config_cls=FullConfig,
         apply=apply,
         summary="all weights",

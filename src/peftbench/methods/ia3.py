@@ -16,8 +16,8 @@ from peft import IA3Config as PeftIA3Config
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as _FF_MODULES
 from torch import nn
 
-from peftbench.methods._peft import task_type, wrap
-from peftbench.methods.registry import Anatomy, MethodSpec, register
+from peftbench.methods.core.peft_wrap import task_type, wrap
+from peftbench.methods.core.registry import Anatomy, MethodSpec, register
 
 
 @dataclass
@@ -43,6 +43,7 @@ def apply(model: nn.Module, config: IA3Config) -> nn.Module:
 register(
     MethodSpec(
         name="ia3",
+        merge="peft",
         config_cls=IA3Config,
         apply=apply,
         summary="learned rescaling of keys, values and feed-forward activations",
@@ -93,6 +94,7 @@ def apply_ff(model: nn.Module, config: IA3FeedForwardConfig) -> nn.Module:
 register(
     MethodSpec(
         name="ia3_ff",
+        merge="peft",
         config_cls=IA3FeedForwardConfig,
         apply=apply_ff,
         summary="learned rescaling of feed-forward activations only",

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from peft import LNTuningConfig as PeftLNTuningConfig
 from torch import nn
 
-from peftbench.methods._peft import task_type, wrap
-from peftbench.methods.registry import Anatomy, MethodSpec, register
+from peftbench.methods.core.peft_wrap import task_type, wrap
+from peftbench.methods.core.registry import Anatomy, MethodSpec, register
 
 
 @dataclass
@@ -30,6 +30,7 @@ def apply(model: nn.Module, config: LNTuningConfig) -> nn.Module:
 register(
     MethodSpec(
         name="ln_tuning",
+        merge="peft",
         config_cls=LNTuningConfig,
         apply=apply,
         summary="layer-norm gains (and biases) only",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from peft import LoraConfig as PeftLoraConfig
 from torch import nn
 
-from peftbench.methods._peft import task_type, wrap
-from peftbench.methods.registry import Anatomy, MethodSpec, SizeKnob, register
+from peftbench.methods.core.peft_wrap import task_type, wrap
+from peftbench.methods.core.registry import Anatomy, MethodSpec, SizeKnob, register
 
 
 @dataclass
@@ -51,6 +51,7 @@ def apply(model: nn.Module, config: LoraConfig) -> nn.Module:
 register(
     MethodSpec(
         name="lora",
+        merge="peft",
         config_cls=LoraConfig,
         apply=apply,
         summary="low-rank updates of attention projections",

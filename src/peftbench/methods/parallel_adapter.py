@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from peftbench.methods.bottleneck import (
+from peftbench.methods.core.bottleneck import (
     SIZE_KNOB,
     T5_TYPES,
     BottleneckAdapter,
@@ -38,7 +38,7 @@ from peftbench.methods.bottleneck import (
     site_weight,
     supports_for,
 )
-from peftbench.methods.registry import Anatomy, MethodSpec, register
+from peftbench.methods.core.registry import Anatomy, MethodSpec, register
 
 # model_type -> (self-attention sub-layer, feed-forward sub-layer): modules whose input is x and whose output is
 # D(F(x)). T5's sub-layers end in their own dropout only as the T5Layer* blocks, whose input is h (not LN(h)).

@@ -27,8 +27,8 @@ from peft import PrefixTuningConfig
 from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from peftbench.methods._peft import task_type, wrap
-from peftbench.methods.registry import Anatomy, MethodSpec, SizeKnob, register
+from peftbench.methods.core.peft_wrap import task_type, wrap
+from peftbench.methods.core.registry import Anatomy, MethodSpec, SizeKnob, register
 
 
 @dataclass

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from peftbench.errors import PeftbenchError
-from peftbench.io import file_sha256, load_tensors, read_json_file, save_tensors
+from peftbench.io import file_sha256, fsync_dir, fsync_file, load_tensors, read_json_file, save_tensors
 from peftbench.weights import read_trainable, write_trainable
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 # Writing
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
 def new_checkpoint_dir(run_dir: Path, step: int) -> Path:
     """A fresh, empty temporary directory for checkpoint ``step`` (a sharded save: every rank writes into it)."""
     root = run_dir / CHECKPOINTS
@@ -179,9 +174,9 @@ def save_checkpoint(
     written(STATE)
     files = _files(tmp)
     for name in files:
-        _fsync_file(tmp / name)
+        fsync_file(tmp / name)
     if sharded_tmp is not None:
-        _fsync_dir(tmp / SHARDS)
+        fsync_dir(tmp / SHARDS, strict=True)
     manifest = {
         "step": step,
         "world_size": len(rng_states),
@@ -192,12 +187,12 @@ def save_checkpoint(
         "files": {name: {"size": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)} for name in files},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    _fsync_file(tmp / MANIFEST)
+    fsync_file(tmp / MANIFEST)
     written(MANIFEST)
     if final.exists():  # a checkpoint of the same step from an earlier attempt: keep it, aside
         _quarantine(final, run_dir, "replaced by a newer save of the same step")
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root, strict=True)
     for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)  # rotation of older *valid* checkpoints
     return final
@@ -206,14 +201,6 @@ def save_checkpoint(
 def _files(directory: Path) -> list[str]:
     """Every file under ``directory``, as sorted relative POSIX paths."""
     return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 BEST = "best"
@@ -234,15 +221,15 @@ def save_best(run_dir: Path, step: int, score: float, metric: str, trainable: di
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write_trainable(trainable, tmp / WEIGHTS)
-    _fsync_file(tmp / WEIGHTS)
+    fsync_file(tmp / WEIGHTS)
     info = {"step": step, "metric": metric, "score": score, "sha256": file_sha256(tmp / WEIGHTS)}
     (tmp / BEST_INFO).write_text(json.dumps(info, indent=1))
-    _fsync_file(tmp / BEST_INFO)
+    fsync_file(tmp / BEST_INFO)
     final = root / _best_name(step)
     if final.exists():  # a replayed step after resuming: the same weights again
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root, strict=True)
     return final
 
 
@@ -374,7 +361,7 @@ def latest_valid_checkpoint(
 
 def load_checkpoint(ckpt: Checkpoint, rank: int) -> dict[str, Any]:
     """The pieces of a validated checkpoint for one rank; a sharded one's weights and optimizer state are its
-    ``shards`` directory, for :func:`peftbench.training.sharding.load_shards`."""
+    ``shards`` directory, for :func:`peftbench.training.fsdp.load_shards`."""
     sharded = bool(ckpt.manifest.get("sharded", False))
     return {
         "shards": ckpt.path / SHARDS if sharded else None,

@@ -40,8 +40,8 @@ from peftbench.training.checkpoint import (
     save_best,
     save_checkpoint,
 )
+from peftbench.training.fsdp import Sharding, gather_trainable, gathered_root, load_shards, save_shards, shard_model
 from peftbench.training.preemption import Preempted, StopFlag
-from peftbench.training.sharding import Sharding, gather_trainable, gathered_root, load_shards, save_shards, shard_model
 from peftbench.training.state import Progress, TrainResult
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,8 @@ def fit(
     ``training_hooks``) builds the method's per-step hooks from the model and the run's step count; their
     state is checkpointed with the rest. ``callbacks`` are told of every step's end and every checkpoint
     file written (:class:`~peftbench.training.callbacks.Callback`). With ``sharding`` the model is sharded in
-    place with FSDP2 (:mod:`peftbench.training.sharding`) and checkpoints are sharded; the caller's ``model``
-    stays sharded afterwards (:func:`~peftbench.training.sharding.gather_trainable` gathers its weights).
+    place with FSDP2 (:mod:`peftbench.training.fsdp`) and checkpoints are sharded; the caller's ``model``
+    stays sharded afterwards (:func:`~peftbench.training.fsdp.gather_trainable` gathers its weights).
     """
     steps = total_steps(train, len(features), accelerator.num_processes)
     warmup = round(schedule.warmup_ratio * steps)

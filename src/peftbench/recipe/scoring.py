@@ -1,0 +1,164 @@
+"""Scoring a run: ROUGE-L on the validation tasks while it trains, and on the test split its
+``predictions.jsonl`` and ``metrics.json`` (scores, parameter counts, budget, times, memory, config hash and the
+software's versions).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from peftbench.config import ExperimentConfig
+from peftbench.data.collate import Features
+from peftbench.evaluation.generate import generate_predictions
+from peftbench.evaluation.metrics import score_predictions
+from peftbench.evaluation.ranks import process_group
+from peftbench.io import atomic_write_json, peak_memory_mb
+from peftbench.methods import MethodSpec
+from peftbench.models import is_encoder_decoder
+from peftbench.recipe.instance_scores import record_instance_scores
+from peftbench.recipe.protocol import study_protocol
+from peftbench.recipe.rundir import config_hash
+from peftbench.recipe.runfiles import METRICS_FILE, PREDICTIONS_FILE
+from peftbench.recipe.setup import budget_record
+from peftbench.training.preemption import StopFlag
+from peftbench.training.state import TrainResult
+from peftbench.version import __version__
+
+
+def validation_scorer(
+    cfg: ExperimentConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    features: list[Features],
+    device: torch.device,
+    *,
+    shard: bool = True,
+) -> Callable[[nn.Module], float] | None:
+    """ROUGE-L on the validation tasks (the study's model-selection metric), or None without validation tasks.
+    Under several ranks every rank calls it; they generate a share each and all get the same score. With
+    ``shard=False`` (an FSDP-sharded model, whose every forward pass needs every rank) each rank generates every
+    batch, in step with the others."""
+    if not features or cfg.train.eval_steps <= 0:
+        return None
+
+    def score(trained: nn.Module) -> float:
+        records = generate_predictions(
+            trained, tokenizer, features, None, batch_size=cfg.eval.batch_size,
+            max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length, num_beams=cfg.eval.num_beams,
+            encoder_decoder=is_encoder_decoder(trained), device=device, progress=False,
+            batch_by_tokens=cfg.eval.batch_by_tokens, share_prefix=cfg.eval.share_prefix, shard=shard,
+        )  # fmt: skip
+        return float(score_predictions(records)["overall"]["rougeL"])
+
+    return score
+
+
+def evaluate_and_write(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    features: list[Features],
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    spec: MethodSpec | None,
+    progress: bool,
+    train: TrainResult | None,
+    params: tuple[int, int],
+    base_params: int | None = None,
+    data_stats: dict[str, Any],
+    resume: bool = False,
+    stop: StopFlag | None = None,
+    weights: dict[str, Any] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``.
+
+    ``params`` is (trainable, total) of the model as built (the base and the method's parameters); ``base_params``
+    the base model's alone (default: total), the denominator of ``trainable_percent``. With ``resume``,
+    predictions already written are kept; otherwise the evaluation starts afresh. Under a process group of
+    several ranks every rank calls this and generates its share of the batches; rank 0 writes the files and
+    returns the metrics, the others return ``{}``.
+    ``on_batch`` is :func:`~peftbench.evaluation.generate.generate_predictions`'s.
+    """
+    predictions_path = run_dir / PREDICTIONS_FILE
+    rank, _ = process_group()
+    if not resume and rank == 0:
+        predictions_path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    records = generate_predictions(
+        model,
+        tokenizer,
+        features,
+        predictions_path,
+        batch_size=cfg.eval.batch_size,
+        max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length,
+        num_beams=cfg.eval.num_beams,
+        encoder_decoder=is_encoder_decoder(model),
+        device=device,
+        progress=progress,
+        stop=stop,
+        batch_by_tokens=cfg.eval.batch_by_tokens,
+        share_prefix=cfg.eval.share_prefix,
+        on_batch=on_batch,
+    )
+    eval_time = time.perf_counter() - start
+    if rank != 0:  # the other ranks of a sharded evaluation generated their share; rank 0 writes
+        return {}
+    scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
+    trainable, total = params
+    base = base_params if base_params is not None else total
+    # Training's peak when there was training (a re-evaluation keeps it), else this evaluation's.
+    peak, peak_kind = (train.peak_memory_mb, train.peak_memory_kind) if train else peak_memory_mb(device)
+    metrics = {
+        **scores,
+        "status": "finished",
+        "run_name": run_dir.name,
+        "method": cfg.method_name if spec is not None else "untrained",
+        "method_config": {k: v for k, v in cfg.method.items() if k != "name"} if spec is not None else {},
+        "model": cfg.model.name,
+        "trainable_params": trainable,
+        "total_params": total,
+        "base_params": base,
+        "trainable_percent": round(100 * trainable / base, 6) if base else 0.0,  # of the base model
+        "trainable_params_note": spec.count_note if spec is not None else "",
+        "budget": budget_record(cfg, trainable) if spec is not None else None,
+        "train": asdict(train) if train is not None else None,
+        "weights": weights,
+        "train_time_s": train.train_time_s if train is not None else 0.0,
+        "eval_time_s": round(eval_time, 3),
+        "peak_memory_mb": peak,
+        "peak_memory_kind": peak_kind,
+        "data": data_stats,
+        "seed": cfg.seed,
+        "protocol": study_protocol(cfg) if spec is not None else None,
+        "config_hash": config_hash(cfg),
+        "versions": versions(),
+    }
+    record_instance_scores(run_dir, metrics)  # for the report's intervals and paired tests
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that produced a result."""
+    import accelerate
+    import peft
+    import transformers
+
+    return {
+        "peftbench": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+        "python": platform.python_version(),
+    }

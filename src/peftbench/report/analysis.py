@@ -1,0 +1,168 @@
+"""The study's analysis of finished runs: configurations over seeds, and the best one per method.
+
+A *configuration* is a run's config without its seed (and without where or how it ran). Its test scores
+are averaged over seeds (mean ± sample standard deviation). The best configuration of a method is the one
+with the highest mean **validation** ROUGE-L of the tested weights (the study's protocol: choose on the
+validation tasks, report on the test tasks); runs without validation tasks cannot be selected this way.
+
+Every selection is made per base model: runs of different models (or of one model in different dtypes or
+sizes) are never compared to choose a configuration, and every table and legend names the model
+(:func:`annotate_models`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftbench.recipe.runfiles import model_id, model_labels, saved_config, trainable_percent
+
+_NOT_CONFIGURATION = ("seed", "output_dir", "run_name", "launch")
+_SIZE_KEYS = ("r", "init_r", "size", "num_virtual_tokens", "reduction_factor", "projection_hidden_size")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def annotate_models(runs: list[dict[str, Any]], root: Path) -> None:
+    """Sets each run's ``_model``: the label of its base model (:func:`model_labels`), unique per model."""
+    ids = [model_id(root / m["_dir"], m) for m in runs]
+    labels = model_labels(ids)
+    for m, i in zip(runs, ids, strict=True):
+        m["_model"] = labels[i]
+
+
+@dataclass
+class Configuration:
+    """Runs that differ only in their seed."""
+
+    key: str
+    method: str
+    model: str
+    learning_rate: float | None
+    train_tasks: int | None
+    size: str
+    """The method's size hyperparameter(s), e.g. 'r=8' (empty for methods of fixed size)."""
+    trainable_percent: float
+    """Trainable parameters, % of the base model's."""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    model_label: str = ""
+    """The base model's label in tables and legends (``annotate_models``); configurations are selected per label."""
+
+    @property
+    def system(self) -> str:
+        """Method and base model, e.g. 'lora · t5-xl-lm-adapt': what a selection chooses one configuration for."""
+        return f"{self.method} · {self.model_label}" if self.model_label else self.method
+
+    @property
+    def seeds(self) -> list[Any]:
+        return sorted(m.get("seed") for m in self.runs)
+
+    def test(self, metric: str = "rougeL") -> tuple[float, float]:
+        return _mean_std([m["overall"][metric] for m in self.runs])
+
+    def validation(self) -> tuple[float, float] | None:
+        """Mean ± std of the validation ROUGE-L of the weights each run was tested with (the best checkpoint's
+        under ``eval.weights: best``; runs from before that record: the final weights'), or None when a run
+        has none."""
+        scores = []
+        for m in self.runs:
+            tested = (m.get("weights") or {}).get("validation_rougeL")
+            entries = (m.get("train") or {}).get("validation") or []
+            if tested is None and not entries:
+                return None
+            scores.append(float(tested if tested is not None else entries[-1][1]))
+        return _mean_std(scores)
+
+    def category(self, name: str) -> tuple[float, float]:
+        return _mean_std([m["per_category"][name]["rougeL"] for m in self.runs if name in m.get("per_category", {})])
+
+    def mean_of(self, key: str) -> float | None:
+        values = [m.get(key) for m in self.runs if isinstance(m.get(key), (int, float))]
+        return statistics.fmean(values) if values else None
+
+    @property
+    def label(self) -> str:
+        parts = [self.size] if self.size else []
+        if self.learning_rate is not None:
+            parts.append(f"lr={self.learning_rate:g}")
+        if self.train_tasks is not None:
+            parts.append(f"tasks={self.train_tasks}")
+        return " ".join(parts) or "-"
+
+
+def configuration_key(run_dir: Path, metrics: dict[str, Any]) -> str:
+    """A hash of the run's config.yaml without seed, output location and launch settings."""
+    raw = saved_config(run_dir)
+    if raw is None:
+        raw = {"method": metrics.get("method"), "method_config": metrics.get("method_config"),
+               "model": metrics.get("model"), "lr": (metrics.get("train") or {}).get("learning_rate")}  # fmt: skip
+    for key in _NOT_CONFIGURATION:
+        raw.pop(key, None)
+    if isinstance(raw.get("train"), dict):
+        raw["train"].pop("report_to", None)
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def configurations(runs: list[dict[str, Any]], root: Path) -> list[Configuration]:
+    """Groups finished runs (as ``report.collect_runs`` returns them) into configurations."""
+    if any("_model" not in m for m in runs):
+        annotate_models(runs, root)
+    groups: dict[str, Configuration] = {}
+    for m in runs:
+        if m["method"] == "untrained":
+            continue
+        key = configuration_key(root / m["_dir"], m)
+        if key not in groups:
+            options = m.get("method_config") or {}
+            size = " ".join(f"{k}={options[k]}" for k in _SIZE_KEYS if options.get(k) not in (None, False))
+            groups[key] = Configuration(
+                key=key,
+                method=m["method"],
+                model=str(m.get("model", "")),
+                learning_rate=(m.get("train") or {}).get("learning_rate"),
+                train_tasks=(m.get("data") or {}).get("train_tasks"),
+                size=size,
+                trainable_percent=trainable_percent(m),
+                model_label=m["_model"],
+            )
+        groups[key].runs.append(m)
+    return sorted(groups.values(), key=lambda c: (c.model_label, c.method, c.learning_rate or 0, c.size,
+                                                  c.train_tasks or 0))  # fmt: skip
+
+
+def best_per_method(configs: list[Configuration]) -> dict[str, Configuration]:
+    """Per method and base model (keyed by ``Configuration.system``), the configuration with the best mean
+    validation ROUGE-L (methods without validation: none)."""
+    best: dict[str, Configuration] = {}
+    for config in configs:
+        validation = config.validation()
+        if validation is None:
+            continue
+        current = best.get(config.system)
+        if current is None or validation[0] > current.validation()[0]:
+            best[config.system] = config
+    return best
+
+
+def best_by(configs: list[Configuration], system: str, attribute: str) -> dict[Any, Configuration]:
+    """For one method on one base model (``Configuration.system``) and each value of ``attribute``
+    (learning_rate, train_tasks), the configuration chosen on validation (or, when runs have no validation
+    scores, the one with the best mean test score)."""
+    chosen: dict[Any, Configuration] = {}
+    for config in configs:
+        if config.system != system or getattr(config, attribute) is None:
+            continue
+        value = getattr(config, attribute)
+        score = (config.validation() or config.test())[0]
+        current = chosen.get(value)
+        if current is None or score > (current.validation() or current.test())[0]:
+            chosen[value] = config
+    return dict(sorted(chosen.items()))
