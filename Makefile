@@ -16,7 +16,15 @@ export TOKENIZERS_PARALLELISM ?= false
 WORKERS ?= auto
 PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench clean configs
+
+# configs/ (the user-facing copy) -> src/peftbench/configs/ (the package data peftbench reads, shipped in the wheel):
+# every folder of configs/; its top-level files are `peftbench train` examples and stay in the checkout.
+# tests/launch/test_shipped_configs.py fails while the two differ.
+configs:
+	rm -rf src/peftbench/configs
+	mkdir -p src/peftbench/configs
+	cp -R $(patsubst %/,%,$(wildcard configs/*/)) src/peftbench/configs/
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

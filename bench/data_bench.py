@@ -54,9 +54,9 @@ def phase(name: str, data_dir: str, tokenizer_name: str, cache: str) -> dict:
 
     from peftbench.config import DataConfig
     from peftbench.data.cache import Lengths
-    from peftbench.data.collate import Features, tokenize_prompt, tokenize_target
     from peftbench.data.examples import load_examples
     from peftbench.data.pipeline import prepare_features
+    from peftbench.data.tokenize import Features, tokenize_prompt, tokenize_target
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
     config = DataConfig(data_dir, num_pos_examples=2 if name == "cold_def2pos" else 0)

@@ -28,6 +28,7 @@ FIRST = (
     "tests/demo/test_demo.py::test_full_demo_methods_beat_the_untrained_base",
     "tests/training/test_fsdp.py",
     "tests/launch/test_slurm.py",
+    "tests/launch/test_wheel.py",
     "tests/training/test_preemption.py",
     "tests/training/test_faults.py",
     "tests/training/test_distributed.py",

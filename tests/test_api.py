@@ -31,6 +31,20 @@ def test_import_is_light_and_every_listed_name_is_there():
         peftbench.no_such_function  # noqa: B018
 
 
+def test_no_submodule_shadows_an_api_function():
+    """A subpackage ``peftbench/report/`` would set ``peftbench.report`` to the module when imported, and
+    ``peftbench.report(...)`` would stop being the API function: no module of the package bears an API name."""
+    import importlib
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(peftbench.__path__)}
+    assert not modules & set(peftbench.__all__)
+    for name in modules - {"__main__"}:  # and importing every submodule leaves the API in place
+        importlib.import_module(f"peftbench.{name}")
+    for name in peftbench.__all__:
+        assert callable(getattr(peftbench, name)) or name == "__version__", name
+
+
 def test_configs_from_a_dict_a_preset_and_overrides(superni_mini, tmp_path):
     raw = tiny_mini_config(superni_mini, tmp_path)
     cfg = peftbench.load_config(raw, {"method.r": 4, "train.learning_rate": 1e-3})
@@ -87,3 +101,20 @@ def test_a_yaml_file_loads_the_same_through_the_api_and_the_cli(tmp_path):
     api = peftbench.load_config(path)
     assert api == cli_load_config(path) and api.train.mixed_precision == "no"
     assert peftbench.load_config(path, {"train.max_steps": 5}) == cli_load_config(path, ["train.max_steps=5"])
+    assert peftbench.load_config is cli_load_config  # one loader, not two that agree today
+
+
+def test_peftbench_train_print_config_is_what_the_api_loads(tmp_path):
+    """The same YAML through the command line (``peftbench train FILE --print-config``, overrides as strings) and
+    through ``peftbench.load_config`` (overrides as values): the same resolved config, printed and read back."""
+    from tests.conftest import in_process
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: tiny-t5\ntrain:\n  mixed_precision: no\nmethod:\n  name: lora\n")
+    done = in_process("train", str(path), "--print-config", "train.max_steps=7", "method.r=4")
+    assert done.returncode == 0, done.stderr
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(done.stdout)
+    api = peftbench.load_config(path, {"train.max_steps": 7, "method.r": 4})
+    assert peftbench.load_config(printed) == api
+    assert api.train.mixed_precision == "no" and api.train.max_steps == 7 and api.method["r"] == 4

@@ -17,7 +17,8 @@ import torch
 from transformers import ByT5Tokenizer, T5Config, T5ForConditionalGeneration
 
 from peftbench.configure import config_from_dict
-from peftbench.data.collate import Features, tokenize_example, training_batch
+from peftbench.data.collate import training_batch
+from peftbench.data.tokenize import Features, tokenize_example
 from peftbench.errors import PeftbenchError
 from peftbench.io import load_tensors
 from peftbench.launch.presets import preset_config

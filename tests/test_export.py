@@ -22,7 +22,7 @@ import torch
 from peftbench.config import dump_config
 from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
-from peftbench.export import export_run
+from peftbench.exporter import export_run
 from peftbench.io import load_tensors, save_tensors
 from peftbench.recipe.rundir import load_trainable, save_trainable
 from peftbench.recipe.setup import build_model

@@ -16,7 +16,7 @@ LAYERS = [
     ("peftbench.configure",),
     ("peftbench.training", "peftbench.evaluation", "peftbench.trained"),
     ("peftbench.recipe",),
-    ("peftbench.report", "peftbench.launch", "peftbench.export"),
+    ("peftbench.reporting", "peftbench.launch", "peftbench.exporter"),
     ("peftbench.demo", "peftbench.api", "peftbench.cli", "peftbench.__main__"),
 ]
 """The package's floors, bottom first: a module imports only from its own floor or those below (README, Design)."""
@@ -110,20 +110,20 @@ def test_side_rules():
     SuperNI pipeline never imports the demo's data."""
     graph = _graph()
     for module, targets in graph.items():
-        if module.startswith("peftbench.report"):
+        if module.startswith("peftbench.reporting"):
             banned = ("peftbench.methods", "peftbench.training", "peftbench.models", "peftbench.launch")
             assert not {t for t in targets if t.startswith(banned)}, module
         if module.startswith("peftbench.launch"):
-            assert not {t for t in targets if t.startswith("peftbench.report")}, module
+            assert not {t for t in targets if t.startswith("peftbench.reporting")}, module
         if module.startswith("peftbench.data"):
             assert not {t for t in targets if t.startswith("peftbench.demodata")}, module
 
 
 def test_the_data_layers_point_one_way():
-    """Task files -> selection -> (encoding) -> examples -> tokenisation -> cache -> pipeline: the loader selects,
-    the pipeline encodes; nothing below imports what is above it."""
+    """Task files -> selection -> (encoding) -> examples -> tokenisation -> batching -> cache -> pipeline: the loader
+    selects, the pipeline encodes; nothing below imports what is above it."""
     graph = _graph()
-    order = ["tasks", "superni", "encoding", "examples", "collate", "cache", "pipeline"]
+    order = ["tasks", "superni", "encoding", "examples", "tokenize", "collate", "cache", "pipeline"]
     for i, module in enumerate(order):
         above = {f"peftbench.data.{m}" for m in order[i + 1 :]}
         assert not graph[f"peftbench.data.{module}"] & above, module

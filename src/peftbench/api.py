@@ -17,65 +17,25 @@ Errors a user can fix raise :class:`peftbench.PeftbenchError` with a one-line me
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peftbench import configure
 from peftbench.config import ExperimentConfig
+from peftbench.configure import Overrides
 from peftbench.errors import PeftbenchError
 from peftbench.trained import load_trained
 
 if TYPE_CHECKING:
-    from peftbench.export import ExportResult
+    from peftbench.exporter import ExportResult
     from peftbench.recipe.run import RunResult
-    from peftbench.report.build import ReportFiles
+    from peftbench.reporting.build import ReportFiles
 
 __all__ = ["evaluate", "export", "load_config", "load_trained", "preset", "report", "run", "score"]
 
-Overrides = Mapping[str, Any] | Sequence[str] | None
-"""Dotted overrides: ``{"train.learning_rate": 1e-4, "method.r": 16}`` (values as they are) or, as on the command
-line, ``["train.learning_rate=1e-4", "method.r=16"]`` (values read as YAML)."""
-
-
-def _as_strings(overrides: Overrides) -> tuple[list[str], dict[str, Any]]:
-    if overrides is None:
-        return [], {}
-    if isinstance(overrides, Mapping):
-        return [], dict(overrides)
-    if isinstance(overrides, str):
-        return [overrides], {}
-    return list(overrides), {}
-
-
-def _set(raw: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    from peftbench.configure import set_dotted
-
-    for key, value in values.items():
-        path = [p for p in str(key).split(".") if p]
-        if not path:
-            raise PeftbenchError(f"override {key!r} has an empty key")
-        set_dotted(raw, path, value, str(key))
-    return raw
-
-
-def load_config(
-    config: str | Path | Mapping[str, Any] | ExperimentConfig, overrides: Overrides = None
-) -> ExperimentConfig:
-    """A validated, fully resolved config from a YAML file, a plain dict (the YAML's structure) or an existing
-    config, with dotted overrides applied."""
-    from peftbench.configure import apply_overrides, config_from_dict, read_config_file
-
-    strings, values = _as_strings(overrides)
-    if isinstance(config, ExperimentConfig):
-        if not strings and not values:
-            return config
-        raw = config.to_dict()
-    elif isinstance(config, Mapping):
-        raw = copy.deepcopy(dict(config))
-    else:
-        raw = read_config_file(config)
-    return config_from_dict(_set(apply_overrides(raw, strings), values))
+load_config = configure.load_config
+"""A validated, fully resolved config (:func:`peftbench.configure.load_config`, what ``peftbench train`` uses)."""
 
 
 def preset(method: str, mode: str = "dev", overrides: Overrides = None) -> ExperimentConfig:
@@ -84,8 +44,9 @@ def preset(method: str, mode: str = "dev", overrides: Overrides = None) -> Exper
 
     if mode not in ("dev", "full"):
         raise PeftbenchError(f"mode must be 'dev' or 'full', not {mode!r}")
-    strings, values = _as_strings(overrides)
-    return load_config(preset_config(method, mode, strings), values)
+    if isinstance(overrides, Mapping):  # values as they are, applied over the preset
+        return load_config(preset_config(method, mode), overrides)
+    return preset_config(method, mode, [overrides] if isinstance(overrides, str) else list(overrides or []))
 
 
 def run(
@@ -121,7 +82,7 @@ def score(predictions: str | Path | Iterable[Mapping[str, Any]], *, xlingual: bo
 def export(run_dir: str | Path, out: str | Path, *, merge: bool = False) -> ExportResult:
     """Exports a run's trained weights (``peftbench export``): a peft adapter, a merged plain model (``merge``) or a
     peftbench adapter directory, each recording its base model; :func:`load_trained` loads any of them."""
-    from peftbench.export import export_run
+    from peftbench.exporter import export_run
 
     return export_run(run_dir, out, merge=merge)
 
@@ -136,6 +97,6 @@ def report(
 ) -> ReportFiles:
     """Writes the comparison of every finished run below ``runs_dir`` (``peftbench report``); returns the files and
     the printed tables. ``intervals=False`` is ``--no-intervals``; ``bootstrap=0`` still means the same."""
-    from peftbench.report.build import write_report
+    from peftbench.reporting.build import write_report
 
     return write_report(runs_dir, output, intervals=intervals, bootstrap=bootstrap, seed=seed)

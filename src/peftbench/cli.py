@@ -33,6 +33,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from peftbench.recipe.run import run_experiment
 
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        from peftbench.config import dump_config
+
+        print(dump_config(cfg), end="")
+        return 0
     run_experiment(cfg, progress=not args.no_progress)
     return 0
 
@@ -59,9 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from peftbench.launch.launchers import exit_status, launch_local, launch_slurm, summary
+    from peftbench.launch.presets import sweep_file
     from peftbench.launch.sweep import estimated_trainable, expand, load_sweep, plan_table
 
-    sweep = load_sweep(args.sweep, args.overrides)
+    sweep = load_sweep(sweep_file(args.sweep), args.overrides)
     runs = expand(sweep)
     if args.dry_run:
         print(plan_table(runs, *estimated_trainable(runs)))
@@ -104,7 +110,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from peftbench.report.build import write_report
+    from peftbench.reporting.build import write_report
 
     files = write_report(args.runs_dir, args.output, intervals=not args.no_intervals, bootstrap=args.bootstrap)
     if files.summary:
@@ -112,20 +118,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     if files.differences:
         print("which differences are real (see report.md for how they were tested):\n" + files.differences + "\n")
     print(files.table)
-    written = [files.markdown, files.html, files.csv, files.configurations_csv, files.differences_csv,
-               files.categories_csv, *files.plots]  # fmt: skip
+    written = [
+        files.markdown,
+        files.html,
+        files.csv,
+        files.configurations_csv,
+        files.differences_csv,
+        files.categories_csv,
+        *files.plots,
+    ]
     written = [p for p in written if p is not None]
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from peftbench.export import export_run
+    from peftbench.exporter import export_run
 
     result = export_run(args.run_dir, args.out, merge=args.merge)
     base = result.manifest["base"]
-    print(f"wrote {result.out} ({result.kind}: {_EXPORT_KINDS[result.kind]}; base {base['name']}, weights sha256 "
-          f"{base['sha256'][:12]})")  # fmt: skip
+    print(
+        f"wrote {result.out} ({result.kind}: {_EXPORT_KINDS[result.kind]}; base {base['name']}, weights sha256 "
+        f"{base['sha256'][:12]})"
+    )
     return 0
 
 
@@ -219,23 +234,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = {name: sub.add_parser(name, help=help_, description=help_) for name, (_, help_) in COMMANDS.items()}
 
     p["train"].add_argument("config", type=Path, help="experiment YAML (see configs/)")
+    p["train"].add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p["train"].add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.learning_rate=1e-4 method.r=16"
     )
     p["run"].add_argument("method", help="a method with a preset in configs/methods/ (see `peftbench methods`)")
     p["run"].add_argument(
-        "--mode", choices=("dev", "full"), default="full",
+        "--mode",
+        choices=("dev", "full"),
+        default="full",
         help="full: the study's setting (default); dev: a tiny model and data, about a minute on CPU",
-    )  # fmt: skip
+    )
     p["run"].add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p["run"].add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.learning_rate=1e-4 method.r=16"
     )
-    p["sweep"].add_argument("sweep", type=Path, help="sweep YAML (see configs/sweeps/)")
     p["sweep"].add_argument(
-        "overrides", nargs="*", metavar="key=value",
+        "sweep", type=Path, help="sweep YAML, or a shipped sweep by name: study, dev (configs/sweeps/)"
+    )
+    p["sweep"].add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
         help="dotted overrides applied to every run (part of each run's config hash), e.g. model.name=/models/t5-xl",
-    )  # fmt: skip
+    )
     p["sweep"].add_argument("--launcher", choices=("local", "slurm"), default="local", help="default: local")
     p["sweep"].add_argument("--dry-run", action="store_true", help="print the runs (and their sizes), run nothing")
     p["sweep"].add_argument("--jobs", type=int, default=1, help="local: runs at the same time (default 1)")
@@ -252,9 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p["export"].add_argument("run_dir", type=Path, help="a finished run directory")
     p["export"].add_argument("out", type=Path, help="the export directory to create (must not exist or be empty)")
     p["export"].add_argument(
-        "--merge", action="store_true",
+        "--merge",
+        action="store_true",
         help="fold the update into the base weights and write a plain model (LoRA family, IA3, LN tuning, BitFit)",
-    )  # fmt: skip
+    )
     p["report"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for finished runs")
     p["report"].add_argument("-o", "--output", type=Path, help="where to write report.{md,csv,png} (default: RUNS_DIR)")
     p["report"].add_argument(

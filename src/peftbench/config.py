@@ -193,8 +193,15 @@ class ExperimentConfig:
         return asdict(self)
 
 
-_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-               "inverse_sqrt")  # fmt: skip
+_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
 """transformers' schedulers that need no extra arguments."""
 
 

@@ -8,10 +8,12 @@ and warm-up written into ``train`` once, so that ``config.yaml`` records every v
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -312,7 +314,31 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Loads a YAML config (or the defaults when ``path`` is None) and applies overrides."""
-    raw = read_config_file(path) if path is not None else {}
-    return config_from_dict(apply_overrides(raw, overrides or []))
+Overrides = Mapping[str, Any] | Sequence[str] | str | None
+"""Dotted overrides: ``{"train.learning_rate": 1e-4, "method.r": 16}`` (values as they are) or, as on the command
+line, ``["train.learning_rate=1e-4", "method.r=16"]`` (values read as YAML)."""
+
+
+def load_config(
+    config: str | Path | Mapping[str, Any] | ExperimentConfig | None, overrides: Overrides = None
+) -> ExperimentConfig:
+    """A validated, fully resolved config from a YAML file, a plain dict (the YAML's structure), an existing config
+    or (``None``) the defaults, with dotted overrides applied: the one loader of ``peftbench train`` and
+    ``peftbench.load_config``."""
+    if isinstance(config, ExperimentConfig):
+        if not overrides:
+            return config
+        raw = config.to_dict()
+    elif isinstance(config, Mapping):
+        raw = copy.deepcopy(dict(config))
+    else:
+        raw = read_config_file(config) if config is not None else {}
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            path = [p for p in str(key).split(".") if p]
+            if not path:
+                raise PeftbenchError(f"override {key!r} has an empty key")
+            set_dotted(raw, path, value, str(key))
+        return config_from_dict(raw)
+    strings = [overrides] if isinstance(overrides, str) else list(overrides or [])
+    return config_from_dict(apply_overrides(raw, strings))

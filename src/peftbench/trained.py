@@ -1,7 +1,7 @@
 """Exported trained models, read back: the manifest every export carries, the base model's fingerprint and
 :func:`load_trained`, the public loader.
 
-``peftbench export`` (:mod:`peftbench.export`) writes one of three kinds of directory, each with
+``peftbench export`` (:mod:`peftbench.exporter`) writes one of three kinds of directory, each with
 ``peftbench_export.json`` (the manifest: kind, method and its options, the base model's name, dtype and weights
 hash, the run it came from, software versions) and the tokenizer's files:
 

@@ -13,9 +13,9 @@ from transformers import ByT5Tokenizer
 
 from peftbench.config import DataConfig
 from peftbench.data.cache import META_FILE, TOKENS_FILE, Lengths, PreparedData, cache_key
-from peftbench.data.collate import featurize, tokenize_example
 from peftbench.data.examples import load_examples
 from peftbench.data.pipeline import prepare_features
+from peftbench.data.tokenize import featurize, tokenize_example
 from peftbench.models import train_tokenizer
 
 TOK = ByT5Tokenizer()
@@ -265,9 +265,9 @@ def test_changed_feature_code_rebuilds(data_dir: Path, tmp_path: Path, monkeypat
     hot = _prepare(data_dir, cache)
     assert hot.from_cache and hot.cache_path == cold.cache_path  # unchanged code: the entry is reused
     real = cache_module._code_files()
-    modules = {"tasks.py", "superni.py", "encoding.py", "examples.py", "collate.py", "cache.py", "pipeline.py"}
+    modules = {"tasks.py", "superni.py", "encoding.py", "examples.py", "tokenize.py", "cache.py", "pipeline.py"}
     assert {p.name for p in real} >= modules
-    for changed in ("encoding.py", "collate.py"):
+    for changed in ("encoding.py", "tokenize.py"):
         copy = tmp_path / changed
         original = next(p for p in real if p.name == changed)
         copy.write_bytes(original.read_bytes() + b"\n# an edit\n")

@@ -5,18 +5,14 @@ from __future__ import annotations
 from transformers import ByT5Tokenizer
 
 from peftbench.data.collate import (
-    IGNORE_INDEX,
-    Features,
     generation_batch,
     generation_batches,
     length_grouped_batches,
     prefix_generation_batch,
     sorted_batches,
-    tokenize_example,
-    tokenize_prompt,
-    tokenize_target,
     training_batch,
 )
+from peftbench.data.tokenize import IGNORE_INDEX, Features, tokenize_example, tokenize_prompt, tokenize_target
 
 TOK = ByT5Tokenizer()
 SOURCE = (
@@ -166,8 +162,9 @@ def test_multi_output_target_is_drawn_afresh_each_epoch_deterministically():
     """Tk-Instruct's collator draws random.choice(output) per batch; here each epoch draws from (training seed,
     epoch, id), so the target varies over epochs and a resumed epoch gets the same targets (issue 11, part 6)."""
     from peftbench.config import TrainConfig
-    from peftbench.data.collate import epoch_target, featurize, training_length, with_epoch_targets
+    from peftbench.data.collate import epoch_target, training_length, with_epoch_targets
     from peftbench.data.examples import Example
+    from peftbench.data.tokenize import featurize
     from peftbench.training.trainer import epoch_loader
 
     source = "Definition: name a colour.\n\nNow complete the following example -\nInput: x.\nOutput: "

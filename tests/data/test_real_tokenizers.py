@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from peftbench.config import DataConfig
-from peftbench.data.collate import featurize, special_affixes
 from peftbench.data.examples import load_examples
+from peftbench.data.tokenize import featurize, special_affixes
 from peftbench.demodata.writer import generate_demo_data
 from tests.conftest import SUPERNI_MINI
 from tests.support.real_tokenizers import gpt2_tokenizer, llama_tokenizer, sentencepiece_backend, t5_tokenizer

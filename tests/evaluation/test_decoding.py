@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import ByT5Tokenizer
 
-from peftbench.data.collate import Features
+from peftbench.data.tokenize import Features
 from peftbench.evaluation.generate import clean_up_tokenization, generate_predictions
 from peftbench.evaluation.metrics import exact_match
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from peftbench.configure import config_from_dict
-from peftbench.data.collate import Features, tokenize_example
+from peftbench.data.tokenize import Features, tokenize_example
 from peftbench.errors import PeftbenchError
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.methods import all_methods, trainable_parameters

@@ -7,7 +7,7 @@ import torch
 from accelerate import Accelerator
 
 from peftbench.configure import config_from_dict
-from peftbench.data.collate import Features
+from peftbench.data.tokenize import Features
 from peftbench.errors import PeftbenchError
 from peftbench.methods import get_method
 from peftbench.models import is_encoder_decoder

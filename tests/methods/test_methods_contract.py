@@ -18,14 +18,8 @@ import pytest
 import torch
 
 from peftbench.configure import config_from_dict
-from peftbench.data.collate import (
-    Features,
-    generation_batch,
-    generation_batches,
-    tokenize_example,
-    tokenize_prompt,
-    training_batch,
-)
+from peftbench.data.collate import generation_batch, generation_batches, training_batch
+from peftbench.data.tokenize import Features, tokenize_example, tokenize_prompt
 from peftbench.evaluation.generate import encode_prefix, generate_ids, prefix_cache_supported
 from peftbench.io import load_tensors, save_tensors
 from peftbench.methods import all_methods, is_layer_norm, trainable_parameters

@@ -16,7 +16,7 @@ import torch
 import peftbench.recipe.run as run_module
 from peftbench.configure import config_from_dict
 from peftbench.io import load_tensors
-from peftbench.report.build import write_report
+from peftbench.reporting.build import write_report
 from tests.conftest import tiny_mini_config
 
 SCRIPT = [5.0, 2.0, 7.0]

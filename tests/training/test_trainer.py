@@ -8,7 +8,7 @@ from accelerate import Accelerator
 
 from peftbench.config import TrainConfig
 from peftbench.configure import config_from_dict
-from peftbench.data.collate import Features
+from peftbench.data.tokenize import Features
 from peftbench.models import is_encoder_decoder
 from peftbench.recipe.setup import build_model
 from peftbench.training.trainer import Schedule, fit, total_steps

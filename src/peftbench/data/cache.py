@@ -42,8 +42,8 @@ from safetensors.numpy import save as save_arrays
 from transformers import PreTrainedTokenizerBase
 
 from peftbench.config import DataConfig
-from peftbench.data.collate import Features
 from peftbench.data.superni import read_task_list
+from peftbench.data.tokenize import Features
 from peftbench.errors import PeftbenchError
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ FEATURE_MODULES = (
     "peftbench.data.superni",
     "peftbench.data.encoding",
     "peftbench.data.examples",
-    "peftbench.data.collate",
+    "peftbench.data.tokenize",
     "peftbench.data.cache",
     "peftbench.data.pipeline",
 )

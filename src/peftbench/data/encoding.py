@@ -158,9 +158,13 @@ def encode_sources(
     )
     # Tk-Instruct measures negatives against definition + " ".join(pos) + " ".join(neg) + candidate + input.
     neg_examples = _add_demonstrations(
-        "Negative", task.negative_examples, [definition + " ".join(pos) for pos in pos_examples], task_inputs, config,
+        "Negative",
+        task.negative_examples,
+        [definition + " ".join(pos) for pos in pos_examples],
+        task_inputs,
+        config,
         fits,
-    )  # fmt: skip
+    )
     return [
         task_name + definition + "".join(pos) + "".join(neg) + task_input
         for pos, neg, task_input in zip(pos_examples, neg_examples, task_inputs, strict=True)

@@ -92,9 +92,16 @@ def encode_selection(
             for instance, targets, source in zip(sel.instances, sel.targets, sources, strict=True):
                 references = tuple(instance["output"])
                 examples.append(
-                    Example(instance["id"], sel.task.name, sel.task.category, source, targets[0], references,
-                            targets if training else ())
-                )  # fmt: skip
+                    Example(
+                        instance["id"],
+                        sel.task.name,
+                        sel.task.category,
+                        source,
+                        targets[0],
+                        references,
+                        targets if training else (),
+                    )
+                )
         return examples
 
     return SuperNIData(

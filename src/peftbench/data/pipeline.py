@@ -2,7 +2,7 @@
 
 :func:`prepare_features` is the one entry point a run uses: :func:`peftbench.data.superni.load_superni` selects
 the instances, :func:`peftbench.data.examples.encode_selection` builds the Tk-Instruct prompts (measuring
-demonstrations with the model's tokenizer, as Tk-Instruct does), :func:`peftbench.data.collate.featurize`
+demonstrations with the model's tokenizer, as Tk-Instruct does), :func:`peftbench.data.tokenize.featurize`
 tokenises them, and :mod:`peftbench.data.cache` keeps the result on disk, keyed by everything it depends on.
 """
 
@@ -18,9 +18,9 @@ from transformers import PreTrainedTokenizerBase
 
 from peftbench.config import DataConfig
 from peftbench.data.cache import ROLES, InvalidEntry, Lengths, PreparedData, cache_key, no_gc, read_entry, write_entry
-from peftbench.data.collate import featurize
 from peftbench.data.examples import encode_selection
 from peftbench.data.superni import load_superni
+from peftbench.data.tokenize import featurize
 
 __all__ = ["prepare_features"]
 

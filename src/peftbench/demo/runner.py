@@ -33,7 +33,7 @@ from peftbench.recipe.run import evaluate_untrained, run_experiment
 from peftbench.recipe.rundir import check_same_config, load_trainable, run_dir_for
 from peftbench.recipe.runfiles import CONFIG_FILE, WEIGHTS_FILE
 from peftbench.recipe.setup import build_model
-from peftbench.report.build import write_report
+from peftbench.reporting.build import write_report
 
 DEMO_METHODS = ("lora", "adapter_houlsby", "prompt", "full")
 """Methods the demo compares by default."""
@@ -48,9 +48,14 @@ COMMON: dict[str, Any] = {
 PRETRAIN: dict[str, Any] = {
     "method": {"name": "full"},
     "data": {"split": PRETRAIN_SPLIT, "max_train_instances_per_task": None, "max_eval_instances_per_task": 30},
-    "train": {"max_steps": 3000, "per_device_batch_size": 16, "learning_rate": 1e-3, "lr_scheduler": "linear",
-              "warmup_ratio": 0.05},
-}  # fmt: skip
+    "train": {
+        "max_steps": 3000,
+        "per_device_batch_size": 16,
+        "learning_rate": 1e-3,
+        "lr_scheduler": "linear",
+        "warmup_ratio": 0.05,
+    },
+}
 """Brief pre-training of the tiny base model on the pretrain split's tasks (full fine-tuning)."""
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -102,9 +107,13 @@ def pretrained_base(model: str, data_dir: Path, quick: bool, progress: bool) -> 
 
     architecture = TINY_PRESETS[model](TOKENIZER_VOCAB).config.to_dict()
     stamp = {
-        "config": raw, "data": DATA, "generator": GENERATOR_VERSION, "vocab": TOKENIZER_VOCAB,
-        "architecture": architecture, "transformers": transformers.__version__,
-    }  # fmt: skip
+        "config": raw,
+        "data": DATA,
+        "generator": GENERATOR_VERSION,
+        "vocab": TOKENIZER_VOCAB,
+        "architecture": architecture,
+        "transformers": transformers.__version__,
+    }
     key = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:12]
     raw = deep_merge(raw, {"data": {"data_dir": str(data_dir)}})
     target = cache_dir() / "bases" / f"{model}-{key}"
@@ -179,13 +188,16 @@ def method_config(
     """The demo's config for one method and training seed on top of the pre-trained base."""
     raw = deep_merge(COMMON, {"train": TRAIN, "seed": seed})
     raw = deep_merge(raw, METHODS.get(method, {}))
-    raw = deep_merge(raw, {
-        "method": {"name": method},
-        "model": {"name": str(base_dir)},
-        "data": {"data_dir": str(data_dir), "split": DEMO_SPLIT},
-        "output_dir": str(runs_dir),
-        "run_name": run_name(method, seed),
-    })  # fmt: skip
+    raw = deep_merge(
+        raw,
+        {
+            "method": {"name": method},
+            "model": {"name": str(base_dir)},
+            "data": {"data_dir": str(data_dir), "split": DEMO_SPLIT},
+            "output_dir": str(runs_dir),
+            "run_name": run_name(method, seed),
+        },
+    )
     if quick:
         raw = deep_merge(raw, {"train": {"max_steps": 10}, "data": {"max_eval_instances_per_task": 4}})
     return config_from_dict(raw)

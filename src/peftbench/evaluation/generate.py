@@ -22,13 +22,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from peftbench.data.collate import (
-    Features,
-    GenerationBatch,
-    generation_batch,
-    generation_batches,
-    prefix_generation_batch,
-)
+from peftbench.data.collate import GenerationBatch, generation_batch, generation_batches, prefix_generation_batch
+from peftbench.data.tokenize import Features
 from peftbench.evaluation.greedy import early_exit_supported, greedy_decode
 from peftbench.evaluation.metrics import record_checksum
 from peftbench.evaluation.ranks import all_gather, assign_rounds, broadcast, check_shardable, process_group
@@ -121,9 +116,14 @@ def generate_predictions(
     done = len(plan) - len(pending)
     bar = tqdm(total=len(plan), initial=done, desc=desc, unit="batch", disable=not progress or rank != 0)
     batch_kwargs = {
-        "pad_id": tokenizer.pad_token_id, "eos_id": tokenizer.eos_token_id, "max_new_tokens": max_new_tokens,
-        "num_beams": num_beams, "encoder_decoder": encoder_decoder, "device": device, "early_exit": early_exit,
-    }  # fmt: skip
+        "pad_id": tokenizer.pad_token_id,
+        "eos_id": tokenizer.eos_token_id,
+        "max_new_tokens": max_new_tokens,
+        "num_beams": num_beams,
+        "encoder_decoder": encoder_decoder,
+        "device": device,
+        "early_exit": early_exit,
+    }
     with open(out_path, "a", encoding="utf-8") if out_path is not None else contextlib.nullcontext() as out:
         prefix_cache: tuple[tuple[int, ...], Any] | None = None  # the current task's (prefix ids, KV cache)
         for number, slots in enumerate(rounds):
@@ -218,10 +218,16 @@ def generate_ids(
     if early_exit and early_exit_supported(_base_model(generator), num_beams):
         cache_key = _cache_argument(generator)
         return greedy_decode(
-            _base_model(generator), attention_mask=batch["attention_mask"], input_ids=batch.get("input_ids"),
-            inputs_embeds=batch.get("inputs_embeds"), cache=batch.get(cache_key, extra.get(cache_key)),
-            max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, encoder_decoder=encoder_decoder,
-        )  # fmt: skip
+            _base_model(generator),
+            attention_mask=batch["attention_mask"],
+            input_ids=batch.get("input_ids"),
+            inputs_embeds=batch.get("inputs_embeds"),
+            cache=batch.get(cache_key, extra.get(cache_key)),
+            max_new_tokens=max_new_tokens,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            encoder_decoder=encoder_decoder,
+        )
     output = generator.generate(
         **batch,
         **extra,
@@ -312,9 +318,17 @@ def clean_up_tokenization(text: str) -> str:
 
 
 _CLEAN_UP = (
-    (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-    (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
-)  # fmt: skip
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
 """transformers 4.18 ``PreTrainedTokenizerBase.clean_up_tokenization``, in its order."""
 
 

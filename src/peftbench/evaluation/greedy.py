@@ -23,13 +23,27 @@ import torch
 from torch import nn
 
 _NEUTRAL = {
-    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0, "min_new_tokens": None,
-    "forced_bos_token_id": None, "forced_eos_token_id": None, "suppress_tokens": None,
-    "begin_suppress_tokens": None, "sequence_bias": None, "exponential_decay_length_penalty": None,
-    "guidance_scale": None, "stop_strings": None, "max_time": None, "cache_implementation": None,
-    "prefill_chunk_size": None, "watermarking_config": None, "forced_decoder_ids": None,
-}  # fmt: skip
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "sequence_bias": None,
+    "exponential_decay_length_penalty": None,
+    "guidance_scale": None,
+    "stop_strings": None,
+    "max_time": None,
+    "cache_implementation": None,
+    "prefill_chunk_size": None,
+    "watermarking_config": None,
+    "forced_decoder_ids": None,
+}
 """Generation-config fields that change greedy search when set, with their neutral values."""
 
 

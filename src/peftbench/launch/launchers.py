@@ -191,8 +191,9 @@ def _requeue_signal() -> signal.Signals:
 _SBATCH_KEYS = ("partition", "account", "qos", "constraint", "cpus_per_task", "mem_gb", "exclude", "comment")
 
 
-def launch_slurm(runs: list[SweepRun], options: dict[str, Any], *, wait: bool = False, poll_s: float = 2.0,
-                 progress: bool = True) -> list[Outcome]:  # fmt: skip
+def launch_slurm(
+    runs: list[SweepRun], options: dict[str, Any], *, wait: bool = False, poll_s: float = 2.0, progress: bool = True
+) -> list[Outcome]:
     """Submits one Slurm job per unfinished run (through submitit); with ``wait``, waits for all of them.
 
     ``options`` (the sweep's ``slurm:`` section): ``partition``, ``account``, ``qos``, ``constraint``,
@@ -206,8 +207,9 @@ def launch_slurm(runs: list[SweepRun], options: dict[str, Any], *, wait: bool = 
         raise PeftbenchError("the slurm launcher needs submitit (pip install submitit)") from None
     unknown = sorted(set(options) - {*_SBATCH_KEYS, "signal_delay_s", "additional"})
     if unknown:
-        raise PeftbenchError(f"slurm: unknown option(s) {', '.join(unknown)}; use {', '.join(_SBATCH_KEYS)}, "
-                             "signal_delay_s, additional")  # fmt: skip
+        raise PeftbenchError(
+            f"slurm: unknown option(s) {', '.join(unknown)}; use {', '.join(_SBATCH_KEYS)}, signal_delay_s, additional"
+        )
     outcomes: dict[str, Outcome] = {}
     jobs: dict[str, Any] = {}
     for run in runs:

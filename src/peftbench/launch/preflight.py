@@ -36,9 +36,12 @@ def device_problem(cfg: ExperimentConfig, gpus: int | None = None) -> str | None
     return (
         f"launch.num_processes={n} starts one process per GPU, but this machine has {have}: "
         f"override it, e.g. launch.num_processes={max(gpus, 1)}"
-        + (" (or launch.gpus_per_process=0 launch.accelerate_config=null for CPU processes under torchrun)"
-           if gpus == 0 else "")
-    )  # fmt: skip
+        + (
+            " (or launch.gpus_per_process=0 launch.accelerate_config=null for CPU processes under torchrun)"
+            if gpus == 0
+            else ""
+        )
+    )
 
 
 def data_problem(cfg: ExperimentConfig) -> str | None:

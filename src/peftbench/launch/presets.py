@@ -3,11 +3,16 @@
 A preset is the study's setting for one method. ``full`` mode is the study itself (T5-3B, SuperNI default
 split, 8 GPUs); ``dev`` mode overlays ``configs/presets/dev.yaml`` and the method file's ``dev:`` section,
 shrinking model, data and steps so that the whole pipeline runs in about a minute on a CPU.
+
+The files ship inside the package (``peftbench/configs/``: presets, methods, sweeps, accelerate configs), so an
+installed wheel has them; the checkout's top-level ``configs/`` is the user-facing copy of the same files
+(tests/launch/test_shipped_configs.py checks that they are identical; ``make configs`` copies them over).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import os
 import shlex
 import subprocess
@@ -23,12 +28,40 @@ MODES = ("dev", "full")
 
 
 def configs_dir() -> Path:
-    """The shipped ``configs/`` directory ($PEFTBENCH_CONFIGS, else the checkout's ``configs/``)."""
+    """The shipped configs: ``$PEFTBENCH_CONFIGS``, else the package's own ``peftbench/configs/`` (package data,
+    in a wheel as in a checkout)."""
     env = os.environ.get("PEFTBENCH_CONFIGS")
-    path = Path(env) if env else Path(__file__).resolve().parents[3] / "configs"
+    # An installed or editable peftbench is a directory; a zip-imported one gets no presets (set the variable).
+    path = Path(env) if env else Path(str(importlib.resources.files("peftbench") / "configs"))
     if not (path / "presets" / "defaults.yaml").is_file():
         raise PeftbenchError(f"cannot find peftbench's presets under {path}; set PEFTBENCH_CONFIGS to a configs/ dir")
     return path
+
+
+def shipped_path(path: str | Path) -> Path:
+    """``path`` itself when it exists (or is absolute); a relative ``configs/...`` path that does not exist here
+    names the shipped file instead (``configs/accelerate/ddp.yaml`` -> ``configs_dir()/accelerate/ddp.yaml``),
+    so that the presets' and docs' ``configs/...`` paths work from any directory and from an installed wheel."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or len(path.parts) < 2 or path.parts[0] != "configs":
+        return path
+    return configs_dir().joinpath(*path.parts[1:])
+
+
+def available_sweeps() -> list[str]:
+    """The shipped sweeps (``configs/sweeps/NAME.yaml``) by name."""
+    return sorted(p.stem for p in (configs_dir() / "sweeps").glob("*.yaml"))
+
+
+def sweep_file(sweep: str | Path) -> Path:
+    """The sweep file ``peftbench sweep SWEEP`` reads: an existing file; else a shipped sweep by name (``study``,
+    ``dev``) or by its ``configs/sweeps/NAME.yaml`` path; else ``sweep`` as given (load_sweep names it)."""
+    path = Path(sweep)
+    if path.is_file():
+        return path
+    if len(path.parts) == 1 and path.suffix == "" and path.name in available_sweeps():
+        return configs_dir() / "sweeps" / f"{path.name}.yaml"
+    return shipped_path(path)
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -84,15 +117,13 @@ def launch_command(cfg: ExperimentConfig, args: list[str]) -> list[str]:
     if n <= 1:
         return [sys.executable, "-m", "peftbench", *args]
     if cfg.launch.accelerate_config:
-        config_file = Path(cfg.launch.accelerate_config)
-        if not config_file.is_absolute() and not config_file.exists():
-            config_file = configs_dir().parent / config_file
+        config_file = shipped_path(cfg.launch.accelerate_config)
         return [
             sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
             "--num_processes", str(n), "-m", "peftbench", *args,
         ]  # fmt: skip
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "peftbench",
-            *args]  # fmt: skip
+    torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+    return [sys.executable, *torchrun, "-m", "peftbench", *args]
 
 
 def relaunch(cfg: ExperimentConfig, args: list[str]) -> int:

@@ -149,9 +149,13 @@ def expand(sweep: Sweep) -> list[SweepRun]:
 
 
 def _expand_one(
-    sweep: Sweep, method: str, axes: dict[str, list[Any]], zip_keys: list[str], zip_rows: list[tuple],
+    sweep: Sweep,
+    method: str,
+    axes: dict[str, list[Any]],
+    zip_keys: list[str],
+    zip_rows: list[tuple],
     seen: dict[str, dict[str, Any]],
-) -> list[SweepRun]:  # fmt: skip
+) -> list[SweepRun]:
     runs = []
     keys = list(axes)
     base = preset_dict(method, sweep.mode)
@@ -215,8 +219,15 @@ def plan_table(runs: list[SweepRun], counts: dict[str, int | str] | None = None,
     for run in runs:
         shown = ", ".join(f"{_label(k, run.values)}={v}" for k, v in run.values.items()) or "-"
         trainable = (counts or {}).get(run.name, "")
-        rows.append((run.name, run.method, shown, f"{trainable:,}" if isinstance(trainable, int) else trainable,
-                     run_status(run.run_dir)))  # fmt: skip
+        rows.append(
+            (
+                run.name,
+                run.method,
+                shown,
+                f"{trainable:,}" if isinstance(trainable, int) else trainable,
+                run_status(run.run_dir),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     statuses = [r[4] for r in rows[1:]]

@@ -86,8 +86,11 @@ def _pad_mask(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
     if mask is None:
         return None
     shape = (*mask.shape[:-1], length)
-    visible = torch.ones(shape, dtype=torch.bool, device=mask.device) if mask.dtype == torch.bool else (
-        torch.zeros(shape, dtype=mask.dtype, device=mask.device))  # fmt: skip
+    visible = (
+        torch.ones(shape, dtype=torch.bool, device=mask.device)
+        if mask.dtype == torch.bool
+        else (torch.zeros(shape, dtype=mask.dtype, device=mask.device))
+    )
     return torch.cat([visible, mask], dim=-1)
 
 

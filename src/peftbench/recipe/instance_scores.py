@@ -81,8 +81,14 @@ class SystemScores:
         counts = np.array([int(spans[t].sum()) for t in tasks], dtype=np.int64)
         kept = tuple(i for i, k in zip(self.ids, keep, strict=True) if k)
         per_seed = tuple(TaskScores(s.values[:, keep], counts) for s in self.per_seed)
-        return SystemScores([self.tasks[t] for t in tasks], [self.categories[t] for t in tasks], kept,
-                            TaskScores(self.scores.values[:, keep], counts), self.seeds, per_seed)  # fmt: skip
+        return SystemScores(
+            [self.tasks[t] for t in tasks],
+            [self.categories[t] for t in tasks],
+            kept,
+            TaskScores(self.scores.values[:, keep], counts),
+            self.seeds,
+            per_seed,
+        )
 
 
 def _track(run_dir: Path, metrics: dict[str, Any]) -> str | None:
@@ -154,13 +160,20 @@ def _scores(run_dir: Path, track: str | None, keep: bool) -> RunScores:
     scored = []
     for record in records:
         prediction = record["prediction"] or ""  # a missing prediction scores as the empty string
-        scored.append([official.max_over_references(fn, prediction, record["references"])
-                       for fn in (official.exact_match, rouge)])  # fmt: skip
+        scored.append(
+            [official.max_over_references(fn, prediction, record["references"]) for fn in (official.exact_match, rouge)]
+        )
     values = 100.0 * np.asarray(scored, dtype=np.float64).T.reshape(len(METRICS), len(records))
-    scores = RunScores([r["id"] for r in records], [r["task"] for r in records],
-                       [r.get("category") for r in records], values)  # fmt: skip
-    entry = {"key": key, "ids": scores.ids, "tasks": scores.tasks, "categories": scores.categories,
-             "values": values.tolist()}  # fmt: skip
+    scores = RunScores(
+        [r["id"] for r in records], [r["task"] for r in records], [r.get("category") for r in records], values
+    )
+    entry = {
+        "key": key,
+        "ids": scores.ids,
+        "tasks": scores.tasks,
+        "categories": scores.categories,
+        "values": values.tolist(),
+    }
     with contextlib.suppress(OSError):  # an unwritable cache or run directory only costs the scoring next time
         atomic_write_text(own if keep else cached, json.dumps(entry, separators=(",", ":")) + "\n")
     return scores
@@ -197,5 +210,11 @@ def system_scores(seeds: list[RunScores]) -> tuple[SystemScores, str | None]:
     counts = np.array([per_task[t] for t in tasks], dtype=np.int64)
     category = {t: c for t, c in task_of.values()}
     per_seed = tuple(TaskScores(v, counts) for v in each)
-    return SystemScores(tasks, [category[t] for t in tasks], tuple(order), TaskScores(sum(each) / len(seeds), counts),
-                        len(seeds), per_seed), note  # fmt: skip
+    return SystemScores(
+        tasks,
+        [category[t] for t in tasks],
+        tuple(order),
+        TaskScores(sum(each) / len(seeds), counts),
+        len(seeds),
+        per_seed,
+    ), note

@@ -50,8 +50,10 @@ def study_settings(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
         "train.lr_scheduler": (t.lr_scheduler, "constant" if full else "linear"),
         "train.warmup_ratio": (t.warmup_ratio, 0.0 if full else 0.03),
         "train.num_epochs": (t.num_epochs if t.max_steps is None else f"max_steps={t.max_steps}", 4),
-        "effective batch": (t.per_device_batch_size * t.gradient_accumulation_steps * cfg.launch.num_processes,
-                            STUDY_EFFECTIVE_BATCH),
+        "effective batch": (
+            t.per_device_batch_size * t.gradient_accumulation_steps * cfg.launch.num_processes,
+            STUDY_EFFECTIVE_BATCH,
+        ),
         "data.split": (d.split, "default"),
         "data.num_pos_examples": (d.num_pos_examples, 0),
         "data.max_source_length": (d.max_source_length, 1024),
@@ -59,7 +61,7 @@ def study_settings(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
         "data.max_train_instances_per_task": (d.max_train_instances_per_task, 100),
         "data.max_eval_instances_per_task": (d.max_eval_instances_per_task, 100),
         "eval.weights": (cfg.eval.weights, "best"),
-    }  # fmt: skip
+    }
     if not full and cfg.method_name:
         dropout = _method_option(cfg, "dropout")
         if cfg.method_name in DROPOUT_METHODS:

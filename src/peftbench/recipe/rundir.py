@@ -150,10 +150,11 @@ def check_weights(run_dir: Path) -> None:
     recorded = RunState(run_dir / STATE_FILE).get("weights_sha256")
     if recorded is not None and path.is_file() and file_sha256(path) != recorded:
         raise DamagedFileError(
-            path, "its SHA-256 is not the one recorded when it was saved",
+            path,
+            "its SHA-256 is not the one recorded when it was saved",
             "its checkpoints still hold the training: delete it and metrics.json, then run `peftbench train` with "
             "the run's config",
-        )  # fmt: skip
+        )
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:

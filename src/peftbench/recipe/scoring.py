@@ -17,7 +17,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from peftbench.config import ExperimentConfig
-from peftbench.data.collate import Features
+from peftbench.data.tokenize import Features
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.evaluation.metrics import score_predictions
 from peftbench.evaluation.ranks import process_group
@@ -50,12 +50,8 @@ def validation_scorer(
         return None
 
     def score(trained: nn.Module) -> float:
-        records = generate_predictions(
-            trained, tokenizer, features, None, batch_size=cfg.eval.batch_size,
-            max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length, num_beams=cfg.eval.num_beams,
-            encoder_decoder=is_encoder_decoder(trained), device=device, progress=False,
-            batch_by_tokens=cfg.eval.batch_by_tokens, share_prefix=cfg.eval.share_prefix, shard=shard,
-        )  # fmt: skip
+        decoding = _decoding(cfg, trained, device)
+        records = generate_predictions(trained, tokenizer, features, None, **decoding, progress=False, shard=shard)
         return float(score_predictions(records)["overall"]["rougeL"])
 
     return score
@@ -83,54 +79,31 @@ def evaluate_and_write(
     """Generates on the test split, scores, and writes ``predictions.jsonl`` and ``metrics.json``.
 
     ``params`` is (trainable, total) of the model as built (the base and the method's parameters); ``base_params``
-    the base model's alone (default: total), the denominator of ``trainable_percent``. With ``resume``,
-    predictions already written are kept; otherwise the evaluation starts afresh. Under a process group of
-    several ranks every rank calls this and generates its share of the batches; rank 0 writes the files and
-    returns the metrics, the others return ``{}``.
-    ``on_batch`` is :func:`~peftbench.evaluation.generate.generate_predictions`'s.
+    the base model's alone (default: total), the denominator of ``trainable_percent``. With ``resume``, predictions
+    already written are kept; otherwise the evaluation starts afresh. Under a process group of several ranks every
+    rank calls this and generates its share of the batches; rank 0 writes the files and returns the metrics, the
+    others return ``{}``. ``on_batch`` is :func:`~peftbench.evaluation.generate.generate_predictions`'s.
     """
     predictions_path = run_dir / PREDICTIONS_FILE
     rank, _ = process_group()
     if not resume and rank == 0:
         predictions_path.unlink(missing_ok=True)
     start = time.perf_counter()
+    decoding = _decoding(cfg, model, device)
     records = generate_predictions(
-        model,
-        tokenizer,
-        features,
-        predictions_path,
-        batch_size=cfg.eval.batch_size,
-        max_new_tokens=cfg.eval.max_new_tokens or cfg.data.max_target_length,
-        num_beams=cfg.eval.num_beams,
-        encoder_decoder=is_encoder_decoder(model),
-        device=device,
-        progress=progress,
-        stop=stop,
-        batch_by_tokens=cfg.eval.batch_by_tokens,
-        share_prefix=cfg.eval.share_prefix,
-        on_batch=on_batch,
+        model, tokenizer, features, predictions_path, **decoding, progress=progress, stop=stop, on_batch=on_batch
     )
     eval_time = time.perf_counter() - start
     if rank != 0:  # the other ranks of a sharded evaluation generated their share; rank 0 writes
         return {}
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
-    trainable, total = params
-    base = base_params if base_params is not None else total
     # Training's peak when there was training (a re-evaluation keeps it), else this evaluation's.
     peak, peak_kind = (train.peak_memory_mb, train.peak_memory_kind) if train else peak_memory_mb(device)
     metrics = {
         **scores,
         "status": "finished",
         "run_name": run_dir.name,
-        "method": cfg.method_name if spec is not None else "untrained",
-        "method_config": {k: v for k, v in cfg.method.items() if k != "name"} if spec is not None else {},
-        "model": cfg.model.name,
-        "trainable_params": trainable,
-        "total_params": total,
-        "base_params": base,
-        "trainable_percent": round(100 * trainable / base, 6) if base else 0.0,  # of the base model
-        "trainable_params_note": spec.count_note if spec is not None else "",
-        "budget": budget_record(cfg, trainable) if spec is not None else None,
+        **_method_record(cfg, spec, params, base_params),
         "train": asdict(train) if train is not None else None,
         "weights": weights,
         "train_time_s": train.train_time_s if train is not None else 0.0,
@@ -146,6 +119,41 @@ def evaluate_and_write(
     record_instance_scores(run_dir, metrics)  # for the report's intervals and paired tests
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
+
+
+def _decoding(cfg: ExperimentConfig, model: nn.Module, device: torch.device) -> dict[str, Any]:
+    """How a run generates with ``model`` on ``device`` (the config's ``eval`` section), on the validation tasks and
+    on the test split alike: :func:`~peftbench.evaluation.generate.generate_predictions`'s options."""
+    return {
+        "batch_size": cfg.eval.batch_size,
+        "max_new_tokens": cfg.eval.max_new_tokens or cfg.data.max_target_length,
+        "num_beams": cfg.eval.num_beams,
+        "encoder_decoder": is_encoder_decoder(model),
+        "device": device,
+        "batch_by_tokens": cfg.eval.batch_by_tokens,
+        "share_prefix": cfg.eval.share_prefix,
+    }
+
+
+def _method_record(
+    cfg: ExperimentConfig, spec: MethodSpec | None, params: tuple[int, int], base_params: int | None
+) -> dict[str, Any]:
+    """What ``metrics.json`` records of the method (none: the untrained base model) and the parameters: the
+    model's (trainable, total) as built, the base model's alone (default: total), the trainable share of the base
+    and the budget the counts match."""
+    trainable, total = params
+    base = base_params if base_params is not None else total
+    return {
+        "method": cfg.method_name if spec is not None else "untrained",
+        "method_config": {k: v for k, v in cfg.method.items() if k != "name"} if spec is not None else {},
+        "model": cfg.model.name,
+        "trainable_params": trainable,
+        "total_params": total,
+        "base_params": base,
+        "trainable_percent": round(100 * trainable / base, 6) if base else 0.0,  # of the base model
+        "trainable_params_note": spec.count_note if spec is not None else "",
+        "budget": budget_record(cfg, trainable) if spec is not None else None,
+    }
 
 
 def versions() -> dict[str, str]:

@@ -77,7 +77,7 @@ def build_model(
 def unsharded(cfg: ExperimentConfig, sharded: nn.Module, device: torch.device) -> nn.Module:
     """A model sharded by FSDP, made whole for evaluation (every rank must call): the trainable weights are
     gathered onto the main process and put into a freshly built model there; the other ranks build the same
-    model and get rank 0's weights before the test evaluation (``run._share_weights``), so that every rank
+    model and get rank 0's weights before the test evaluation (``chosen_weights.share_weights``), so that every rank
     can generate its share. The frozen base is rebuilt from ``model.name`` exactly as ``peftbench evaluate``
     does."""
     trainable = gather_trainable(sharded)  # the full tensors on the main process, {} on the others

@@ -150,9 +150,12 @@ def load_shards(model: nn.Module, optimizer: torch.optim.Optimizer, directory: P
     dcp.load(state, checkpoint_id=str(directory))
     # dcp.load has filled every trainable tensor (a missing one is an error above); frozen ones are not in it
     set_state_dict(
-        model, _optimizer(optimizer), model_state_dict=state["model"], optim_state_dict=state["optim"],
+        model,
+        _optimizer(optimizer),
+        model_state_dict=state["model"],
+        optim_state_dict=state["optim"],
         options=StateDictOptions(ignore_frozen_params=True, strict=False),
-    )  # fmt: skip
+    )
 
 
 def gather_trainable(model: nn.Module) -> dict[str, torch.Tensor]:

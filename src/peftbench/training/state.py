@@ -65,9 +65,14 @@ class Progress:
         """Reads a checkpoint's trainer state (checkpoints written before validation existed lack its fields)."""
         best = state.get("best")
         return cls(
-            step=state["step"], epoch=state["epoch"], batches_done=state["batches_done"], running=state["running"],
-            seen=state["seen"], losses=[(int(s), float(v)) for s, v in state["losses"]],
-            train_time_s=state["train_time_s"], best=(int(best[0]), float(best[1])) if best else None,
+            step=state["step"],
+            epoch=state["epoch"],
+            batches_done=state["batches_done"],
+            running=state["running"],
+            seen=state["seen"],
+            losses=[(int(s), float(v)) for s, v in state["losses"]],
+            train_time_s=state["train_time_s"],
+            best=(int(best[0]), float(best[1])) if best else None,
             validation=[(int(s), float(v)) for s, v in state.get("validation", [])],
             running_per_rank=[float(v) for v in state.get("running_per_rank", [])],
-        )  # fmt: skip
+        )

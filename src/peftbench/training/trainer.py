@@ -13,34 +13,31 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from peftbench.config import TrainConfig
-from peftbench.data.collate import Features, length_grouped_batches, training_batch, training_length, with_epoch_targets
+from peftbench.data.collate import length_grouped_batches, training_batch, training_length, with_epoch_targets
+from peftbench.data.tokenize import Features
 from peftbench.errors import PeftbenchError
 from peftbench.io import peak_memory_mb
-from peftbench.methods import TrainingHooks, trainable_parameters
+from peftbench.methods import TrainingHooks
 from peftbench.training.callbacks import Callback, CallbackList
-from peftbench.training.checkpoint import (
-    SHARDS,
-    Checkpoint,
-    capture_rng_state,
-    load_checkpoint,
-    new_checkpoint_dir,
-    prune_best,
-    restore_rng_state,
-    save_best,
-    save_checkpoint,
+from peftbench.training.checkpoint import prune_best, save_best
+from peftbench.training.fsdp import Sharding, gathered_root, shard_model
+from peftbench.training.loop_state import (
+    Checkpointing,
+    Prepared,
+    checkpoint_due,
+    restore_progress,
+    save_progress,
+    trainable_weights,
 )
-from peftbench.training.fsdp import Sharding, gather_trainable, gathered_root, load_shards, save_shards, shard_model
 from peftbench.training.preemption import Preempted, StopFlag
 from peftbench.training.state import Progress, TrainResult
 
@@ -69,6 +66,10 @@ class Schedule:
         assert train.learning_rate is not None and train.lr_scheduler is not None and train.warmup_ratio is not None
         return cls(train.learning_rate, train.lr_scheduler, train.warmup_ratio)
 
+    def warmup_steps(self, steps: int) -> int:
+        """Warm-up steps of a run of ``steps`` optimizer steps."""
+        return round(self.warmup_ratio * steps)
+
 
 def total_steps(train: TrainConfig, num_examples: int, world_size: int = 1) -> int:
     """Optimizer steps of the run: ``max_steps``, or ``num_epochs`` times the optimizer steps of one epoch.
@@ -78,9 +79,13 @@ def total_steps(train: TrainConfig, num_examples: int, world_size: int = 1) -> i
     """
     if train.max_steps is not None:
         return train.max_steps
-    batches = math.ceil(num_examples / (train.per_device_batch_size * world_size))
-    per_epoch = math.ceil(batches / train.gradient_accumulation_steps)
+    per_epoch = math.ceil(_epoch_batches(train, num_examples, world_size) / train.gradient_accumulation_steps)
     return max(1, math.ceil(train.num_epochs * per_epoch))
+
+
+def _epoch_batches(train: TrainConfig, num_examples: int, world_size: int = 1) -> int:
+    """Batches of one epoch, per process."""
+    return math.ceil(num_examples / (train.per_device_batch_size * world_size))
 
 
 def epoch_loader(
@@ -106,30 +111,6 @@ def epoch_loader(
     return DataLoader(list(features), batch_sampler=batches[skip:], collate_fn=collate, generator=generator)
 
 
-@dataclass
-class Checkpointing:
-    """Where and how often ``fit`` saves, and what it resumes from."""
-
-    run_dir: Path
-    every: int
-    """Save every this many optimizer steps (0: only when stopped by a signal)."""
-    keep: int
-    """Newest checkpoints kept."""
-    config_hash: str
-    versions: dict[str, str]
-    resume: Checkpoint | None = None
-    """A validated checkpoint to continue from."""
-
-
-def _mean_over_ranks(running: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
-    """The loss sum averaged over ranks (each rank sums its own micro-batches, the same number on every rank), so
-    that the logged loss is the global batch's, as one process with gradient accumulation logs it; one all-reduce
-    per logging step."""
-    if accelerator.num_processes == 1:
-        return running
-    return accelerator.reduce(running, reduction="mean")
-
-
 def fit(
     model: nn.Module,
     features: Sequence[Features],
@@ -150,20 +131,66 @@ def fit(
 ) -> TrainResult:
     """Trains ``model``'s trainable parameters on ``features``; returns the loss curve and timings.
 
-    With ``checkpointing``, saves every ``every`` steps and, when ``stop`` is set by a signal, saves at the
-    next optimizer-step boundary and raises ``Preempted``. Resuming restores weights, optimizer, scheduler,
-    data position, loss accumulators and every RNG, so the run continues exactly as if never stopped.
-    With ``validate`` (returns a score, higher is better) the model is scored every ``train.eval_steps``
-    steps, at every epoch's end and at the last step, and the best weights are kept in ``best/`` of the run
-    directory (:func:`~peftbench.training.checkpoint.save_best`). ``hooks`` (a method's
-    ``training_hooks``) builds the method's per-step hooks from the model and the run's step count; their
-    state is checkpointed with the rest. ``callbacks`` are told of every step's end and every checkpoint
-    file written (:class:`~peftbench.training.callbacks.Callback`). With ``sharding`` the model is sharded in
-    place with FSDP2 (:mod:`peftbench.training.fsdp`) and checkpoints are sharded; the caller's ``model``
-    stays sharded afterwards (:func:`~peftbench.training.fsdp.gather_trainable` gathers its weights).
+    With ``checkpointing``, saves every ``every`` steps and, when ``stop`` is set by a signal, saves at the next
+    optimizer-step boundary and raises ``Preempted``. Resuming restores weights, optimizer, scheduler, data position,
+    loss accumulators and every RNG, so the run continues exactly as if never stopped. With ``validate`` (returns a
+    score, higher is better) the model is scored every ``train.eval_steps`` steps, at every epoch's end and at the
+    last step, and the best weights are kept in ``best/`` of the run directory
+    (:func:`~peftbench.training.checkpoint.save_best`). ``hooks`` (a method's ``training_hooks``) builds the method's
+    per-step hooks from the model and the run's step count; their state is checkpointed with the rest. ``callbacks``
+    are told of every step's end and every checkpoint file written (:class:`~peftbench.training.callbacks.Callback`).
+    With ``sharding`` the model is sharded in place with FSDP2 (:mod:`peftbench.training.fsdp`) and checkpoints are
+    sharded; the caller's ``model`` stays sharded afterwards (:func:`~peftbench.training.fsdp.gather_trainable`
+    gathers its weights).
     """
     steps = total_steps(train, len(features), accelerator.num_processes)
-    warmup = round(schedule.warmup_ratio * steps)
+    t, p = _prepare(model, train, schedule, accelerator, steps, seed, checkpointing, hooks, callbacks, sharding)
+    running = torch.tensor(p.running, device=accelerator.device)  # summed on device: no per-step sync
+    per_epoch = _epoch_batches(train, len(features), accelerator.num_processes)
+    shown = progress and accelerator.is_main_process
+    bar = tqdm(total=steps, initial=p.step, desc="train", unit="step", disable=not shown)
+    start = time.perf_counter()
+    while p.step < steps:
+        for batch in _rest_of_epoch(t, p, features, pad_id, encoder_decoder):
+            running += _micro_step(t, batch, p.step)
+            p.seen, p.batches_done = p.seen + 1, p.batches_done + 1
+            if not accelerator.sync_gradients:
+                continue
+            p.step += 1
+            bar.update(1)
+            if p.step % train.logging_steps == 0 or p.step == steps:
+                running = _log_loss(t, p, running, bar)
+            t.notify.on_step_end(p.step, steps)
+            if validate is not None and _validation_due(t, p.step, epoch_end=p.batches_done >= per_epoch):
+                _validate(t, p, validate)
+            stopping = _all_agree(stop is not None and stop.requested, accelerator)
+            if checkpoint_due(t, p.step, stopping):
+                save_progress(t, p, running, start)
+            if stopping:
+                raise Preempted("training")
+            if p.step >= steps:
+                break
+        else:  # the epoch's batches ran out
+            p.epoch, p.batches_done = p.epoch + 1, 0
+    bar.close()
+    return _finish(t, p, schedule, len(features), start)
+
+
+def _prepare(
+    model: nn.Module,
+    train: TrainConfig,
+    schedule: Schedule,
+    accelerator: Accelerator,
+    steps: int,
+    seed: int,
+    checkpointing: Checkpointing | None,
+    hooks: Callable[[nn.Module, int], TrainingHooks] | None,
+    callbacks: Sequence[Callback],
+    sharding: Sharding | None,
+) -> tuple[Prepared, Progress]:
+    """Shards the model (with ``sharding``), builds the method's hooks, the optimizer and the schedule, prepares
+    them with accelerate, and restores the checkpoint to resume from; returns them with the loop's resumable state
+    (at step 0 without one)."""
     if sharding is not None:
         model = shard_model(model, sharding, train.mixed_precision, accelerator.device)
     method_hooks = hooks(model, steps) if hooks is not None else None
@@ -171,6 +198,7 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=schedule.learning_rate, weight_decay=train.weight_decay)
     # accelerate steps a prepared scheduler once per process, hence the scaling by num_processes.
     n = accelerator.num_processes
+    warmup = schedule.warmup_steps(steps)
     scheduler = get_scheduler(
         schedule.lr_scheduler, optimizer, num_warmup_steps=warmup * n, num_training_steps=steps * n
     )
@@ -181,117 +209,106 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]  # the prepared (possibly wrapped) ones
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
-    shown, progress = progress, Progress()  # the flag, then the loop's resumable state
-    if checkpointing is not None and checkpointing.resume is not None:
-        progress = _restore(checkpointing.resume, model, optimizer, scheduler, accelerator, method_hooks, sharding)
-        log.info("resumed from %s at step %d", checkpointing.resume.path.name, progress.step)
-    model.train()
+    prepared = Prepared(
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        params=params,
+        train=train,
+        steps=steps,
+        seed=seed,
+        checkpointing=checkpointing,
+        sharding=sharding,
+        hooks=method_hooks,
+        notify=CallbackList(callbacks),
+    )
+    return prepared, _resume(prepared)
 
-    step, epoch, seen = progress.step, progress.epoch, progress.seen
-    running = torch.tensor(progress.running, device=accelerator.device)  # summed on device: no per-step sync
-    losses = progress.losses
-    batches_done, last_saved = progress.batches_done, step
-    notify = CallbackList(callbacks)
-    bar = tqdm(
-        total=steps, initial=step, desc="train", unit="step", disable=not (shown and accelerator.is_main_process)
+
+def _resume(t: Prepared) -> Progress:
+    """Where the loop starts: the checkpoint's progress when resuming (weights, optimizer, scheduler and RNGs
+    restored), else step 0; the model is put in training mode."""
+    progress = Progress()
+    resume = t.checkpointing.resume if t.checkpointing is not None else None
+    if resume is not None:
+        progress = restore_progress(t, resume)
+        log.info("resumed from %s at step %d", resume.path.name, progress.step)
+    t.model.train()
+    return progress
+
+
+def _rest_of_epoch(
+    t: Prepared, p: Progress, features: Sequence[Features], pad_id: int, encoder_decoder: bool
+) -> DataLoader:
+    """The current epoch's batches not yet trained on, prepared by accelerate (the next epoch's, when a checkpoint
+    was saved right at the end of an epoch)."""
+    n = t.accelerator.num_processes
+    if p.batches_done >= _epoch_batches(t.train, len(features), n):  # saved right at the end of an epoch
+        p.epoch, p.batches_done = p.epoch + 1, 0
+    return t.accelerator.prepare_data_loader(
+        epoch_loader(features, t.train, t.seed, p.epoch, pad_id, encoder_decoder, skip=p.batches_done * n),
+        device_placement=True,
     )
-    start = time.perf_counter()
-    while step < steps:
-        epoch_batches = math.ceil(len(features) / (train.per_device_batch_size * n))
-        if batches_done >= epoch_batches:  # saved right at the end of an epoch
-            epoch, batches_done = epoch + 1, 0
-        loader = accelerator.prepare_data_loader(
-            epoch_loader(features, train, seed, epoch, pad_id, encoder_decoder, skip=batches_done * n),
-            device_placement=True,
-        )
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and train.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                if method_hooks is not None and accelerator.sync_gradients:
-                    method_hooks.after_step(step + 1)  # before the gradients are cleared
-                optimizer.zero_grad(set_to_none=True)
-            running += loss.detach().float()
-            seen += 1
-            batches_done += 1
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            bar.update(1)
-            if step % train.logging_steps == 0 or step == steps:
-                mean = _mean_over_ranks(running, accelerator).item() / max(seen, 1)
-                losses.append((step, mean))
-                bar.set_postfix(loss=f"{mean:.4f}")
-                log.info("step %d/%d loss %.4f lr %.3g", step, steps, mean, scheduler.get_last_lr()[0])
-                accelerator.log({"train/loss": mean, "train/learning_rate": scheduler.get_last_lr()[0]}, step=step)
-                running, seen = torch.zeros((), device=accelerator.device), 0
-            notify.on_step_end(step, steps)
-            # every eval_steps, at each epoch's end and at the end of training (the study validates at
-            # eval_steps and epoch ends); the best score's weights are kept for the test evaluation
-            epoch_end = batches_done >= epoch_batches
-            if validate is not None and train.eval_steps > 0 and (step % train.eval_steps == 0 or step == steps
-                                                                  or epoch_end):  # fmt: skip
-                with gathered_root(model):  # sharded: every rank generates the same batches
-                    score = validate(accelerator.unwrap_model(model))
-                progress.validation.append((step, score))
-                log.info("step %d validation score %.4f", step, score)
-                accelerator.log({"validation/rougeL": score}, step=step)
-                if checkpointing is not None and (progress.best is None or score > progress.best[1]):
-                    progress.best = (step, score)
-                    trainable = _trainable(model, accelerator, sharding)
-                    if accelerator.is_main_process:
-                        save_best(checkpointing.run_dir, step, score, "rougeL", trainable)
-            stopping = _all_agree(stop is not None and stop.requested, accelerator)
-            periodic = checkpointing is not None and checkpointing.every > 0 and step % checkpointing.every == 0
-            if checkpointing is not None and (stopping or periodic) and step < steps and step != last_saved:
-                snapshot = Progress(
-                    step=step,
-                    epoch=epoch,
-                    batches_done=batches_done,
-                    running=running.item(),
-                    running_per_rank=gather_object([running.item()]) if accelerator.num_processes > 1 else [],
-                    seen=seen,
-                    losses=losses,
-                    best=progress.best,
-                    validation=progress.validation,
-                    train_time_s=progress.train_time_s + time.perf_counter() - start,
-                )
-                _save(checkpointing, snapshot, model, optimizer, scheduler, accelerator, seed, method_hooks, notify,
-                      sharding)  # fmt: skip
-                last_saved = step
-                if accelerator.is_main_process:
-                    prune_best(checkpointing.run_dir, progress.best[0] if progress.best else None)
-            if stopping:
-                raise Preempted("training")
-            if step >= steps:
-                break
-        else:
-            epoch += 1
-            batches_done = 0
-            continue
-        break
-    bar.close()
-    if checkpointing is not None and accelerator.is_main_process:
-        prune_best(checkpointing.run_dir, progress.best[0] if progress.best else None)
-    elapsed = progress.train_time_s + time.perf_counter() - start
-    peak, peak_kind = peak_memory_mb(accelerator.device)
-    return TrainResult(
-        steps=step,
-        epochs=round(epoch + batches_done * train.per_device_batch_size * n / max(len(features), 1), 4),
-        train_time_s=round(elapsed, 3),
-        learning_rate=schedule.learning_rate,
-        lr_scheduler=schedule.lr_scheduler,
-        warmup_steps=warmup,
-        losses=losses,
-        peak_memory_mb=peak,
-        peak_memory_kind=peak_kind,
-        validation=list(progress.validation),
-        best_step=progress.best[0] if progress.best else None,
-    )
+
+
+def _micro_step(t: Prepared, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+    """One batch forward and backward; at the end of an accumulation group, the optimizer step (gradients clipped)
+    and the method's hooks. Returns the batch's loss, detached, in fp32."""
+    accelerator = t.accelerator
+    with accelerator.accumulate(t.model):
+        loss = t.model(**batch).loss
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and t.train.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(t.params, t.train.max_grad_norm)
+        t.optimizer.step()
+        t.scheduler.step()
+        if t.hooks is not None and accelerator.sync_gradients:
+            t.hooks.after_step(step + 1)  # before the gradients are cleared
+        t.optimizer.zero_grad(set_to_none=True)
+    return loss.detach().float()
+
+
+def _log_loss(t: Prepared, p: Progress, running: torch.Tensor, bar: tqdm) -> torch.Tensor:
+    """Records, shows and logs the mean loss since the last logging step; returns the emptied loss sum."""
+    mean = _mean_over_ranks(running, t.accelerator).item() / max(p.seen, 1)
+    p.losses.append((p.step, mean))
+    bar.set_postfix(loss=f"{mean:.4f}")
+    log.info("step %d/%d loss %.4f lr %.3g", p.step, t.steps, mean, t.scheduler.get_last_lr()[0])
+    t.accelerator.log({"train/loss": mean, "train/learning_rate": t.scheduler.get_last_lr()[0]}, step=p.step)
+    p.seen = 0
+    return torch.zeros((), device=t.accelerator.device)
+
+
+def _mean_over_ranks(running: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    """The loss sum averaged over ranks (each rank sums its own micro-batches, the same number on every rank), so
+    that the logged loss is the global batch's, as one process with gradient accumulation logs it; one all-reduce
+    per logging step."""
+    if accelerator.num_processes == 1:
+        return running
+    return accelerator.reduce(running, reduction="mean")
+
+
+def _validation_due(t: Prepared, step: int, epoch_end: bool) -> bool:
+    """Every ``eval_steps``, at each epoch's end and at the end of training (the study validates at eval_steps and
+    epoch ends); never with ``eval_steps`` 0."""
+    every = t.train.eval_steps
+    return every > 0 and (step % every == 0 or step == t.steps or epoch_end)
+
+
+def _validate(t: Prepared, p: Progress, validate: Callable[[nn.Module], float]) -> None:
+    """Scores the model on the validation tasks at step ``p.step``; with checkpointing, a new best score's weights
+    are kept in ``best/`` for the test evaluation."""
+    with gathered_root(t.model):  # sharded: every rank generates the same batches
+        score = validate(t.accelerator.unwrap_model(t.model))
+    p.validation.append((p.step, score))
+    log.info("step %d validation score %.4f", p.step, score)
+    t.accelerator.log({"validation/rougeL": score}, step=p.step)
+    if t.checkpointing is not None and (p.best is None or score > p.best[1]):
+        p.best = (p.step, score)
+        trainable = trainable_weights(t)
+        if t.accelerator.is_main_process:
+            save_best(t.checkpointing.run_dir, p.step, score, "rougeL", trainable)
 
 
 def _all_agree(flag: bool, accelerator: Accelerator) -> bool:
@@ -301,62 +318,23 @@ def _all_agree(flag: bool, accelerator: Accelerator) -> bool:
     return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="max").item())
 
 
-def _trainable(model: nn.Module, accelerator: Accelerator, sharding: Sharding | None) -> dict[str, torch.Tensor]:
-    """The trainable weights, whole, for the main process to write (sharded: gathered; every rank must call)."""
-    if sharding is not None:
-        return gather_trainable(model)
-    return trainable_parameters(accelerator.unwrap_model(model)) if accelerator.is_main_process else {}
-
-
-def _save(
-    ck: Checkpointing, snapshot: Progress, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, seed: int,
-    hooks: TrainingHooks | None = None, callback: Callback | None = None, sharding: Sharding | None = None,
-) -> None:  # fmt: skip
-    """Saves one checkpoint (all ranks contribute their RNG state; the main process writes). Sharded: every rank
-    writes its shard into the main process's temporary directory, then the main process completes it."""
-    rng_states = gather_object([capture_rng_state()])
-    tmp = None
-    if sharding is not None:
-        names = [str(new_checkpoint_dir(ck.run_dir, snapshot.step)) if accelerator.is_main_process else ""]
-        tmp = Path(broadcast_object_list(names, from_process=0)[0])
-        save_shards(model, optimizer, tmp / SHARDS)
-        accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        trainable = trainable_parameters(accelerator.unwrap_model(model)) if sharding is None else None
-        path = save_checkpoint(
-            ck.run_dir, snapshot.step, trainable=trainable, optimizer=optimizer if sharding is None else None,
-            scheduler=scheduler, sharded_tmp=tmp,
-            trainer_state=snapshot.to_state(), rng_states=rng_states, config_hash=ck.config_hash, seed=seed,
-            keep=ck.keep, versions=ck.versions, scaler=accelerator.scaler,
-            method_state=hooks.state_dict() if hooks is not None else None,
-            on_file_written=callback.on_checkpoint_file if callback is not None else None,
-        )  # fmt: skip
-        log.info("saved %s", path.name)
-    accelerator.wait_for_everyone()
-
-
-def _restore(
-    ckpt: Checkpoint, model: nn.Module, optimizer, scheduler, accelerator: Accelerator, hooks: TrainingHooks | None,
-    sharding: Sharding | None = None,
-) -> Progress:  # fmt: skip
-    """Loads a checkpoint into the prepared model/optimizer/scheduler and restores this rank's RNGs."""
-    pieces = load_checkpoint(ckpt, accelerator.process_index)
-    if sharding is not None:
-        load_shards(model, optimizer, pieces["shards"])
-    else:
-        unwrapped = accelerator.unwrap_model(model)
-        expected = set(trainable_parameters(unwrapped))
-        if set(pieces["trainable"]) != expected:
-            raise PeftbenchError(f"{ckpt.path}: its weights do not match the run's method")
-        unwrapped.load_state_dict(pieces["trainable"], strict=False)
-        optimizer.load_state_dict(pieces["optimizer"])
-    scheduler.load_state_dict(pieces["scheduler"])
-    if accelerator.scaler is not None and pieces.get("scaler") is not None:
-        accelerator.scaler.load_state_dict(pieces["scaler"])
-    if hooks is not None:
-        hooks.load_state_dict(pieces["method_state"] or {})
-    restore_rng_state(pieces["rng"])
-    progress = Progress.from_state(pieces["trainer_state"])
-    if len(progress.running_per_rank) == accelerator.num_processes:  # this rank's own loss sum (older: rank 0's)
-        progress.running = progress.running_per_rank[accelerator.process_index]
-    return progress
+def _finish(t: Prepared, p: Progress, schedule: Schedule, num_examples: int, start: float) -> TrainResult:
+    """What the training reports, once ``best/`` is pruned to the best step's weights."""
+    if t.checkpointing is not None and t.accelerator.is_main_process:
+        prune_best(t.checkpointing.run_dir, p.best[0] if p.best else None)
+    elapsed = p.train_time_s + time.perf_counter() - start
+    peak, peak_kind = peak_memory_mb(t.accelerator.device)
+    examples_done = p.batches_done * t.train.per_device_batch_size * t.accelerator.num_processes
+    return TrainResult(
+        steps=p.step,
+        epochs=round(p.epoch + examples_done / max(num_examples, 1), 4),
+        train_time_s=round(elapsed, 3),
+        learning_rate=schedule.learning_rate,
+        lr_scheduler=schedule.lr_scheduler,
+        warmup_steps=schedule.warmup_steps(t.steps),
+        losses=p.losses,
+        peak_memory_mb=peak,
+        peak_memory_kind=peak_kind,
+        validation=list(p.validation),
+        best_step=p.best[0] if p.best else None,
+    )

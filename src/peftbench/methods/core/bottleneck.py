@@ -67,8 +67,13 @@ def check_init(init: str, init_std: float | None) -> None:
         raise ValueError(f"adapter init_std must be a positive number, got {init_std!r}")
 
 
-def bottleneck_size(size: int | None, reduction_factor: int | None, d: int, default: int | None = None,
-                    default_reduction: int | None = None) -> int:  # fmt: skip
+def bottleneck_size(
+    size: int | None,
+    reduction_factor: int | None,
+    d: int,
+    default: int | None = None,
+    default_reduction: int | None = None,
+) -> int:
     """The bottleneck ``m``: ``size``, else ``d // reduction_factor``, else the flavour's default (a size, or a
     reduction factor)."""
     if size is not None:

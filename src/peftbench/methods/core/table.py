@@ -57,8 +57,10 @@ def methods_table(model_name: str | None = None, budget: str | None = None) -> s
         lines.append(f"    options: {_options(spec)}")
         knob = f"size knob: {spec.size_knob.field}" if spec.size_knob else "fixed size"
         lines.append(f"    {knob}; trainable: {spec.formula}")
-        lines.append(f"    defaults: lr {spec.default_learning_rate:g}, {spec.lr_scheduler} schedule, "
-                     f"warmup {spec.warmup_ratio:g}")  # fmt: skip
+        lines.append(
+            f"    defaults: lr {spec.default_learning_rate:g}, {spec.lr_scheduler} schedule, "
+            f"warmup {spec.warmup_ratio:g}"
+        )
         lines.append(f"    paper: {spec.paper}")
         if model_name:
             size = method_size(spec, model_name)

@@ -17,8 +17,9 @@ def test_methods_a_run_and_the_report_agree(cli, tmp_path, superni_mini):
     listed = cli("methods", "--model", "tiny-t5")
     assert listed.returncode == 0, listed.stderr
     block = listed.stdout.split("\nlora: ", 1)[1]
-    trainable, percent, base = re.search(r"on tiny-t5: ([\d,]+) trainable \(([\d.]+)% of the base model's ([\d,]+)\)",
-                                         block).groups()  # fmt: skip
+    trainable, percent, base = re.search(
+        r"on tiny-t5: ([\d,]+) trainable \(([\d.]+)% of the base model's ([\d,]+)\)", block
+    ).groups()
     trainable, base = int(trainable.replace(",", "")), int(base.replace(",", ""))
 
     config = tmp_path / "c.yaml"

@@ -102,8 +102,12 @@ def configuration_key(run_dir: Path, metrics: dict[str, Any]) -> str:
     """A hash of the run's config.yaml without seed, output location and launch settings."""
     raw = saved_config(run_dir)
     if raw is None:
-        raw = {"method": metrics.get("method"), "method_config": metrics.get("method_config"),
-               "model": metrics.get("model"), "lr": (metrics.get("train") or {}).get("learning_rate")}  # fmt: skip
+        raw = {
+            "method": metrics.get("method"),
+            "method_config": metrics.get("method_config"),
+            "model": metrics.get("model"),
+            "lr": (metrics.get("train") or {}).get("learning_rate"),
+        }
     for key in _NOT_CONFIGURATION:
         raw.pop(key, None)
     if isinstance(raw.get("train"), dict):
@@ -134,8 +138,9 @@ def configurations(runs: list[dict[str, Any]], root: Path) -> list[Configuration
                 model_label=m["_model"],
             )
         groups[key].runs.append(m)
-    return sorted(groups.values(), key=lambda c: (c.model_label, c.method, c.learning_rate or 0, c.size,
-                                                  c.train_tasks or 0))  # fmt: skip
+    return sorted(
+        groups.values(), key=lambda c: (c.model_label, c.method, c.learning_rate or 0, c.size, c.train_tasks or 0)
+    )
 
 
 def best_per_method(configs: list[Configuration]) -> dict[str, Configuration]:

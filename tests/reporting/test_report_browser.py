@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.report.build import write_report
-from tests.report.test_report_intervals import _run
+from peftbench.reporting.build import write_report
+from tests.reporting.test_report_intervals import _run
 
 WIDTH, HEIGHT = 1366, 768
 
@@ -30,8 +30,10 @@ def _browser_paths() -> tuple[str, str]:
     driver = shutil.which("chromedriver")
     if not browser or not driver:
         missing = " and ".join(n for n, p in (("chromium", browser), ("chromedriver", driver)) if not p)
-        pytest.skip(f"no {missing}: scripts/ensure-chromium.sh could not install Debian's chromium and "
-                    "chromium-driver here (see its message and /tmp/ensure-chromium.log)")  # fmt: skip
+        pytest.skip(
+            f"no {missing}: scripts/ensure-chromium.sh could not install Debian's chromium and "
+            "chromium-driver here (see its message and /tmp/ensure-chromium.log)"
+        )
     return browser, driver
 
 
@@ -45,8 +47,14 @@ def driver():
     options.binary_location = browser
     # a dead proxy for every request, loopback included: the page must not fetch anything
     offline = ("--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={WIDTH},{HEIGHT}", *offline):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={WIDTH},{HEIGHT}",
+        *offline,
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     chrome = webdriver.Chrome(service=Service(chromedriver), options=options)
@@ -104,8 +112,12 @@ def test_report_page_renders_offline_in_chromium(driver, report, tmp_path):
     for image in state["images"]:
         assert image["ok"], f"image not loaded: {image['alt']}"
         assert 0 < image["shown"] <= WIDTH, image  # scaled to the page, not wider than the window
-    assert state["headings"] == ["Best configuration per method", "Which differences are real",
-                                 "All configurations", "Runs"]  # fmt: skip
+    assert state["headings"] == [
+        "Best configuration per method",
+        "Which differences are real",
+        "All configurations",
+        "Runs",
+    ]
     assert len(state["tables"]) == 4 and all(rows > 0 for rows in state["tables"]), state["tables"]
     assert state["pageWidth"] <= state["viewWidth"], "the page scrolls sideways at laptop width"
 

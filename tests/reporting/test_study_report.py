@@ -11,21 +11,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peftbench.report.build import write_report
+from peftbench.reporting.build import write_report
 from tests.conftest import in_process
 
 CATEGORIES = ("Sentiment Analysis", "Text Copying")
 
 
-def _run(root: Path, method: str, seed: int, lr: float, size: int | None, tasks: int, val: float, test: float,
-         percent: float) -> None:  # fmt: skip
+def _run(
+    root: Path, method: str, seed: int, lr: float, size: int | None, tasks: int, val: float, test: float, percent: float
+) -> None:
     options = {"r": size} if method == "lora" else ({"size": size} if size else {})
     name = f"{method}-{size}-{lr:g}-{tasks}-s{seed}"
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    config = {"model": {"name": "tiny-t5"}, "method": {"name": method, **options}, "seed": seed,
-              "train": {"learning_rate": lr, "report_to": []}, "data": {"num_train_tasks": tasks},
-              "output_dir": str(root), "run_name": name}  # fmt: skip
+    config = {
+        "model": {"name": "tiny-t5"},
+        "method": {"name": method, **options},
+        "seed": seed,
+        "train": {"learning_rate": lr, "report_to": []},
+        "data": {"num_train_tasks": tasks},
+        "output_dir": str(root),
+        "run_name": name,
+    }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     per_category = {c: {"exact_match": test / 2, "rougeL": test + i} for i, c in enumerate(CATEGORIES)}
     metrics = {

@@ -19,14 +19,15 @@ import yaml
 from peftbench.cli import main
 from peftbench.evaluation.metrics import score_predictions
 from peftbench.recipe.instance_scores import read_run_scores, record_instance_scores
-from peftbench.report import significance as sg
-from peftbench.report.analysis import configurations
-from peftbench.report.build import ReportFiles, collect_runs, write_report
-from peftbench.report.plots import selection
-from peftbench.report.significance import analyse
+from peftbench.reporting.analysis import configurations
+from peftbench.reporting.build import ReportFiles, collect_runs, write_report
+from peftbench.reporting.differences import differences_csv_rows
+from peftbench.reporting.plots import selection
+from peftbench.reporting.significance import analyse
 
-TASKS = {f"task{i:03d}_{'copy' if i % 2 else 'label'}": "Text Copying" if i % 2 else "Sentiment Analysis"
-         for i in range(10)}  # fmt: skip
+TASKS = {
+    f"task{i:03d}_{'copy' if i % 2 else 'label'}": "Text Copying" if i % 2 else "Sentiment Analysis" for i in range(10)
+}
 WORDS = ["red", "green", "blue", "small", "large", "quick", "slow", "bright", "dark", "round"]
 
 
@@ -45,27 +46,61 @@ def _records(quality: float, seed: int, tasks: dict[str, str], instances: int) -
         for i in range(instances):
             reference = " ".join(random.Random(t * 1000 + i).sample(WORDS, 4))  # the same references for every run
             draw = rng.random() * (0.7 + 0.06 * t)
-            prediction = reference if draw < quality else (reference[: len(reference) // 2] if draw < 1.1 * quality
-                                                            else rng.choice(WORDS))  # fmt: skip
-            records.append({"id": f"{task}-{i}", "task": task, "category": category, "prediction": prediction,
-                            "references": [reference]})  # fmt: skip
+            prediction = (
+                reference
+                if draw < quality
+                else (reference[: len(reference) // 2] if draw < 1.1 * quality else rng.choice(WORDS))
+            )
+            records.append(
+                {
+                    "id": f"{task}-{i}",
+                    "task": task,
+                    "category": category,
+                    "prediction": prediction,
+                    "references": [reference],
+                }
+            )
     return records
 
 
-def _run(root: Path, method: str, seed: int, quality: float, lr: float = 1e-3, val: float = 30.0, *,
-         tasks: dict[str, str] = TASKS, instances: int = 12) -> Path:  # fmt: skip
+def _run(
+    root: Path,
+    method: str,
+    seed: int,
+    quality: float,
+    lr: float = 1e-3,
+    val: float = 30.0,
+    *,
+    tasks: dict[str, str] = TASKS,
+    instances: int = 12,
+) -> Path:
     name = f"{method}-{lr:g}-s{seed}"
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    config = {"model": {"name": "tiny-t5"}, "method": {"name": method}, "seed": seed,
-              "train": {"learning_rate": lr}, "output_dir": str(root), "run_name": name}  # fmt: skip
+    config = {
+        "model": {"name": "tiny-t5"},
+        "method": {"name": method},
+        "seed": seed,
+        "train": {"learning_rate": lr},
+        "output_dir": str(root),
+        "run_name": name,
+    }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     records = _records(quality, zlib.crc32(f"{method} {seed} {lr}".encode()), tasks, instances)
     (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    metrics = {**score_predictions(records), "status": "finished", "method": method, "method_config": {},
-               "model": "tiny-t5", "seed": seed, "trainable_params": 1000 if method == "full" else 10,
-               "total_params": 1000, "base_params": 1000, "trainable_percent": 100.0 if method == "full" else 1.0,
-               "train": {"learning_rate": lr, "steps": 10, "validation": [[10, val]]}}  # fmt: skip
+    metrics = {
+        **score_predictions(records),
+        "status": "finished",
+        "method": method,
+        "method_config": {},
+        "model": "tiny-t5",
+        "seed": seed,
+        "trainable_params": 1000 if method == "full" else 10,
+        "total_params": 1000,
+        "base_params": 1000,
+        "trainable_percent": 100.0 if method == "full" else 1.0,
+        "train": {"learning_rate": lr, "steps": 10, "validation": [[10, val]]},
+    }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
 
@@ -191,10 +226,14 @@ def test_a_real_difference_is_called_real_and_an_equal_pair_is_not(report):
         assert float(row["rougeL 95% low"]) > 0
     assert rows[("full", "prompt")]["first configuration"] == "lr=0.001"
     # The difference is that of the two configurations' reported means (same instances, mean over seeds).
-    means = {r["method"]: float(r["test ROUGE-L"].split(" ± ")[0]) for r in _rows(files.configurations_csv)
-             if r["best"] == "yes"}  # fmt: skip
-    assert float(rows[("full", "prompt")]["rougeL difference"]) == pytest.approx(means["full"] - means["prompt"],
-                                                                                 abs=0.01)  # fmt: skip
+    means = {
+        r["method"]: float(r["test ROUGE-L"].split(" ± ")[0])
+        for r in _rows(files.configurations_csv)
+        if r["best"] == "yes"
+    }
+    assert float(rows[("full", "prompt")]["rougeL difference"]) == pytest.approx(
+        means["full"] - means["prompt"], abs=0.01
+    )
     # Holm over one family: 3 pairs x 2 metrics; the smallest p is multiplied by 6
     p = [float(r[f"{m} p"]) for r in rows.values() for m in ("rougeL", "exact_match")]
     holm = sorted(float(r[f"{m} p holm"]) for r in rows.values() for m in ("rougeL", "exact_match"))
@@ -221,7 +260,7 @@ def test_tables_plots_and_page_show_the_intervals(report):
 def test_the_report_is_deterministic(study, report):
     configs = configurations(collect_runs(study), study)
     chosen, _ = selection(configs)
-    assert sg.differences_csv_rows(analyse(configs, chosen, study)) == _csv_table(report.differences_csv)
+    assert differences_csv_rows(analyse(configs, chosen, study)) == _csv_table(report.differences_csv)
 
 
 @pytest.mark.parametrize("off", [{"intervals": False}, {"bootstrap": 0}])  # bootstrap=0: scripts from before
@@ -287,8 +326,10 @@ def test_seed_variance_widens_a_configurations_interval(tmp_path):
     width = {m: float(r["ROUGE-L 95% high"]) - float(r["ROUGE-L 95% low"]) for m, r in rows.items()}
     assert width["lora"] > 1.5 * width["full"], width
     for method, row in rows.items():  # the centre is the mean over seeds of the runs' overall scores
-        scores = [json.loads((root / f"{method}-0.001-s{s}" / "metrics.json").read_text())["overall"]["rougeL"]
-                  for s in (1, 2, 3)]  # fmt: skip
+        scores = [
+            json.loads((root / f"{method}-0.001-s{s}" / "metrics.json").read_text())["overall"]["rougeL"]
+            for s in (1, 2, 3)
+        ]
         assert row["test ROUGE-L"].startswith(f"{statistics.fmean(scores):.2f}")
 
 

@@ -1,10 +1,9 @@
 """The study's tables and plots: configurations over seeds, best per method (chosen on validation),
-ROUGE-L vs trainable %, learning-rate sensitivity, training-task count, per-category bars, and one HTML page."""
+ROUGE-L vs trainable %, learning-rate sensitivity, training-task count, per-category bars
+(the page and report.md lay them out: :mod:`peftbench.reporting.html`, :mod:`peftbench.reporting.markdown`)."""
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import math
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from peftbench.io import atomic_write_bytes
-from peftbench.report.analysis import Configuration, best_by, best_per_method
+from peftbench.reporting.analysis import Configuration, best_by, best_per_method
 
 MARKERS = "os^Dv<>pPX*h"
 
@@ -43,8 +42,9 @@ def selection(configs: list[Configuration]) -> tuple[dict[str, Configuration], s
     return chosen, "runs have no validation tasks, so this is the best mean *test* score (not the study's protocol)"
 
 
-def _with_intervals(header: list[str], rows: list[list[str]], keys: list[str],
-                    intervals: dict[str, tuple[str, str]] | None) -> tuple[list[str], list[list[str]]]:  # fmt: skip
+def _with_intervals(
+    header: list[str], rows: list[list[str]], keys: list[str], intervals: dict[str, tuple[str, str]] | None
+) -> tuple[list[str], list[list[str]]]:
     """Adds a 95% interval column after test ROUGE-L and after test EM (``intervals``: configuration key ->
     the two intervals as text; "–" for a configuration without one). Unchanged when ``intervals`` is empty."""
     if not intervals:
@@ -63,16 +63,38 @@ def _with_intervals(header: list[str], rows: list[list[str]], keys: list[str],
     return header, out
 
 
-def best_table(chosen: dict[str, Configuration], intervals: dict[str, tuple[str, str]] | None = None
-               ) -> tuple[list[str], list[list[str]]]:  # fmt: skip
-    header = ["model", "method", "configuration", "seeds", "trainable % of base", "validation ROUGE-L",
-              "test ROUGE-L", "test EM", "train time (s)", "peak memory (MB)"]  # fmt: skip
+def best_table(
+    chosen: dict[str, Configuration], intervals: dict[str, tuple[str, str]] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "model",
+        "method",
+        "configuration",
+        "seeds",
+        "trainable % of base",
+        "validation ROUGE-L",
+        "test ROUGE-L",
+        "test EM",
+        "train time (s)",
+        "peak memory (MB)",
+    ]
     rows = []
     ordered = by_model(chosen)
     for c in ordered:
-        rows.append([c.model_label, c.method, c.label, str(len(c.runs)), f"{c.trainable_percent:.4f}",
-                     _pm(c.validation()), _pm(c.test()), _pm(c.test("exact_match")),
-                     _opt(c.mean_of("train_time_s"), ".1f"), _opt(c.mean_of("peak_memory_mb"), ".0f")])  # fmt: skip
+        rows.append(
+            [
+                c.model_label,
+                c.method,
+                c.label,
+                str(len(c.runs)),
+                f"{c.trainable_percent:.4f}",
+                _pm(c.validation()),
+                _pm(c.test()),
+                _pm(c.test("exact_match")),
+                _opt(c.mean_of("train_time_s"), ".1f"),
+                _opt(c.mean_of("peak_memory_mb"), ".0f"),
+            ]
+        )
     return _with_intervals(header, rows, [c.key for c in ordered], intervals)
 
 
@@ -81,8 +103,9 @@ def by_model(chosen: dict[str, Configuration]) -> list[Configuration]:
     return sorted(chosen.values(), key=lambda c: (c.model_label, c.method))
 
 
-def configurations_table(configs: list[Configuration], intervals: dict[str, tuple[str, str]] | None = None
-                         ) -> tuple[list[str], list[list[str]]]:  # fmt: skip
+def configurations_table(
+    configs: list[Configuration], intervals: dict[str, tuple[str, str]] | None = None
+) -> tuple[list[str], list[list[str]]]:
     header = [
         "model",
         "method",
@@ -93,21 +116,20 @@ def configurations_table(configs: list[Configuration], intervals: dict[str, tupl
         "test ROUGE-L",
         "test EM",
     ]
-    rows = [[c.model_label, c.method, c.label, ", ".join(map(str, c.seeds)), f"{c.trainable_percent:.4f}",
-             _pm(c.validation()), _pm(c.test()), _pm(c.test("exact_match"))] for c in configs]  # fmt: skip
+    rows = [
+        [
+            c.model_label,
+            c.method,
+            c.label,
+            ", ".join(map(str, c.seeds)),
+            f"{c.trainable_percent:.4f}",
+            _pm(c.validation()),
+            _pm(c.test()),
+            _pm(c.test("exact_match")),
+        ]
+        for c in configs
+    ]
     return _with_intervals(header, rows, [c.key for c in configs], intervals)
-
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def html_table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,8 +176,13 @@ def _bars(mean: float, interval: tuple[float, float] | None, std: float) -> tupl
     return max(0.0, mean - interval[0]), max(0.0, interval[1] - mean)
 
 
-def plot_best_vs_params(chosen: dict[str, Configuration], untrained: dict[str, float], how: str, path: Path,
-                        intervals: dict[str, tuple[float, float]] | None = None) -> bool:  # fmt: skip
+def plot_best_vs_params(
+    chosen: dict[str, Configuration],
+    untrained: dict[str, float],
+    how: str,
+    path: Path,
+    intervals: dict[str, tuple[float, float]] | None = None,
+) -> bool:
     """ROUGE-L against trainable % of each method's best configuration per base model; bars: the 95% interval of
     the test ROUGE-L where ``intervals`` (``Configuration.system`` -> (low, high)) has it, else ± std over seeds.
     ``untrained``: base model label -> the untrained base's test ROUGE-L (a dashed line each)."""
@@ -168,8 +195,15 @@ def plot_best_vs_params(chosen: dict[str, Configuration], untrained: dict[str, f
             if c.trainable_percent <= 0:
                 continue
             below, above = _bars(mean, intervals.get(system), std)
-            ax.errorbar([c.trainable_percent], [mean], yerr=[[below], [above]], fmt=MARKERS[i % len(MARKERS)],
-                        markersize=8, capsize=4, label=f"{system} ({c.label})")  # fmt: skip
+            ax.errorbar(
+                [c.trainable_percent],
+                [mean],
+                yerr=[[below], [above]],
+                fmt=MARKERS[i % len(MARKERS)],
+                markersize=8,
+                capsize=4,
+                label=f"{system} ({c.label})",
+            )
         for j, (model, score) in enumerate(sorted(untrained.items())):
             ax.axhline(score, color="grey", linestyle=("--", ":", "-.")[j % 3], label=f"untrained base · {model}")
         ax.set_xscale("log")
@@ -207,17 +241,30 @@ def _curves(configs: list[Configuration], attribute: str, xlabel: str, title: st
 
 
 def plot_learning_rates(configs: list[Configuration], path: Path) -> bool:
-    return _curves(configs, "learning_rate", "learning rate (log scale)",
-                   "Learning-rate sensitivity (best other settings per rate)", True, path)  # fmt: skip
+    return _curves(
+        configs,
+        "learning_rate",
+        "learning rate (log scale)",
+        "Learning-rate sensitivity (best other settings per rate)",
+        True,
+        path,
+    )
 
 
 def plot_task_counts(configs: list[Configuration], path: Path) -> bool:
-    return _curves(configs, "train_tasks", "training tasks (log scale)",
-                   "Training-task count (best other settings per count)", True, path)  # fmt: skip
+    return _curves(
+        configs,
+        "train_tasks",
+        "training tasks (log scale)",
+        "Training-task count (best other settings per count)",
+        True,
+        path,
+    )
 
 
-def plot_categories(chosen: dict[str, Configuration], path: Path,
-                    intervals: dict[str, dict[str, tuple[float, float]]] | None = None) -> bool:  # fmt: skip
+def plot_categories(
+    chosen: dict[str, Configuration], path: Path, intervals: dict[str, dict[str, tuple[float, float]]] | None = None
+) -> bool:
     """Per-category ROUGE-L bars of each method's best configuration per base model; error bars: the 95% interval
     where ``intervals`` (``Configuration.system`` -> category -> (low, high)) has it, else ± std over seeds."""
     categories = sorted({c for config in chosen.values() for m in config.runs for c in m.get("per_category", {})})
@@ -233,8 +280,15 @@ def plot_categories(chosen: dict[str, Configuration], path: Path,
             own = intervals.get(method, {})
             bars = [_bars(v[0], own.get(c), v[1]) for v, c in zip(values, categories, strict=True)]
             xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(categories))]
-            ax.bar(xs, [v[0] for v in values], width, yerr=np.transpose(bars), capsize=2, label=method,
-                   error_kw={"elinewidth": 0.8})  # fmt: skip
+            ax.bar(
+                xs,
+                [v[0] for v in values],
+                width,
+                yerr=np.transpose(bars),
+                capsize=2,
+                label=method,
+                error_kw={"elinewidth": 0.8},
+            )
         ax.set_xticks(range(len(categories)))
         ax.set_xticklabels([c.replace("_", " ") for c in categories], rotation=30, ha="right", fontsize=7)
         bars_are = "95% CI over the category's tasks and training seeds" if intervals else "± std over seeds"
@@ -243,16 +297,3 @@ def plot_categories(chosen: dict[str, Configuration], path: Path,
         return True
 
     return _figure(draw, path, size=(max(7.0, 0.9 * len(categories) + 3), 4.8))
-
-
-def image_tag(path: Path, alt: str) -> str:
-    """An <img> with the PNG embedded, so the HTML page is one self-contained file."""
-    data = base64.b64encode(path.read_bytes()).decode()
-    caption = html.escape(alt)
-    image = f'<img alt="{caption}" src="data:image/png;base64,{data}">'
-    return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
-
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;
-margin:1em 0;font-size:0.85em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
-img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:0.85em}"""

@@ -13,9 +13,9 @@ import yaml
 
 from peftbench.evaluation.metrics import score_predictions
 from peftbench.recipe.runfiles import ModelId, model_labels
-from peftbench.report import plots as sr
-from peftbench.report.build import write_report
-from tests.report.test_report_intervals import TASKS, _records
+from peftbench.reporting import plots as sr
+from peftbench.reporting.build import write_report
+from tests.reporting.test_report_intervals import TASKS, _records
 
 T5, LLAMA = "/models/t5-xl-lm-adapt", "/models/llama-gqa"
 
@@ -25,19 +25,43 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path / "cache"))
 
 
-def _run(root: Path, model: str, method: str, seed: int, lr: float, quality: float, val: float,
-         dtype: str = "bfloat16", base: int = 1_000_000) -> None:  # fmt: skip
+def _run(
+    root: Path,
+    model: str,
+    method: str,
+    seed: int,
+    lr: float,
+    quality: float,
+    val: float,
+    dtype: str = "bfloat16",
+    base: int = 1_000_000,
+) -> None:
     name = f"{Path(model).name}-{method}-{lr:g}-s{seed}"
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    config = {"model": {"name": model, "dtype": dtype}, "method": {"name": method}, "seed": seed,
-              "train": {"learning_rate": lr}, "output_dir": str(root), "run_name": name}  # fmt: skip
+    config = {
+        "model": {"name": model, "dtype": dtype},
+        "method": {"name": method},
+        "seed": seed,
+        "train": {"learning_rate": lr},
+        "output_dir": str(root),
+        "run_name": name,
+    }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     records = _records(quality, hash((model, method, seed, lr)) % 10_000, TASKS, 6)
     (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    metrics = {**score_predictions(records), "status": "finished", "method": method, "method_config": {},
-               "model": model, "seed": seed, "trainable_params": 1000, "total_params": base + 1000,
-               "base_params": base, "train": {"learning_rate": lr, "steps": 10, "validation": [[10, val]]}}  # fmt: skip
+    metrics = {
+        **score_predictions(records),
+        "status": "finished",
+        "method": method,
+        "method_config": {},
+        "model": model,
+        "seed": seed,
+        "trainable_params": 1000,
+        "total_params": base + 1000,
+        "base_params": base,
+        "train": {"learning_rate": lr, "steps": 10, "validation": [[10, val]]},
+    }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -60,13 +84,20 @@ def test_best_configuration_per_method_and_model(two_models, tmp_path):
     with files.configurations_csv.open() as f:
         rows = list(csv.DictReader(f))
     best = {(r["model"], r["method"]): r["configuration"] for r in rows if r["best"] == "yes"}
-    assert best == {("t5-xl-lm-adapt", "lora"): "lr=0.0001", ("t5-xl-lm-adapt", "adalora"): "lr=0.001",
-                    ("llama-gqa", "lora"): "lr=0.001", ("llama-gqa", "adalora"): "lr=0.001"}  # fmt: skip
+    assert best == {
+        ("t5-xl-lm-adapt", "lora"): "lr=0.0001",
+        ("t5-xl-lm-adapt", "adalora"): "lr=0.001",
+        ("llama-gqa", "lora"): "lr=0.001",
+        ("llama-gqa", "adalora"): "lr=0.001",
+    }
     summary = files.summary.splitlines()
     assert summary[0].startswith("| model | method | configuration |")
-    assert [line.split(" | ")[:2] for line in summary[2:]] == [["| llama-gqa", "adalora"], ["| llama-gqa", "lora"],
-                                                               ["| t5-xl-lm-adapt", "adalora"],
-                                                               ["| t5-xl-lm-adapt", "lora"]]  # fmt: skip
+    assert [line.split(" | ")[:2] for line in summary[2:]] == [
+        ["| llama-gqa", "adalora"],
+        ["| llama-gqa", "lora"],
+        ["| t5-xl-lm-adapt", "adalora"],
+        ["| t5-xl-lm-adapt", "lora"],
+    ]
     with files.differences_csv.open() as f:
         compared = [(r["model"], r["first"], r["second"]) for r in csv.DictReader(f)]
     assert sorted(compared) == [("llama-gqa", "adalora", "lora"), ("t5-xl-lm-adapt", "lora", "adalora")]

@@ -105,9 +105,11 @@ def _write(model: nn.Module, cfg: ExperimentConfig, tmp: Path, merge: bool) -> s
     name = cfg.method_name
     spec = get_method(name)
     if merge and spec.merge == "no":
+        prompts = isinstance(model, PeftModel) and model.peft_config["default"].is_prompt_learning
+        added = "virtual tokens to the input" if prompts else "modules of its own to the model"
         raise PeftbenchError(
-            f"{name} adds modules or virtual tokens of its own, which do not fold into the base weights: export "
-            f"without --merge (--merge works for {mergeable()})"
+            f"{name} adds {added}, which do not fold into the base weights: export without --merge (--merge works "
+            f"for {mergeable()})"
         )
     if spec.merge == "always" or (merge and spec.merge == "in_place"):
         return _save_plain(model, name, tmp)
