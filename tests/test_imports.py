@@ -14,7 +14,7 @@ LAYERS = [
     ("peftbench.models", "peftbench.data", "peftbench.demodata"),
     ("peftbench.methods", "peftbench.weights"),
     ("peftbench.configure",),
-    ("peftbench.training", "peftbench.evaluation", "peftbench.trained"),
+    ("peftbench.training", "peftbench.evaluation", "peftbench.trained", "peftbench.memory"),
     ("peftbench.recipe",),
     ("peftbench.reporting", "peftbench.launch", "peftbench.exporter"),
     ("peftbench.demo", "peftbench.api", "peftbench.cli", "peftbench.__main__"),
