@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures, ready for the first GPU: on one GPU, in under 8 minutes, the training, evaluation
-# (random and trained models) and checkpoint benchmarks
+# (random and trained models) and checkpoint benchmarks, the memory plan against torch.cuda.max_memory_allocated
+# (scripts/plan_vs_gpu.py)
 # with --device cuda, then a bf16 smoke run of `peftbench run lora --mode dev`. One line per figure
 # (`name: value (ratio vs baseline)`), each step bounded by a timeout. See docs/benchmarks.md.
 #
@@ -15,7 +16,7 @@ DRY=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check: unknown argument $arg (only --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -23,8 +24,9 @@ OUT=${GPU_CHECK_OUT:-$(mktemp -d -t peftbench-gpu-check-XXXX)}
 STEPS=(
   "120|bench/train_bench.py --device cuda"
   "90|bench/eval_bench.py --device cuda --mode random"
-  "130|bench/eval_bench.py --device cuda --mode trained"
+  "100|bench/eval_bench.py --device cuda --mode trained"
   "45|bench/checkpoint_bench.py --device cuda"
+  "30|scripts/plan_vs_gpu.py"
   "90|-m peftbench run lora --mode dev model.dtype=bfloat16 train.mixed_precision=bf16 output_dir=$OUT/dev --no-progress"
 )
 if [ "$DRY" = 1 ]; then

@@ -52,14 +52,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(dump_config(cfg), end="")
         return 0
+    gpu_memory = _gpu_memory(args)
     if cfg.launch.num_processes > 1 and not in_distributed_launch():
         from peftbench.launch.preflight import preflight
 
-        preflight([cfg])  # devices, data, model: one line before any process starts, not one per process
+        # devices, data, model, memory: one line before any process starts, not one per process
+        preflight([cfg], gpu_memory=gpu_memory)
         argv = ["run", args.method, "--mode", args.mode, *args.overrides]
         return relaunch(cfg, argv + (["--no-progress"] if args.no_progress else []))
+    if not in_distributed_launch():
+        from peftbench.launch.preflight import detected_gpu_memory, memory_preflight
+
+        memory = gpu_memory if gpu_memory is not None else detected_gpu_memory()
+        if memory is not None:  # the planned peak against the GPU: refused before the model is loaded
+            memory_preflight([cfg], memory)
     run_experiment(cfg, progress=not args.no_progress)
     return 0
+
+
+def _gpu_memory(args: argparse.Namespace) -> int | None:
+    """``--gpu-memory SIZE`` in bytes (None when not given)."""
+    from peftbench.memory.plan import parse_bytes
+
+    return parse_bytes(args.gpu_memory) if args.gpu_memory is not None else None
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -72,10 +87,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan_table(runs, *estimated_trainable(runs)))
         return 0
+    memory = _gpu_memory(args)
     if args.launcher == "slurm":
-        outcomes = launch_slurm(runs, sweep.slurm, wait=args.wait, progress=not args.no_progress)
+        outcomes = launch_slurm(runs, sweep.slurm, wait=args.wait, progress=not args.no_progress, gpu_memory=memory)
     else:
-        outcomes = launch_local(runs, jobs=args.jobs, progress=not args.no_progress)
+        outcomes = launch_local(runs, jobs=args.jobs, progress=not args.no_progress, gpu_memory=memory)
     print(summary(outcomes))
     return exit_status(outcomes)
 
@@ -157,6 +173,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
     if args.markdown:
         print(methods_markdown(), end="")
         return 0
+    if args.cost:
+        from peftbench.launch.cost import cost_table
+
+        if not args.model:
+            raise PeftbenchError("--cost needs --model (the memory is planned on a model)")
+        print(cost_table(args.model, args.mode, progress=not args.no_progress))
+        return 0
     print(methods_table(args.model, args.budget))
     return 0
 
@@ -191,6 +214,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from peftbench.memory.plan import gib, parse_bytes, plan_memory
+
+    gpu = parse_bytes(args.gpu_memory) if args.gpu_memory is not None else None
+    if args.world_size is not None and args.world_size < 1:
+        raise PeftbenchError(f"--world-size must be >= 1, got {args.world_size}")
+    if args.preset and args.config is not None:  # `plan --preset lora key=value`: the first override, not a file
+        if "=" not in str(args.config):
+            raise PeftbenchError("plan takes a CONFIG or --preset METHOD, not both")
+        args.overrides = [str(args.config), *args.overrides]
+    if args.preset:
+        from peftbench.launch.presets import preset_config
+
+        cfg = preset_config(args.preset, args.mode, args.overrides)
+    elif args.config:
+        from peftbench.configure import load_config
+
+        cfg = load_config(args.config, args.overrides)
+    else:
+        raise PeftbenchError("plan needs a CONFIG or --preset METHOD")
+    plan = plan_memory(cfg, world_size=args.world_size)
+    if gpu is not None and plan.peak_bytes > gpu:  # what would fit needs the checkpointed plan too
+        plan = plan_memory(cfg, world_size=args.world_size, alternatives=True)
+    print(plan.table())
+    if gpu is not None:
+        advice = plan.fits(gpu)
+        print(f"\nfits in {gib(gpu)} per device" if advice is None else f"\ndoes not fit: {advice}")
+        return 0 if advice is None else 1
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "train": (cmd_train, "train one experiment, then evaluate it on the full test split"),
     "run": (
@@ -210,8 +264,18 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "report": (cmd_report, "tabulate and plot every finished run below a directory"),
     "status": (cmd_status, "list runs with their state, last valid checkpoint and headline metrics"),
     "methods": (cmd_methods, "list the registered PEFT methods (and their sizes for a model)"),
+    "plan": (
+        cmd_plan,
+        "plan a run's per-device peak memory (training and evaluation) from shapes alone: no weights, no GPU",
+    ),
     "demo": (cmd_demo, "the embedded default: generate data, pre-train a tiny base, compare methods, report"),
 }
+
+
+GPU_MEMORY_HELP = (
+    "memory per GPU (e.g. 80GiB): refuse, before any process starts, a run whose planned peak (`peftbench plan`) "
+    "exceeds it; default: the GPU detected here, none on a machine without one"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -246,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="full: the study's setting (default); dev: a tiny model and data, about a minute on CPU",
     )
     p["run"].add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p["run"].add_argument("--gpu-memory", metavar="SIZE", help=GPU_MEMORY_HELP)
     p["run"].add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.learning_rate=1e-4 method.r=16"
     )
@@ -260,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p["sweep"].add_argument("--launcher", choices=("local", "slurm"), default="local", help="default: local")
     p["sweep"].add_argument("--dry-run", action="store_true", help="print the runs (and their sizes), run nothing")
+    p["sweep"].add_argument("--gpu-memory", metavar="SIZE", help=GPU_MEMORY_HELP)
     p["sweep"].add_argument("--jobs", type=int, default=1, help="local: runs at the same time (default 1)")
     p["sweep"].add_argument("--wait", action="store_true", help="slurm: wait for every job, then summarise")
     p["evaluate"].add_argument("run_dir", type=Path, help="a run directory written by `peftbench train`")
@@ -289,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     p["status"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for run directories")
     p["methods"].add_argument("--model", help="also count trainable parameters on this model (preset, hub name, path)")
     p["methods"].add_argument(
+        "--cost",
+        action="store_true",
+        help="per method on --model: trainable parameters, optimizer and checkpoint bytes, planned peak memory",
+    )
+    p["methods"].add_argument("--mode", choices=("dev", "full"), default="full", help="--cost: the presets' mode")
+    p["methods"].add_argument(
         "--budget", help="with --model: the size each method gets for this budget ('0.1%%' of the model, or a count)"
     )
     p["methods"].add_argument(
@@ -301,7 +373,21 @@ def build_parser() -> argparse.ArgumentParser:
     p["demo"].add_argument(
         "--seeds", help="comma-separated training seeds, each method trained once per seed (default: 42)"
     )
-    for name in ("train", "run", "sweep", "evaluate", "demo"):
+    p["plan"].add_argument("config", type=Path, nargs="?", help="experiment YAML (or --preset METHOD)")
+    p["plan"].add_argument("--preset", metavar="METHOD", help="plan a named preset (as `peftbench run METHOD`)")
+    p["plan"].add_argument(
+        "--mode", choices=("dev", "full"), default="full", help="with --preset: full (default) or dev"
+    )
+    p["plan"].add_argument(
+        "--gpu-memory", metavar="SIZE", help="also say whether it fits in SIZE per GPU (e.g. 80GiB) and what would"
+    )
+    p["plan"].add_argument(
+        "--world-size", type=int, metavar="N", help="devices (default launch.num_processes); FSDP or DDP per the config"
+    )
+    p["plan"].add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.per_device_batch_size=4"
+    )
+    for name in ("train", "run", "sweep", "evaluate", "demo", "methods"):
         p[name].add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 

@@ -110,6 +110,11 @@ class TrainConfig:
     eval_steps: int = 5000
     """Score the validation tasks (ROUGE-L) every this many steps and keep the best weights in best/
     (the study: 5000); needs data.num_validation_tasks > 0; 0 disables."""
+    gradient_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward pass instead of keeping them (transformers'
+    activation checkpointing, non-reentrant): less memory for about one more forward per step, the same losses and
+    gradients. Training only; evaluation and generation are unaffected. Works with every method, DDP and FSDP. Not
+    part of the config hash (the same results)."""
     report_to: list[str] = field(default_factory=list)
     """Experiment trackers for losses, learning rate, validation and test scores and the resolved config:
     tensorboard, wandb, mlflow (as in transformers' TrainingArguments; see recipe/trackers.py). Not part of the

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -166,16 +164,6 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Loads a safetensors file (never unpickles)."""
     return load_file(str(path))
-
-
-def peak_memory_mb(device: torch.device | str) -> tuple[float, str]:
-    """Peak memory of this process: GPU allocator peak on CUDA, else the process's peak resident set."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1), "cuda_max_allocated"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 2**10  # bytes on macOS, KiB on Linux
-    return round(rss * scale, 1), "cpu_peak_rss"
 
 
 def cache_dir() -> Path:

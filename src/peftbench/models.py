@@ -151,13 +151,30 @@ def keep_fp32_modules(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedM
     return model
 
 
+def shipped_model_config(name: str) -> Path | None:
+    """The ``config.json`` peftbench ships for hub model ``name`` (``configs/models/<org>__<name>/``, package data;
+    ``$PEFTBENCH_CONFIGS`` when set), or None: shapes of the study's models without the hub, no weights."""
+    import os
+    from importlib.resources import files
+
+    if "/" not in name or Path(name).exists():
+        return None
+    root = Path(os.environ.get("PEFTBENCH_CONFIGS") or str(files("peftbench") / "configs"))
+    path = root / "models" / name.replace("/", "__") / "config.json"
+    return path if path.is_file() else None
+
+
 def _auto_config(name: str) -> tuple[PretrainedConfig, type]:
-    """A hub name's or local path's config and the Auto class that builds it (one-line errors)."""
+    """A hub name's or local path's config and the Auto class that builds it (one-line errors); a hub name that
+    cannot be fetched (offline) falls back to the shipped ``config.json`` (:func:`shipped_model_config`)."""
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as exc:
-        hint = "" if Path(name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
-        raise PeftbenchError(f"cannot load model {name!r}: {_first_line(exc)}{hint}") from None
+        shipped = shipped_model_config(name)
+        if shipped is None:
+            hint = "" if Path(name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
+            raise PeftbenchError(f"cannot load model {name!r}: {_first_line(exc)}{hint}") from None
+        config = AutoConfig.from_pretrained(str(shipped.parent))
     return config, (AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM)
 
 
@@ -169,18 +186,20 @@ def check_model(cfg: ModelConfig) -> None:
 
 
 def model_skeleton(cfg: ModelConfig) -> PreTrainedModel:
-    """The model's architecture with weights on the ``meta`` device: shapes and counts, no memory, no download.
+    """The model's architecture with weights on the ``meta`` device, in ``cfg.dtype`` as :func:`load_model` loads it:
+    shapes, counts and bytes, no memory, no download.
 
     Presets get the vocabulary of their tokenizer (as ``build_model`` does); hub names and local paths need
     only their ``config.json``.
     """
+    dtype = DTYPES[cfg.dtype]
     if cfg.name in TINY_PRESETS:
         vocab = len(load_tokenizer(cfg))
         with torch.device("meta"):
-            return TINY_PRESETS[cfg.name](vocab)
+            return keep_fp32_modules(TINY_PRESETS[cfg.name](vocab).to(dtype), dtype)
     config, auto = _auto_config(cfg.name)
     with torch.device("meta"):  # (accelerate's init_empty_weights would untie tied embeddings)
-        return auto.from_config(config, dtype=DTYPES[cfg.dtype])
+        return keep_fp32_modules(auto.from_config(config, dtype=dtype), dtype)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerBase:

@@ -99,3 +99,41 @@ def test_a_local_sweep_checks_before_starting_a_run(cli, no_launch, tmp_path):
     line = _one_line_user_error(cli("sweep", str(sweep), "--no-progress"))
     assert "launch.num_processes=8" in line and line.count("launch.num_processes=8") == 1  # once, not per run
     assert not (tmp_path / "runs").exists()
+
+
+def test_memory_is_planned_against_the_gpu_before_anything_starts(cli, no_launch, tmp_path):
+    """A launch whose planned per-device peak (peftbench.memory.plan, on fake weights) exceeds --gpu-memory is
+    refused in one line with what would fit; one that fits starts as before. Planned once per memory shape."""
+    from peftbench.launch.preflight import memory_problem
+    from peftbench.memory.plan import parse_bytes, plan_memory
+
+    cfg = preset_config("full", "dev", [f"output_dir={tmp_path / 'runs'}", "launch.gpus_per_process=1"])
+    peak = plan_memory(cfg).peak_bytes
+    assert memory_problem(cfg, 2 * peak) is None
+    problem = memory_problem(cfg, peak // 2)
+    assert problem and "\n" not in problem and "would fit" in problem and "full on tiny-t5" in problem, problem
+    with pytest.raises(PeftbenchError, match="nothing was started: full on tiny-t5"):
+        preflight([cfg, cfg], gpu_memory=peak // 2)
+    preflight([cfg], gpu_memory=2 * peak)
+
+    # through the command line: `peftbench run` and a local sweep, refused before a run directory exists
+    line = _one_line_user_error(
+        cli(
+            "run",
+            "full",
+            "--mode",
+            "dev",
+            "--gpu-memory",
+            f"{peak // 2}B",
+            f"output_dir={tmp_path / 'runs'}",
+            "launch.gpus_per_process=1",
+        )
+    )
+    assert "would fit" in line
+    sweep = tmp_path / "sweep.yaml"
+    overrides = {"output_dir": str(tmp_path / "runs"), "launch.gpus_per_process": 1}
+    sweep.write_text(yaml.safe_dump({"mode": "dev", "methods": {"full": {}, "lora": {}}, "overrides": overrides}))
+    line = _one_line_user_error(cli("sweep", str(sweep), "--gpu-memory", f"{peak // 2}B", "--no-progress"))
+    assert "full on tiny-t5" in line
+    assert not (tmp_path / "runs").exists()
+    assert parse_bytes("80GiB") == 80 * 2**30 and parse_bytes("1.5GB") == 1_500_000_000

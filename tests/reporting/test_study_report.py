@@ -113,3 +113,34 @@ def test_report_cli_lists_every_file(study, tmp_path):
     assert "best configuration per method:" in proc.stdout
     for name in ("report.md", "report.html", "report.csv", "report_configurations.csv", "report_lr.png"):
         assert name in proc.stdout
+
+
+def test_peak_memory_is_named_for_what_it_counts_and_old_runs_stay_readable(tmp_path):
+    """New runs record their own peak tensor memory (kind tensor_bytes / cuda_max_allocated); older ones the
+    process's peak RSS (cpu_peak_rss): the column is named for the kinds present, each run says what its figure
+    is, and the notes explain both."""
+    root = tmp_path / "runs"
+    _run(root, "lora", 1, 1e-3, 8, 8, 20, 30, 0.5)
+    _run(root, "full", 1, 5e-5, None, 8, 25, 35, 100.0)
+    kinds = {"lora": ("tensor_bytes", 33.6), "full": ("tensor_bytes", 48.1)}
+    for path in root.glob("*/metrics.json"):
+        metrics = json.loads(path.read_text())
+        kind, mb = kinds[metrics["method"]]
+        metrics.update(peak_memory_kind=kind, peak_memory_mb=mb, peak_memory_of="training")
+        path.write_text(json.dumps(metrics))
+    files = write_report(root, tmp_path / "new")
+    md = files.markdown.read_text()
+    assert "| peak tensor memory (MB) | peak memory of |" in md and "tensors, training" in md
+    assert "Peak memory is each run's own" in md and "process RSS" not in md
+    assert "peak tensor memory (MB) |" in md.split("## Which")[0]  # the best-configuration table too
+    rows = list(csv.DictReader(files.csv.open()))
+    assert sorted(float(r["peak tensor memory (MB)"]) for r in rows) == [33.6, 48.1]
+
+    full = next(root.glob("full-*/metrics.json"))  # an older run: the process's peak resident set
+    metrics = json.loads(full.read_text())
+    metrics.update(peak_memory_kind="cpu_peak_rss", peak_memory_mb=638.0)
+    del metrics["peak_memory_of"]
+    full.write_text(json.dumps(metrics))
+    md = write_report(root, tmp_path / "mixed").markdown.read_text()
+    assert "| peak memory (MB) | peak memory of |" in md and "| 638.00 | process RSS |" in md
+    assert "is not comparable with the other figures" in md

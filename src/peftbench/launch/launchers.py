@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from peftbench.config import dump_config
 from peftbench.errors import PeftbenchError
 from peftbench.io import atomic_write_text
-from peftbench.launch.preflight import preflight
+from peftbench.launch.preflight import memory_preflight, preflight
 from peftbench.launch.presets import launch_command
 from peftbench.launch.sweep import SweepRun
 from peftbench.recipe.runfiles import run_status
@@ -64,7 +64,9 @@ def _last_error(log: Path) -> str:
     return (errors or lines or [""])[-1][:200]
 
 
-def launch_local(runs: list[SweepRun], *, jobs: int = 1, progress: bool = True) -> list[Outcome]:
+def launch_local(
+    runs: list[SweepRun], *, jobs: int = 1, progress: bool = True, gpu_memory: int | None = None
+) -> list[Outcome]:
     """Runs every unfinished run as a ``peftbench train`` subprocess, at most ``jobs`` at a time.
 
     Before any run starts, the devices, data and models of the unfinished runs are checked (one line naming every
@@ -81,7 +83,8 @@ def launch_local(runs: list[SweepRun], *, jobs: int = 1, progress: bool = True) 
             outcomes[run.name] = Outcome(run, "skipped", "already finished")
         else:
             pending.append(run)
-    preflight([run.config for run in pending])  # devices, data, models: one line before any run starts
+    # devices, data, models, memory (against gpu_memory or this machine's GPU): one line before any run starts
+    preflight([run.config for run in pending], gpu_memory=gpu_memory)
     running: dict[subprocess.Popen, tuple[SweepRun, Path]] = {}
     bar = tqdm(total=len(runs), initial=len(outcomes), desc="sweep", unit="run", disable=not progress)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -192,7 +195,13 @@ _SBATCH_KEYS = ("partition", "account", "qos", "constraint", "cpus_per_task", "m
 
 
 def launch_slurm(
-    runs: list[SweepRun], options: dict[str, Any], *, wait: bool = False, poll_s: float = 2.0, progress: bool = True
+    runs: list[SweepRun],
+    options: dict[str, Any],
+    *,
+    wait: bool = False,
+    poll_s: float = 2.0,
+    progress: bool = True,
+    gpu_memory: int | None = None,
 ) -> list[Outcome]:
     """Submits one Slurm job per unfinished run (through submitit); with ``wait``, waits for all of them.
 
@@ -210,6 +219,8 @@ def launch_slurm(
         raise PeftbenchError(
             f"slurm: unknown option(s) {', '.join(unknown)}; use {', '.join(_SBATCH_KEYS)}, signal_delay_s, additional"
         )
+    if gpu_memory is not None:  # planned per-device peaks against the GPUs asked for, before anything is queued
+        memory_preflight([run.config for run in runs if run_status(run.run_dir) != "finished"], gpu_memory)
     outcomes: dict[str, Outcome] = {}
     jobs: dict[str, Any] = {}
     for run in runs:

@@ -68,22 +68,79 @@ def model_problem(cfg: ExperimentConfig) -> str | None:
     return None
 
 
-def preflight(configs: Iterable[ExperimentConfig], gpus: int | None = None) -> None:
-    """Checks devices, data and model of every config (each distinct data and model once); raises one
-    :class:`PeftbenchError` naming every problem found, before any process is started."""
+def detected_gpu_memory() -> int | None:
+    """Bytes of memory of this machine's first GPU (None without one): what a launch here is planned against."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.get_device_properties(0).total_memory)
+
+
+def _memory_key(cfg: ExperimentConfig) -> str:
+    """What the planned memory depends on: the config without seed, learning rate, names and places."""
+    import json
+
+    raw = cfg.to_dict()
+    for key in ("seed", "output_dir", "run_name"):
+        raw.pop(key, None)
+    raw["train"] = {k: v for k, v in raw["train"].items() if k not in ("learning_rate", "report_to", "max_steps")}
+    return json.dumps(raw, sort_keys=True, default=str)
+
+
+def memory_problem(cfg: ExperimentConfig, gpu_bytes: int) -> str | None:
+    """Why the run would not fit in ``gpu_bytes`` per device, planned from shapes alone
+    (:func:`peftbench.memory.plan.plan_memory`: training and generation steps on fake weights), with what would
+    fit; None when it fits."""
+    from peftbench.memory.plan import plan_memory
+
+    if cfg.launch.gpus_per_process == 0:
+        return None  # CPU processes: no GPU memory to plan against
+    try:
+        problem = plan_memory(cfg, alternatives=True).fits(gpu_bytes)
+    except PeftbenchError:
+        return None  # a model that cannot be read is model_problem's to report
+    return f"{cfg.method_name} on {cfg.model.name}: {problem}" if problem else None
+
+
+def preflight(configs: Iterable[ExperimentConfig], gpus: int | None = None, gpu_memory: int | None = None) -> None:
+    """Checks devices, data, model and memory of every config (each distinct data, model and memory shape once);
+    raises one :class:`PeftbenchError` naming every problem found, before any process is started.
+
+    Memory is planned against ``gpu_memory`` bytes per device (``--gpu-memory``), else against the GPU detected
+    here; without either (a CPU machine, a login node) it is not checked."""
     problems: list[str] = []
     seen: set[str] = set()
+    memory = gpu_memory if gpu_memory is not None else detected_gpu_memory()
     for cfg in configs:
-        checks = (
+        checks = [
             (f"launch:{cfg.launch.num_processes}:{cfg.launch.gpus_per_process}", lambda c=cfg: device_problem(c, gpus)),
             (f"data:{cfg.data.data_dir}:{cfg.data.split}", lambda c=cfg: data_problem(c)),
             (f"model:{cfg.model.name}", lambda c=cfg: model_problem(c)),
-        )
+        ]
+        if memory is not None:
+            checks.append((f"memory:{_memory_key(cfg)}", lambda c=cfg: memory_problem(c, memory)))
         for key, check in checks:
             if key in seen:
                 continue
             seen.add(key)
             problem = check()
+            if problem and problem not in problems:
+                problems.append(problem)
+    if problems:
+        raise PeftbenchError("nothing was started: " + "; ".join(problems))
+
+
+def memory_preflight(configs: Iterable[ExperimentConfig], gpu_memory: int) -> None:
+    """The memory check alone (for the Slurm launcher, whose data and GPUs are on the compute nodes): raises one
+    :class:`PeftbenchError` naming every run whose planned peak exceeds ``gpu_memory`` bytes per device."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for cfg in configs:
+        key = _memory_key(cfg)
+        if key not in seen:
+            seen.add(key)
+            problem = memory_problem(cfg, gpu_memory)
             if problem and problem not in problems:
                 problems.append(problem)
     if problems:

@@ -100,8 +100,11 @@ class EncoderAndCrossPrefixes(nn.Module):
     the MLP with ``projection``).
 
     Encoder: the encoder stack passes no cache to its layers, so a forward pre-hook on each encoder self-attention
-    hands it a cache holding that layer's prefix; T5 then treats the prefix as past tokens, as it does the decoder's
-    (relative positions of the real tokens unchanged, the prefix before them). Cross-attention: the prefix fills
+    hands it a new cache holding that layer's prefix; T5 then treats the prefix as past tokens, as it does the
+    decoder's (relative positions of the real tokens unchanged, the prefix before them). The prefixes are computed
+    once per encoder forward and, in training with gradients, kept after it: a block checkpointed by
+    ``train.gradient_checkpointing`` runs again in the backward and must see the same prefix (a fresh cache per
+    call, so that a second run does not append to the first one's keys). Cross-attention: the prefix fills
     the cross-attention cache that :func:`encoder_decoder_prompt` returns, marked not yet updated, so T5 appends the
     encoder's keys and values after it. Both get the attention mask widened by the prefix's columns.
     """
@@ -113,7 +116,7 @@ class EncoderAndCrossPrefixes(nn.Module):
         self.encoder_prefix = PrefixEncoder(cfg)
         self.cross_prefix = PrefixEncoder(cfg)
         self.cfg = cfg
-        self._cache: DynamicCache | None = None
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         model.encoder.register_forward_pre_hook(self._build_encoder_cache, with_kwargs=True)
         model.encoder.register_forward_hook(self._drop_encoder_cache)
         for block in model.encoder.block:
@@ -131,16 +134,18 @@ class EncoderAndCrossPrefixes(nn.Module):
         inputs = kwargs.get("input_ids", args[0] if args else None)
         if inputs is None:
             inputs = kwargs["inputs_embeds"]
-        self._cache = DynamicCache()
-        for layer, (keys, values) in enumerate(_pairs(self.encoder_prefix, self.cfg, inputs.shape[0])):
-            self._cache.update(keys.to(module.dtype), values.to(module.dtype), layer)
+        pairs = _pairs(self.encoder_prefix, self.cfg, inputs.shape[0])
+        self._pairs = [(keys.to(module.dtype), values.to(module.dtype)) for keys, values in pairs]
 
     def _drop_encoder_cache(self, module: nn.Module, args: tuple, output: object) -> None:
-        self._cache = None
+        if not (module.training and torch.is_grad_enabled()):  # else a checkpointed block's recomputation needs them
+            self._pairs = None
 
     def _encoder_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        if self._cache is not None:
-            kwargs["cache"] = self._cache
+        if self._pairs is not None:
+            cache = DynamicCache()
+            cache.update(*self._pairs[module.layer_idx], module.layer_idx)
+            kwargs["cache"] = cache
             kwargs["mask"] = _pad_mask(kwargs.get("mask"), self.cfg.num_virtual_tokens)
         return args, kwargs
 

@@ -37,7 +37,7 @@ from peftbench.weights import apply_trainable, read_trainable, write_trainable
 def config_hash(cfg: ExperimentConfig) -> str:
     """A short hash of everything that determines the results (not where they are written)."""
     payload = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "run_name", "launch")}
-    payload["train"] = {k: v for k, v in payload["train"].items() if k != "report_to"}
+    payload["train"] = {k: v for k, v in payload["train"].items() if k not in ("report_to", "gradient_checkpointing")}
     payload["data"] = {k: v for k, v in payload["data"].items() if k != "cache"}
     payload["eval"] = {k: v for k, v in payload["eval"].items() if k != "share_prefix"}
     revision = get_method(cfg.method_name).revision

@@ -5,9 +5,10 @@ software's versions).
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from peftbench.data.tokenize import Features
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.evaluation.metrics import score_predictions
 from peftbench.evaluation.ranks import process_group
-from peftbench.io import atomic_write_json, peak_memory_mb
+from peftbench.io import atomic_write_json
+from peftbench.memory.measure import PeakMemory, PeakTracker, tensor_roots
 from peftbench.methods import MethodSpec
 from peftbench.models import is_encoder_decoder
 from peftbench.recipe.instance_scores import record_instance_scores
@@ -90,15 +92,17 @@ def evaluate_and_write(
         predictions_path.unlink(missing_ok=True)
     start = time.perf_counter()
     decoding = _decoding(cfg, model, device)
-    records = generate_predictions(
-        model, tokenizer, features, predictions_path, **decoding, progress=progress, stop=stop, on_batch=on_batch
-    )
+    with _first_batch_memory(model, device, on_batch) as (watched, eval_memory):
+        records = generate_predictions(
+            model, tokenizer, features, predictions_path, **decoding, progress=progress, stop=stop, on_batch=watched
+        )
     eval_time = time.perf_counter() - start
     if rank != 0:  # the other ranks of a sharded evaluation generated their share; rank 0 writes
         return {}
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
     # Training's peak when there was training (a re-evaluation keeps it), else this evaluation's.
-    peak, peak_kind = (train.peak_memory_mb, train.peak_memory_kind) if train else peak_memory_mb(device)
+    evaluated = eval_memory[0] if eval_memory else None
+    peak, peak_kind = (train.peak_memory_mb, train.peak_memory_kind) if train else _mb_and_kind(evaluated)
     metrics = {
         **scores,
         "status": "finished",
@@ -108,8 +112,12 @@ def evaluate_and_write(
         "weights": weights,
         "train_time_s": train.train_time_s if train is not None else 0.0,
         "eval_time_s": round(eval_time, 3),
+        # this run's own peak tensor memory in MB, what it counts named by peak_memory_kind (memory.measure)
         "peak_memory_mb": peak,
         "peak_memory_kind": peak_kind,
+        "peak_memory_of": "training" if train is not None else "evaluation",
+        "eval_peak_memory_mb": _mb_and_kind(evaluated)[0],
+        "eval_peak_memory_kind": _mb_and_kind(evaluated)[1],
         "data": data_stats,
         "seed": cfg.seed,
         "protocol": study_protocol(cfg) if spec is not None else None,
@@ -119,6 +127,36 @@ def evaluate_and_write(
     record_instance_scores(run_dir, metrics)  # for the report's intervals and paired tests
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
+
+
+@contextlib.contextmanager
+def _first_batch_memory(
+    model: nn.Module, device: torch.device, on_batch: Callable[[int, int], None] | None
+) -> Iterator[tuple[Callable[[int, int], None], list[PeakMemory]]]:
+    """Measures the evaluation's peak tensor memory (:mod:`peftbench.memory.measure`): yields the ``on_batch`` to
+    generate with and a list that holds the result once the block ends. On CUDA the allocator's peak over the
+    whole evaluation; on CPU the tracker watches the first batch only (generation runs many small operators, each of
+    which the tracker slows): batches are sorted by length, longest first, and later ones keep within the first's
+    token budget, so the first is the largest."""
+    tracker = PeakTracker(device, tensor_roots(model)).start()
+    result: list[PeakMemory] = []
+    with contextlib.ExitStack() as window:
+        window.enter_context(tracker.window())
+
+        def watched(done: int, total: int) -> None:
+            window.close()  # after the first batch; closing again does nothing
+            if on_batch is not None:
+                on_batch(done, total)
+
+        try:
+            yield watched, result
+        finally:
+            window.close()
+            result.append(tracker.close())
+
+
+def _mb_and_kind(memory: PeakMemory | None) -> tuple[float | None, str]:
+    return (memory.peak_mb, memory.kind) if memory is not None else (None, "")
 
 
 def _decoding(cfg: ExperimentConfig, model: nn.Module, device: torch.device) -> dict[str, Any]:

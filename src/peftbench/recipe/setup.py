@@ -20,8 +20,9 @@ from peftbench.demodata import data_dir as demo_data_dir
 from peftbench.errors import PeftbenchError
 from peftbench.io import cache_dir
 from peftbench.methods import get_method
+from peftbench.methods.core.activations import enable_gradient_checkpointing  # noqa: F401  (re-exported)
 from peftbench.methods.core.budget import match_budget
-from peftbench.methods.core.precision import keep_trainable_fp32
+from peftbench.methods.core.registry import apply_method as apply_spec
 from peftbench.models import BASE_PARAMS_ATTR, count_parameters, is_encoder_decoder, load_model, load_tokenizer
 from peftbench.trained import weights_hash
 from peftbench.training.fsdp import gather_trainable
@@ -56,18 +57,7 @@ def build_model(
     base = count_parameters(model)[1]
     base_sha = weights_hash(model, cfg.model.dtype) if hash_base else None
     if apply_method:
-        spec = get_method(cfg.method_name)
-        reason = spec.supports(model.config)
-        if reason:
-            raise PeftbenchError(f"method {spec.name!r} cannot be used with {cfg.model.name!r}: {reason}")
-        options = method_config(cfg)
-        try:
-            model = spec.apply(model, options)
-        except (ValueError, TypeError, NotImplementedError) as exc:  # e.g. peft refusing an architecture
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PeftbenchError(f"method {spec.name!r} cannot be applied to {cfg.model.name!r}: {first}") from None
-        if spec.fp32_trainable:
-            keep_trainable_fp32(model)
+        model = apply_spec(get_method(cfg.method_name), model, method_config(cfg), cfg.model.name)
     if base_sha is not None:  # on the outer module (a method may wrap the model)
         setattr(model, BASE_SHA_ATTR, base_sha)
     setattr(model, BASE_PARAMS_ATTR, base)  # the denominator of the trainable share (models.base_parameters)

@@ -30,6 +30,7 @@ from peftbench.recipe.setup import (
     build_model,
     check_master_weights,
     check_shardable,
+    enable_gradient_checkpointing,
     prepare_data,
 )
 from peftbench.recipe.trackers import flat_config, trackers
@@ -80,6 +81,8 @@ def set_up(cfg: ExperimentConfig, run_dir: Path, *, progress: bool, quiet: bool)
     spec = get_method(cfg.method_name)
     model, tokenizer = build_model(cfg, hash_base=True)
     check_base(run_dir, getattr(model, BASE_SHA_ATTR))  # a resumed run continues on the weights it started on
+    if cfg.train.gradient_checkpointing:  # training only: checkpointed blocks run as before in eval mode
+        enable_gradient_checkpointing(model)
     data = prepare_data(cfg, tokenizer, model, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(cfg))

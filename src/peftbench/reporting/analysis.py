@@ -171,3 +171,29 @@ def best_by(configs: list[Configuration], system: str, attribute: str) -> dict[A
         if current is None or score > (current.validation() or current.test())[0]:
             chosen[value] = config
     return dict(sorted(chosen.items()))
+
+
+TENSOR_KINDS = ("tensor_bytes", "cuda_max_allocated")
+"""``peak_memory_kind`` values that count a run's own tensor memory (:mod:`peftbench.memory.measure`); older runs
+on CPU recorded ``cpu_peak_rss``, the process's peak resident set."""
+_KIND_NAMES = {"tensor_bytes": "tensors", "cuda_max_allocated": "CUDA allocated", "cpu_peak_rss": "process RSS"}
+
+
+def memory_header(runs: list[dict[str, Any]]) -> str:
+    """The peak-memory column's name: "peak tensor memory (MB)" when every run with a figure counted its own
+    tensors, else "peak memory (MB)" (older runs' process RSS among them: the kind column tells which)."""
+    kinds = {m.get("peak_memory_kind") for m in runs if isinstance(m.get("peak_memory_mb"), (int, float))}
+    return "peak tensor memory (MB)" if kinds and kinds <= set(TENSOR_KINDS) else "peak memory (MB)"
+
+
+def memory_measured(m: dict[str, Any]) -> str:
+    """What a run's peak-memory figure is, in a few words: 'tensors, training', 'CUDA allocated, evaluation',
+    'process RSS' ('' without a figure)."""
+    if not isinstance(m.get("peak_memory_mb"), (int, float)):
+        return ""
+    kind = str(m.get("peak_memory_kind") or "")
+    name = _KIND_NAMES.get(kind, kind or "unknown")
+    if kind not in TENSOR_KINDS:
+        return name
+    phase = m.get("peak_memory_of") or ("training" if m.get("train") else "evaluation")
+    return f"{name}, {phase}"

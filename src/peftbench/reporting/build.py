@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from peftbench.errors import PeftbenchError
 from peftbench.io import atomic_write_bytes, atomic_write_text
 from peftbench.recipe.runfiles import METRICS_FILE, finished_metrics, trainable_percent
+from peftbench.reporting.analysis import memory_header, memory_measured
 
 if TYPE_CHECKING:
     from peftbench.reporting.model import Study
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 _KEY_OPTIONS = ("r", "alpha", "size", "num_virtual_tokens", "projection")
 TRAINABLE_PERCENT = "trainable % of base"
 """Column of the trainable share: of the base model's parameters, everywhere (``rundir.trainable_percent``)."""
+MEMORY_OF = "peak memory of"
+"""Column of what a run's peak-memory figure counts, and when (:func:`.analysis.memory_measured`)."""
 
 
 @dataclass
@@ -100,7 +103,7 @@ def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]],
     header += ["exact match", "ROUGE-L"]
     for c in categories:
         header += [f"EM {c}", f"ROUGE-L {c}"]
-    header += ["test weights", "train time (s)", "peak memory (MB)"]
+    header += ["test weights", "train time (s)", memory_header(runs), MEMORY_OF]
     rows = []
     for m in runs:
         per_cat = m.get("per_category", {})
@@ -117,7 +120,8 @@ def report_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]],
         ]
         for c in categories:
             row += [per_cat[c]["exact_match"], per_cat[c]["rougeL"]] if c in per_cat else ["", ""]
-        row += [tested_weights(m), m.get("train_time_s", 0.0), m.get("peak_memory_mb", "")]
+        memory = m.get("peak_memory_mb")
+        row += [tested_weights(m), m.get("train_time_s", 0.0), "" if memory is None else memory, memory_measured(m)]
         rows.append(row)
     return header, rows, categories
 

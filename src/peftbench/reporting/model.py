@@ -188,14 +188,28 @@ def _differences(study: Study) -> Section | None:
 
 
 def _run_notes(runs: list[dict[str, Any]]) -> list[Block]:
-    """Notes under the runs table: how methods count trainable parameters, what peak memory on CPU is."""
+    """Notes under the runs table: how methods count trainable parameters, what the peak-memory figures count."""
     blocks: list[Block] = []
     notes = sorted({f"{m['method']}: {m['trainable_params_note']}" for m in runs if m.get("trainable_params_note")})
     if notes:
         lead = inline("Trainable-parameter counts are the parameters trained and stored.")
         blocks.append(BulletList([plain(n) for n in notes], lead))
-    if "cpu_peak_rss" in {str(m.get("peak_memory_kind")) for m in runs}:
-        text = "Peak memory on CPU is the process's peak resident set (it includes earlier work in the same process)."
+    kinds = {str(m.get("peak_memory_kind")) for m in runs}
+    if kinds & {"tensor_bytes", "cuda_max_allocated"}:
+        text = (
+            "Peak memory is each run's own: the most bytes of tensor storage live at once while it trained (weights, "
+            "gradients, optimizer state, activations; for the untrained base, while it generated). On GPU "
+            "(*CUDA allocated*) it is the CUDA allocator's `max_memory_allocated`, reset when the run starts; on CPU "
+            "(*tensors*) peftbench counts the storages operators allocate and free over the steps of the first and "
+            "the largest batches (and the first evaluation batch), which leaves out memory a kernel uses only "
+            "inside itself. Both leave out Python and the libraries' own memory."
+        )
+        blocks.append(Paragraph(inline(text)))
+    if "cpu_peak_rss" in kinds:
+        text = (
+            "Runs marked *process RSS* (older results) recorded the process's peak resident set on CPU instead: it "
+            "includes earlier work in the same process and is not comparable with the other figures."
+        )
         blocks.append(Paragraph(inline(text)))
     return blocks
 
@@ -205,7 +219,7 @@ def units_text(how: str) -> str:
     return (
         "Scores are SuperNI's official metrics on the test tasks: ROUGE-L (F-measure) and exact match (EM), each "
         "0–100 (averaged over instances, ×100). Trainable % is of the model's total parameters; train time in seconds; "
-        "peak memory in MB (2^20 bytes: the GPU allocator's peak, or on CPU the process's peak resident set). "
+        "peak memory in MB (2^20 bytes: each run's own peak of tensor memory while training, see the Runs section). "
         f"Best configurations: {how}."
     )
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from peftbench.io import atomic_write_bytes
-from peftbench.reporting.analysis import Configuration, best_by, best_per_method
+from peftbench.reporting.analysis import Configuration, best_by, best_per_method, memory_header
 
 MARKERS = "os^Dv<>pPX*h"
 
@@ -76,7 +76,7 @@ def best_table(
         "test ROUGE-L",
         "test EM",
         "train time (s)",
-        "peak memory (MB)",
+        memory_header([m for c in chosen.values() for m in c.runs]),
     ]
     rows = []
     ordered = by_model(chosen)

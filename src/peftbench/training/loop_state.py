@@ -19,6 +19,7 @@ from torch import nn
 
 from peftbench.config import TrainConfig
 from peftbench.errors import PeftbenchError
+from peftbench.memory.measure import PeakTracker
 from peftbench.methods import TrainingHooks, trainable_parameters
 from peftbench.training.callbacks import CallbackList
 from peftbench.training.checkpoint import (
@@ -72,6 +73,8 @@ class Prepared:
     hooks: TrainingHooks | None
     """The method's per-step hooks."""
     notify: CallbackList
+    memory: PeakTracker | None = None
+    """The run's peak-memory tracker (started by ``fit``)."""
 
 
 def checkpoint_due(t: Prepared, step: int, stopping: bool) -> bool:
@@ -93,6 +96,7 @@ def save_progress(t: Prepared, p: Progress, running: torch.Tensor, start: float)
         running=running.item(),
         running_per_rank=gather_object([running.item()]) if t.accelerator.num_processes > 1 else [],
         train_time_s=p.train_time_s + time.perf_counter() - start,
+        peak_memory_bytes=max(p.peak_memory_bytes, t.memory.result().peak_bytes if t.memory else 0),
     )
     _save(t, snapshot)
     if t.accelerator.is_main_process:

@@ -22,9 +22,16 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     """(step, mean loss since the previous log) pairs."""
     peak_memory_mb: float = 0.0
-    """Peak memory while training: CUDA allocator peak (reset at the start), else the process's peak RSS."""
+    """This run's peak tensor memory while training, in MB (2^20 bytes; :mod:`peftbench.memory.measure`): the CUDA
+    allocator's ``max_memory_allocated`` since training started, or on CPU the most tensor-storage bytes live at
+    once in the tracked steps. Results written before that recorded the process's peak resident set on CPU."""
     peak_memory_kind: str = ""
-    """Which of the two ``peak_memory_mb`` is."""
+    """What ``peak_memory_mb`` is: ``"cuda_max_allocated"``, ``"tensor_bytes"`` (CPU), or in older results
+    ``"cpu_peak_rss"`` (the process's peak resident set, earlier work in the process included)."""
+    peak_memory_baseline_mb: float | None = None
+    """Of ``peak_memory_mb``, what was live when training started (weights, buffers, restored optimizer state)."""
+    memory_tracked_batches: int | None = None
+    """On CPU, the batches whose steps the tracker watched (:class:`~peftbench.memory.measure.StepSample`)."""
     validation: list[tuple[int, float]] = field(default_factory=list)
     """(step, validation ROUGE-L) pairs, when validation tasks are configured."""
     best_step: int | None = None
@@ -55,6 +62,8 @@ class Progress:
     """(step, score) of the best validation so far."""
     validation: list[tuple[int, float]] = field(default_factory=list)
     """(step, validation score) of every validation."""
+    peak_memory_bytes: int = 0
+    """Peak tensor memory of earlier attempts (a resumed run reports the larger of theirs and its own)."""
 
     def to_state(self) -> dict[str, Any]:
         """The JSON-ready trainer state a checkpoint stores."""
@@ -75,4 +84,5 @@ class Progress:
             best=(int(best[0]), float(best[1])) if best else None,
             validation=[(int(s), float(v)) for s, v in state.get("validation", [])],
             running_per_rank=[float(v) for v in state.get("running_per_rank", [])],
+            peak_memory_bytes=int(state.get("peak_memory_bytes", 0)),
         )

@@ -7,6 +7,7 @@ DeepSpeed and FSDP under ``accelerate launch`` / ``torchrun``, mixed precision a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ from peftbench.config import TrainConfig
 from peftbench.data.collate import length_grouped_batches, training_batch, training_length, with_epoch_targets
 from peftbench.data.tokenize import Features
 from peftbench.errors import PeftbenchError
-from peftbench.io import peak_memory_mb
+from peftbench.memory.measure import TENSOR_BYTES, PeakTracker, StepSample, tensor_roots
 from peftbench.methods import TrainingHooks
 from peftbench.training.callbacks import Callback, CallbackList
 from peftbench.training.checkpoint import prune_best, save_best
@@ -141,7 +142,9 @@ def fit(
     are told of every step's end and every checkpoint file written (:class:`~peftbench.training.callbacks.Callback`).
     With ``sharding`` the model is sharded in place with FSDP2 (:mod:`peftbench.training.fsdp`) and checkpoints are
     sharded; the caller's ``model`` stays sharded afterwards (:func:`~peftbench.training.fsdp.gather_trainable`
-    gathers its weights).
+    gathers its weights). The result's peak memory is this run's own (:mod:`peftbench.memory.measure`): the CUDA
+    allocator's peak from here on, or on CPU the tensor bytes live at once over the steps of the first and the
+    largest batches (:class:`~peftbench.memory.measure.StepSample`; validation is not among them).
     """
     steps = total_steps(train, len(features), accelerator.num_processes)
     t, p = _prepare(model, train, schedule, accelerator, steps, seed, checkpointing, hooks, callbacks, sharding)
@@ -149,10 +152,13 @@ def fit(
     per_epoch = _epoch_batches(train, len(features), accelerator.num_processes)
     shown = progress and accelerator.is_main_process
     bar = tqdm(total=steps, initial=p.step, desc="train", unit="step", disable=not shown)
+    t.memory = _memory_tracker(t)
+    sample = StepSample(first=2 * train.gradient_accumulation_steps)
     start = time.perf_counter()
     while p.step < steps:
         for batch in _rest_of_epoch(t, p, features, pad_id, encoder_decoder):
-            running += _micro_step(t, batch, p.step)
+            with t.memory.window() if sample(batch) else contextlib.nullcontext():
+                running += _micro_step(t, batch, p.step)
             p.seen, p.batches_done = p.seen + 1, p.batches_done + 1
             if not accelerator.sync_gradients:
                 continue
@@ -207,8 +213,6 @@ def _prepare(
     else:  # already sharded: accelerate must not wrap it in DDP
         optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     params = [p for p in model.parameters() if p.requires_grad]  # the prepared (possibly wrapped) ones
-    if accelerator.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(accelerator.device)
     prepared = Prepared(
         accelerator=accelerator,
         model=model,
@@ -224,6 +228,14 @@ def _prepare(
         notify=CallbackList(callbacks),
     )
     return prepared, _resume(prepared)
+
+
+def _memory_tracker(t: Prepared) -> PeakTracker:
+    """The run's own peak-memory tracker (:mod:`peftbench.memory.measure`), started now: on CUDA the allocator's
+    peak is reset; on CPU the steps of the batches :class:`~peftbench.memory.measure.StepSample` picks are tracked,
+    from the weights, buffers, gradients and optimizer state live at each such step."""
+    optimizer = getattr(t.optimizer, "optimizer", t.optimizer)  # accelerate's wrapper holds the torch optimizer
+    return PeakTracker(t.accelerator.device, tensor_roots(t.model, optimizer=optimizer)).start()
 
 
 def _resume(t: Prepared) -> Progress:
@@ -323,7 +335,8 @@ def _finish(t: Prepared, p: Progress, schedule: Schedule, num_examples: int, sta
     if t.checkpointing is not None and t.accelerator.is_main_process:
         prune_best(t.checkpointing.run_dir, p.best[0] if p.best else None)
     elapsed = p.train_time_s + time.perf_counter() - start
-    peak, peak_kind = peak_memory_mb(t.accelerator.device)
+    assert t.memory is not None
+    memory = t.memory.close()
     examples_done = p.batches_done * t.train.per_device_batch_size * t.accelerator.num_processes
     return TrainResult(
         steps=p.step,
@@ -333,8 +346,10 @@ def _finish(t: Prepared, p: Progress, schedule: Schedule, num_examples: int, sta
         lr_scheduler=schedule.lr_scheduler,
         warmup_steps=schedule.warmup_steps(t.steps),
         losses=p.losses,
-        peak_memory_mb=peak,
-        peak_memory_kind=peak_kind,
+        peak_memory_mb=round(max(memory.peak_bytes, p.peak_memory_bytes) / 2**20, 1),
+        peak_memory_kind=memory.kind,
+        peak_memory_baseline_mb=memory.baseline_mb,
+        memory_tracked_batches=memory.windows if memory.kind == TENSOR_BYTES else None,
         validation=list(p.validation),
         best_step=p.best[0] if p.best else None,
     )

@@ -22,7 +22,7 @@ from torch import nn
 
 from peftbench.config import ModelConfig
 from peftbench.errors import PeftbenchError
-from peftbench.methods.core.registry import MethodSpec, build_method_config, get_method
+from peftbench.methods.core.registry import MethodSpec, apply_method, build_method_config, get_method
 from peftbench.models import model_skeleton
 
 MAX_MULTIPLE = 1 << 16
@@ -114,14 +114,8 @@ class MethodCounter:
         """Trainable parameters with these method options."""
         method_config = build_method_config(self.spec.name, options)
         model = copy.deepcopy(self.skeleton)
-        try:
-            with init_empty_weights(include_buffers=False):
-                model = self.spec.apply(model, method_config)
-        except (ValueError, TypeError, NotImplementedError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PeftbenchError(
-                f"method {self.spec.name!r} cannot be applied to {self.model_cfg.name!r}: {first}"
-            ) from None
+        with init_empty_weights(include_buffers=False):
+            model = apply_method(self.spec, model, method_config, self.model_cfg.name)
         return _count_trainable(model)
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from peftbench.errors import PeftbenchError
+from peftbench.methods.core.precision import keep_trainable_fp32
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,23 @@ def register(spec: MethodSpec) -> MethodSpec:
         raise ValueError(f"method {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def apply_method(spec: MethodSpec, model: nn.Module, options: Any, model_name: str) -> nn.Module:
+    """``spec.apply`` as every caller needs it (runs, budgets, memory plans): refused in one line where the method
+    does not support the architecture or its code rejects the model, and the trainable weights upcast to fp32 where
+    the spec says so (:func:`~peftbench.methods.core.precision.keep_trainable_fp32`)."""
+    reason = spec.supports(model.config)
+    if reason:
+        raise PeftbenchError(f"method {spec.name!r} cannot be used with {model_name!r}: {reason}")
+    try:
+        model = spec.apply(model, options)
+    except (ValueError, TypeError, NotImplementedError) as exc:  # e.g. peft refusing an architecture
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PeftbenchError(f"method {spec.name!r} cannot be applied to {model_name!r}: {first}") from None
+    if spec.fp32_trainable:
+        keep_trainable_fp32(model)
+    return model
 
 
 def get_method(name: str) -> MethodSpec:
