@@ -13,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = (
     "train_bench.py", "eval_bench.py", "shard_bench.py", "decoder_bench.py", "data_bench.py", "score_bench.py",
     "checkpoint_bench.py", "fsdp_checkpoint_bench.py", "stats_bench.py", "memory_bench.py",
+    "method_step_bench.py",
 )  # fmt: skip
 MEASUREMENTS = ("fidelity_effects.py",)
 """Not benchmarks: measured effects of fidelity choices (docs/fidelity.md), printed as `name: value` lines."""

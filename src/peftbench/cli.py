@@ -184,6 +184,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_method(args: argparse.Namespace) -> int:
+    from peftbench.method_check import check_method
+
+    return check_method(args.name, args.model, module=args.module)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from peftbench.launch.status import status_table
 
@@ -234,8 +240,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
     else:
         raise PeftbenchError("plan needs a CONFIG or --preset METHOD")
-    plan = plan_memory(cfg, world_size=args.world_size)
-    if gpu is not None and plan.peak_bytes > gpu:  # what would fit needs the checkpointed plan too
+    plan = plan_memory(cfg, world_size=args.world_size, alternatives=args.checkpointing)
+    if gpu is not None and plan.peak_bytes > gpu and not args.checkpointing:  # what would fit needs it too
         plan = plan_memory(cfg, world_size=args.world_size, alternatives=True)
     print(plan.table())
     if gpu is not None:
@@ -264,6 +270,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "report": (cmd_report, "tabulate and plot every finished run below a directory"),
     "status": (cmd_status, "list runs with their state, last valid checkpoint and headline metrics"),
     "methods": (cmd_methods, "list the registered PEFT methods (and their sizes for a model)"),
+    "check-method": (
+        cmd_check_method,
+        "run the method contract (what every built-in passes) on a method, e.g. your own: docs/own-method.md",
+    ),
     "plan": (
         cmd_plan,
         "plan a run's per-device peak memory (training and evaluation) from shapes alone: no weights, no GPU",
@@ -374,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", help="comma-separated training seeds, each method trained once per seed (default: 42)"
     )
     p["plan"].add_argument("config", type=Path, nargs="?", help="experiment YAML (or --preset METHOD)")
+    p["plan"].add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="also plan the run with train.gradient_checkpointing=true and show the activation memory it saves",
+    )
     p["plan"].add_argument("--preset", metavar="METHOD", help="plan a named preset (as `peftbench run METHOD`)")
     p["plan"].add_argument(
         "--mode", choices=("dev", "full"), default="full", help="with --preset: full (default) or dev"
@@ -387,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     p["plan"].add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.per_device_batch_size=4"
     )
+    p["check-method"].add_argument("name", help="a registered method (a built-in, a plugin's, or --module's)")
+    p["check-method"].add_argument(
+        "--model", choices=("tiny-t5", "tiny-llama", "both"), default="both", help="the tiny model(s) to check on"
+    )
+    p["check-method"].add_argument("--module", help="a module to import first that registers the method")
     for name in ("train", "run", "sweep", "evaluate", "demo", "methods"):
         p[name].add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser

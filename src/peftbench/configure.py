@@ -23,7 +23,7 @@ import yaml
 from peftbench.config import ExperimentConfig, ModelConfig, validate
 from peftbench.errors import PeftbenchError
 from peftbench.io import read_text_file
-from peftbench.methods import build_method_config, get_method
+from peftbench.methods import build_method_config, get_method, load_method_module
 from peftbench.methods.core.budget import match_budget
 
 # --------------------------------------------------------------------------------------------------
@@ -234,10 +234,13 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     if not isinstance(method, dict) or "name" not in method:
         raise PeftbenchError("method: expected a mapping with a 'name' (e.g. method: {name: lora, r: 8})")
     cfg = _build(ExperimentConfig, raw, "")
+    module = method.get("module")
+    if module is not None:  # a method not yet packaged: its module registers it, before its name is looked up
+        load_method_module(module)
     types_ = _method_types(str(method["name"]))
     options = {}
     for key, value in method.items():
-        if key in ("name", "budget"):
+        if key in ("name", "budget", "module"):
             continue
         options[key] = _coerce(value, types_[key], f"method.{key}") if key in types_ else plain(value)
     budget = plain(method.get("budget"))
@@ -245,7 +248,12 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
         options, budget = _apply_budget(str(method["name"]), cfg.model, options, budget)
     # Fill in the method's defaults so that config.yaml records every value the run used.
     resolved = asdict(_build_method(str(method["name"]), options))
-    cfg.method = {"name": str(method["name"]), **({"budget": budget} if budget is not None else {}), **resolved}
+    cfg.method = {
+        "name": str(method["name"]),
+        **({"module": module} if module is not None else {}),
+        **({"budget": budget} if budget is not None else {}),
+        **resolved,
+    }
     _fill_method_defaults(cfg)
     validate(cfg)
     return cfg
@@ -286,7 +294,8 @@ def _build_method(name: str, options: dict[str, Any]) -> Any:
 
 
 def method_config(cfg: ExperimentConfig) -> Any:
-    """The typed config dataclass of ``cfg``'s method (its options, without ``name`` and ``budget``)."""
+    """The typed config dataclass of ``cfg``'s method (its options, without ``name``, ``module`` and ``budget``;
+    ``method.module`` is imported first)."""
     options = {k: v for k, v in cfg.method.items() if k not in ("name", "budget")}
     return build_method_config(cfg.method_name, options)
 

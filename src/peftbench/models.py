@@ -164,13 +164,14 @@ def shipped_model_config(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _auto_config(name: str) -> tuple[PretrainedConfig, type]:
+def _auto_config(name: str, shipped_fallback: bool = True) -> tuple[PretrainedConfig, type]:
     """A hub name's or local path's config and the Auto class that builds it (one-line errors); a hub name that
-    cannot be fetched (offline) falls back to the shipped ``config.json`` (:func:`shipped_model_config`)."""
+    cannot be fetched (offline) falls back to the shipped ``config.json`` (:func:`shipped_model_config`) unless
+    ``shipped_fallback`` is off (a run needs the model itself, not only its shape)."""
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as exc:
-        shipped = shipped_model_config(name)
+        shipped = shipped_model_config(name) if shipped_fallback else None
         if shipped is None:
             hint = "" if Path(name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
             raise PeftbenchError(f"cannot load model {name!r}: {_first_line(exc)}{hint}") from None
@@ -180,9 +181,10 @@ def _auto_config(name: str) -> tuple[PretrainedConfig, type]:
 
 def check_model(cfg: ModelConfig) -> None:
     """Raises the one-line error loading ``cfg`` would give when its configuration cannot be read (a name that
-    is neither a preset, a local path nor a reachable hub model). Reads ``config.json`` only."""
+    is neither a preset, a local path nor a reachable hub model). Reads ``config.json`` only, and not the shipped
+    copy: a run loads the weights from where the config comes from."""
     if cfg.name not in TINY_PRESETS:
-        _auto_config(cfg.name)
+        _auto_config(cfg.name, shipped_fallback=False)
 
 
 def model_skeleton(cfg: ModelConfig) -> PreTrainedModel:

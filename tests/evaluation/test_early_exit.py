@@ -18,8 +18,8 @@ from peftbench.data.collate import generation_batches
 from peftbench.evaluation import greedy
 from peftbench.evaluation.generate import _base_model, encode_prefix, generate_ids
 from peftbench.models import is_encoder_decoder
+from peftbench.recipe.contract import decisive, generation_features, perturb
 from peftbench.recipe.setup import build_model
-from tests.evaluation.test_generation_fidelity import _decisive, _features, _perturb
 
 NEW_TOKENS = 8
 
@@ -28,8 +28,8 @@ def _build(model_name: str, method: str):
     torch.manual_seed(0)
     model, tokenizer = build_model(config_from_dict({"model": {"name": model_name}, "method": {"name": method}}))
     model.eval()
-    _decisive(model)
-    _perturb(model, seed=1)
+    decisive(model)
+    perturb(model, seed=1)
     return model, tokenizer
 
 
@@ -48,7 +48,7 @@ def test_early_exit_gives_generates_tokens_with_rows_ending_at_different_steps(m
     model, tokenizer = _build(model_name, method)
     enc_dec = is_encoder_decoder(model)
     assert greedy.early_exit_supported(_base_model(model), 1)
-    feats = _features(tokenizer, enc_dec) * 2  # 10 prompts: batches of several rows
+    feats = generation_features(tokenizer, enc_dec) * 2  # 10 prompts: batches of several rows
     share = not enc_dec and method in ("lora", "full")
     plan = generation_batches(feats, 4, False, NEW_TOKENS, share_prefix=share)
     assert not share or any(b.prefix for b in plan), "the shared-prefix path is not exercised"

@@ -88,3 +88,31 @@ def test_scope_all_prefixes_reach_the_encoder_and_the_cross_attention():
         model.prefix_groups.cross_prefix.embedding.weight.add_(1.0)
         second = model(input_ids=ids, attention_mask=(ids != 0).long(), decoder_input_ids=decoder_in).logits
     assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize("scope", ["decoder", "all"])
+def test_t5_whose_attention_is_narrower_than_d_model(scope):
+    """T5 v1.1 small (google/t5-small-lm-adapt: d_model 512, 6 heads × d_kv 64 = 384): each layer's prefix keys and
+    values are num_heads × d_kv wide, not d_model (peft's default, which cannot be split into the heads: the run
+    crashed). The trained count is Li & Liang's with that width, and the prefix changes the output."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=64, d_model=48, d_ff=64, num_layers=2, num_heads=2, d_kv=16, dropout_rate=0.0,
+                      decoder_start_token_id=0, pad_token_id=0, feed_forward_proj="gated-gelu")  # fmt: skip
+    base = T5ForConditionalGeneration(config).eval()
+    ids, labels = torch.randint(2, 64, (2, 7)), torch.randint(2, 64, (2, 3))
+    before = base(input_ids=ids, labels=labels).logits
+    spec = get_method("prefix")
+    model = spec.apply(
+        base, build_method_config("prefix", {"num_virtual_tokens": 4, "projection": False, "scope": scope})
+    )
+    groups = 3 if scope == "all" else 1
+    assert (
+        sum(p.numel() for p in model.parameters() if p.requires_grad) == groups * 4 * 2 * 2 * 2 * 16
+    )  # tokens·layers·k,v·heads·d_kv
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p)
+    after = model(input_ids=ids, labels=labels).logits
+    assert after.shape == before.shape and not torch.allclose(after, before)

@@ -201,7 +201,9 @@ dist.destroy_process_group()
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("gradient_checkpointing_ranks")
-@pytest.mark.parametrize("method", ["prefix", "bitfit"])
+@pytest.mark.parametrize(
+    "method", ["prefix"]
+)  # the hardest case: a cache kept across recomputation; bitfit's hooks: tested in one process
 def test_checkpointed_blocks_inside_fsdp_units_train_the_same(tmp_path, method):
     """2 CPU ranks (gloo), every block a fully_shard unit (peftbench's FSDP2 sharding): the same gathered weights
     after 3 AdamW steps with and without gradient checkpointing (FSDP's hooks stay outside the checkpoint, and the
@@ -232,7 +234,7 @@ def test_checkpointed_blocks_inside_fsdp_units_train_the_same(tmp_path, method):
 @pytest.mark.xdist_group("gradient_checkpointing_ranks")
 @pytest.mark.parametrize(
     ("launch", "model_name", "method"),
-    [("ddp", "tiny-t5", "adapter_houlsby"), ("ddp", "tiny-llama", "prefix")],
+    [("ddp", "tiny-llama", "prefix")],  # adapters and T5: the single-process equality covers them
 )
 def test_checkpointed_blocks_train_the_same_on_two_ranks(tmp_path, launch, model_name, method):
     """2 CPU ranks (gloo) through the recipe, DDP: the same final weights with and without gradient checkpointing.

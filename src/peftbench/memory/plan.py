@@ -56,8 +56,8 @@ def parse_bytes(text: str) -> int:
 
 
 def gib(n: int | float) -> str:
-    """Bytes as GiB with two decimals."""
-    return f"{n / GiB:.2f} GiB"
+    """Bytes as GiB with two decimals (MiB with one below a GiB)."""
+    return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / 2**20:.1f} MiB"
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class MemoryPlan:
         return self.block_bytes if self.trainable_parameters == self.parameters else 0
 
     def table(self) -> str:
-        """The plan as a readable table (GiB per device)."""
+        """The plan as a readable table (GiB per device; MiB when the peak is under one GiB)."""
         rows = [
             ("weights (frozen)", self.train.weights, self.eval.weights),
             ("trainable weights", self.train.trainable, self.eval.trainable),
@@ -194,7 +194,15 @@ class MemoryPlan:
             "",
             f"  {'':<27}{'train':>12}{'eval':>12}",
         ]
-        lines += [f"  {name:<27}{t / GiB:>8.2f} GiB{e / GiB:>8.2f} GiB" for name, t, e in rows]
+        scale, unit = (GiB, "GiB") if self.peak_bytes >= GiB else (2**20, "MiB")
+        lines += [f"  {name:<27}{t / scale:>8.2f} {unit}{e / scale:>8.2f} {unit}" for name, t, e in rows]
+        alt = self.checkpointed
+        if alt is not None and not self.gradient_checkpointing:
+            saved = self.train.activations - alt.train.activations
+            lines.append(
+                f"  with train.gradient_checkpointing=true: train peak {gib(alt.train_peak_bytes)} (activations "
+                f"{gib(alt.train.activations)}, {gib(saved)} less)"
+            )
         return "\n".join(lines)
 
 

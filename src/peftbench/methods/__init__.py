@@ -4,8 +4,9 @@ machinery in :mod:`peftbench.methods.core` (the registry, budgets, precision, pe
 methods table).
 
 One method = one module holding a typed config dataclass and an ``apply(model, config)`` function,
-registered by one ``register(MethodSpec(...))`` line. The trainer only ever talks to a ``MethodSpec``;
-it never branches on a method's name.
+registered by one ``register(MethodSpec(...))`` line. Methods from installed packages (entry points of the
+group ``peftbench.methods``) and from ``method.module`` register the same way (docs/own-method.md). The trainer
+only ever talks to a ``MethodSpec``; it never branches on a method's name.
 
 ``apply`` receives a freshly loaded Hugging Face ``PreTrainedModel`` and returns the module to train
 (the same model changed in place, or a peft wrapper around it). On return, exactly the method's own
@@ -24,7 +25,11 @@ from peftbench.methods.core.registry import (
     freeze_all,
     get_method,
     is_layer_norm,
+    load_method_module,
+    load_plugins,
+    method_origin,
     register,
+    spec_problem,
     trainable_parameters,
     unfreeze_layer_norms,
 )
@@ -40,7 +45,11 @@ __all__ = [
     "freeze_all",
     "get_method",
     "is_layer_norm",
+    "load_method_module",
+    "load_plugins",
+    "method_origin",
     "register",
+    "spec_problem",
     "trainable_parameters",
     "unfreeze_layer_norms",
 ]

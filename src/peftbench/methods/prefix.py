@@ -57,11 +57,15 @@ class PrefixConfig:
 
 def apply(model: nn.Module, config: PrefixConfig) -> nn.Module:
     """Wraps the model with peft prefix tuning (T5: with :func:`encoder_decoder_prompt`, one prefix per layer)."""
+    d_kv = getattr(model.config, "d_kv", None)  # T5: attention width num_heads × d_kv, not always d_model
     peft_config = PrefixTuningConfig(
         task_type=task_type(model),
         num_virtual_tokens=config.num_virtual_tokens,
         prefix_projection=config.projection,
         encoder_hidden_size=config.projection_hidden_size,
+        # t5-small-lm-adapt: 6 heads × 64 = 384 != d_model 512 (peft's default token_dim, which cannot be split
+        # into 6 heads); equal to d_model for T5-base/large/XL and the tiny preset, so nothing changes there
+        token_dim=model.config.num_heads * d_kv if d_kv else None,
     )
     wrapped = wrap(model, peft_config)
     if getattr(model.config, "is_encoder_decoder", False):

@@ -4,9 +4,14 @@ all (registration order = table order) and re-exports this module's names."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
+from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 import torch
@@ -107,6 +112,9 @@ class MethodSpec:
     """Keep the trainable parameters in fp32 over a bf16/fp16 base (``build_model`` upcasts them). False only for
     full fine-tuning, which trains the base weights themselves: in a half-precision base it needs fp32 master
     weights from elsewhere (a float32 model with mixed precision, or DeepSpeed)."""
+    count: Callable[[Any, Any], int] | None = None
+    """Optional: the trainable parameters as a function of the model's ``PretrainedConfig`` and the method's
+    config (``formula`` as code); ``peftbench check-method`` compares it with the built model's count."""
 
 
 MERGE_KINDS = ("no", "peft", "in_place", "always")
@@ -114,9 +122,20 @@ MERGE_KINDS = ("no", "peft", "in_place", "always")
 _REGISTRY: dict[str, MethodSpec] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
+PLUGIN_GROUP = "peftbench.methods"
+"""Entry-point group of methods from installed packages (value: a module that registers its method on import, a
+``MethodSpec``, or a callable returning one)."""
+BUILT_IN = "built-in"
+_ORIGINS: dict[str, str] = {}
+_SOURCE: list[str] = []  # where the method being registered comes from, while a plugin loads
+_PLUGINS: dict[str, Any] = {"loaded": False, "error": None}
+
 
 def register(spec: MethodSpec) -> MethodSpec:
-    """Adds a method to the registry; rejects malformed and duplicate names."""
+    """Adds a method to the registry; rejects malformed and duplicate names. While a plugin (an entry point or a
+    ``method.module``) loads, what is wrong is a one-line ``PeftbenchError`` naming where the method came from."""
+    if _SOURCE:
+        return _register_plugin(spec, _SOURCE[-1])
     if not _NAME.match(spec.name):
         raise ValueError(f"invalid method name {spec.name!r}: use lowercase letters, digits and '_'")
     if spec.merge not in MERGE_KINDS:
@@ -124,7 +143,124 @@ def register(spec: MethodSpec) -> MethodSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"method {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
+    module = getattr(spec.apply, "__module__", None) or "?"
+    _ORIGINS[spec.name] = BUILT_IN if module.startswith("peftbench.") else f"module {module}"
     return spec
+
+
+def spec_problem(spec: Any) -> str | None:
+    """What makes ``spec`` unusable as a method (None if nothing): the checks a plugin's spec passes on load."""
+    if not isinstance(spec, MethodSpec):
+        return f"expected a peftbench MethodSpec, got {type(spec).__name__}"
+    if not isinstance(spec.name, str) or not _NAME.match(spec.name):
+        return f"invalid method name {spec.name!r}: use lowercase letters, digits and '_'"
+    if spec.merge not in MERGE_KINDS:
+        return f"merge must be one of {', '.join(MERGE_KINDS)}, got {spec.merge!r}"
+    if not (isinstance(spec.config_cls, type) and dataclasses.is_dataclass(spec.config_cls)):
+        return f"config_cls must be a dataclass, got {spec.config_cls!r}"
+    for attr in ("apply", "supports"):
+        if not callable(getattr(spec, attr)):
+            return f"{attr} must be callable"
+    if spec.count is not None and not callable(spec.count):
+        return "count must be callable or None"
+    if not isinstance(spec.default_learning_rate, int | float) or not spec.default_learning_rate > 0:
+        return f"default_learning_rate must be a positive number, got {spec.default_learning_rate!r}"
+    try:
+        spec.config_cls()
+    except Exception as exc:
+        return f"its config {spec.config_cls.__name__}() fails with its defaults: {type(exc).__name__}: {exc}"
+    names = {f.name for f in fields(spec.config_cls)}
+    if spec.size_knob is not None and spec.size_knob.field not in names:
+        return f"size_knob field {spec.size_knob.field!r} is not a field of {spec.config_cls.__name__}"
+    if "module" in names:
+        return "its config may not have a field named 'module' (method.module names the module to import)"
+    return None
+
+
+def _register_plugin(spec: Any, source: str) -> MethodSpec:
+    problem = spec_problem(spec)
+    if problem:
+        raise PeftbenchError(f"{source}: malformed method: {problem}")
+    known = _REGISTRY.get(spec.name)
+    if known is spec:
+        return spec  # the same object again (e.g. a module's entry point and its SPEC)
+    if known is not None:
+        origin = _ORIGINS.get(spec.name, BUILT_IN)
+        what = "the built-in method" if origin == BUILT_IN else f"the method from {origin}"
+        raise PeftbenchError(f"{source}: method {spec.name!r} collides with {what} {spec.name!r}; rename it")
+    _REGISTRY[spec.name] = spec
+    _ORIGINS[spec.name] = source
+    return spec
+
+
+@contextlib.contextmanager
+def _loading(source: str) -> Iterator[None]:
+    _SOURCE.append(source)
+    try:
+        yield
+    finally:
+        _SOURCE.pop()
+
+
+def method_origin(name: str) -> str:
+    """Where a registered method came from: ``built-in``, ``package P (entry point E = V)`` or ``module M``."""
+    get_method(name)
+    return _ORIGINS.get(name, BUILT_IN)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def load_method_module(module: str) -> None:
+    """Imports ``module`` (``method.module``: a file not yet packaged) so that the methods it registers are
+    known; a one-line ``PeftbenchError`` when it cannot be imported or registers a malformed method."""
+    if not isinstance(module, str) or not re.match(r"^[A-Za-z_][\w.]*$", module):
+        raise PeftbenchError(f"method.module must be a dotted module name, got {module!r}")
+    if module in sys.modules:
+        return
+    source = f"module {module}"
+    with _loading(source):
+        try:
+            importlib.import_module(module)
+        except PeftbenchError:
+            sys.modules.pop(module, None)
+            raise
+        except Exception as exc:
+            sys.modules.pop(module, None)
+            raise PeftbenchError(f"method.module {module!r} failed to import: {_first_line(exc)}") from None
+
+
+def load_plugins() -> None:
+    """Registers the methods of installed packages (entry points of :data:`PLUGIN_GROUP`), once; a plugin that
+    fails to load or gives a malformed method is a one-line ``PeftbenchError`` naming its package."""
+    if _PLUGINS["error"]:
+        raise PeftbenchError(_PLUGINS["error"])
+    if _PLUGINS["loaded"]:
+        return
+    _PLUGINS["loaded"] = True
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        package = f"package {entry.dist.name}" if entry.dist is not None else "an unnamed package"
+        source = f"{package} (entry point {entry.name} = {entry.value})"
+        try:
+            with _loading(source):
+                try:
+                    before, imported = set(_REGISTRY), entry.module in sys.modules
+                    loaded = entry.load()
+                    if isinstance(loaded, type(sys)):  # a module: registers its method(s) on import
+                        if set(_REGISTRY) == before and not imported:
+                            raise PeftbenchError(f"{source}: module {loaded.__name__} registered no method")
+                        continue
+                    spec = loaded if isinstance(loaded, MethodSpec) else loaded() if callable(loaded) else loaded
+                except PeftbenchError:
+                    raise
+                except Exception as exc:
+                    raise PeftbenchError(f"{source} failed to load: {_first_line(exc)}") from None
+                register(spec)
+        except PeftbenchError as exc:
+            _PLUGINS["error"] = str(exc)
+            raise
 
 
 def apply_method(spec: MethodSpec, model: nn.Module, options: Any, model_name: str) -> nn.Module:
@@ -145,21 +281,27 @@ def apply_method(spec: MethodSpec, model: nn.Module, options: Any, model_name: s
 
 
 def get_method(name: str) -> MethodSpec:
-    """Looks a method up by name, with a one-line error listing the known ones."""
+    """Looks a method up by name, with a one-line error listing the known ones (installed plugins included)."""
+    if name not in _REGISTRY:
+        load_plugins()
     if name not in _REGISTRY:
         raise PeftbenchError(f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
 def all_methods() -> list[MethodSpec]:
-    """All registered methods, in registration order."""
+    """All registered methods, in registration order (installed plugins after the built-ins)."""
+    load_plugins()
     return list(_REGISTRY.values())
 
 
 def build_method_config(name: str, values: dict[str, Any] | None = None) -> Any:
     """Builds a method's config dataclass from a plain dict, rejecting unknown keys in one line."""
-    spec = get_method(name)
     values = dict(values or {})
+    if values.get("module"):  # method.module: the file that registers the method, imported first
+        load_method_module(values["module"])
+    values.pop("module", None)
+    spec = get_method(name)
     known = {f.name for f in fields(spec.config_cls)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -10,7 +10,7 @@ from dataclasses import MISSING, fields
 
 from peftbench.config import ModelConfig
 from peftbench.errors import PeftbenchError
-from peftbench.methods import MethodSpec, all_methods
+from peftbench.methods import MethodSpec, all_methods, method_origin
 from peftbench.methods.core.budget import MethodCounter, match_budget, parse_budget
 from peftbench.models import model_skeleton
 
@@ -62,6 +62,8 @@ def methods_table(model_name: str | None = None, budget: str | None = None) -> s
             f"warmup {spec.warmup_ratio:g}"
         )
         lines.append(f"    paper: {spec.paper}")
+        if method_origin(spec.name) != "built-in":
+            lines.append(f"    from: {method_origin(spec.name)}")
         if model_name:
             size = method_size(spec, model_name)
             if isinstance(size, str):

@@ -1,0 +1,147 @@
+"""Bring your own method (issue 29): plugins by entry point and ``method.module``, ``peftbench check-method``
+(the contract every built-in passes) on built-ins, on the worked example examples/my_method and on broken methods,
+and the example in a dev sweep through ``peftbench report``."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from peftbench.configure import config_from_dict, method_config
+from peftbench.errors import PeftbenchError
+from peftbench.methods import MethodSpec, all_methods, get_method, method_origin
+from peftbench.methods.core import registry
+from tests.conftest import REPO, in_process
+
+EXAMPLE = REPO / "examples" / "my_method"
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """The registry, plugin state and imported example modules as they were, after the test; the example importable."""
+    saved = dict(registry._REGISTRY), dict(registry._ORIGINS), dict(registry._PLUGINS)
+    modules = set(sys.modules)
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.setenv("PYTHONPATH", str(EXAMPLE))
+    yield
+    for d, old in zip((registry._REGISTRY, registry._ORIGINS, registry._PLUGINS), saved, strict=True):
+        d.clear()
+        d.update(old)
+    for name in set(sys.modules) - modules:
+        if name.startswith(("my_method", "tests.methods.broken", "fake_plugin")):
+            del sys.modules[name]
+
+
+class FakeEntryPoint(SimpleNamespace):
+    def load(self):
+        return self.loader()
+
+
+def _entry_points(monkeypatch, *eps):
+    monkeypatch.setattr(registry, "entry_points", lambda group: list(eps) if group == registry.PLUGIN_GROUP else [])
+    registry._PLUGINS.update(loaded=False, error=None)
+
+
+def _ep(loader, name="scaled_lora", value="my_method", dist="my-method"):
+    return FakeEntryPoint(name=name, value=value, module=value.split(":")[0], dist=SimpleNamespace(name=dist),
+                          loader=loader)  # fmt: skip
+
+
+def test_entry_point_module_registers_like_a_builtin_and_is_listed_with_its_origin(clean_registry, monkeypatch):
+    import importlib
+
+    _entry_points(monkeypatch, _ep(lambda: importlib.import_module("my_method")))
+    assert "scaled_lora" in [s.name for s in all_methods()]
+    assert method_origin("scaled_lora") == "package my-method (entry point scaled_lora = my_method)"
+    assert method_origin("lora") == "built-in"
+    listing = in_process("methods")
+    assert listing.returncode == 0, listing.stderr
+    assert "scaled_lora: LoRA with alpha/sqrt(r) scaling" in listing.stdout
+    assert "from: package my-method (entry point scaled_lora = my_method)" in listing.stdout
+
+
+def test_entry_point_object_or_callable_giving_a_spec(clean_registry, monkeypatch):
+    lora = get_method("lora")
+    spec = MethodSpec(name="other_lora", config_cls=lora.config_cls, apply=lora.apply, summary="s", paper="p",
+                      default_learning_rate=1e-3)  # fmt: skip
+    _entry_points(monkeypatch, _ep(lambda: lambda: spec, name="other", value="fake_plugin:make"))
+    assert get_method("other_lora") is spec
+    assert method_origin("other_lora").startswith("package my-method")
+
+
+@pytest.mark.parametrize(
+    ("loader", "message"),
+    [
+        (lambda: 1 / 0, "package my-method (entry point scaled_lora = my_method) failed to load: ZeroDivisionError"),
+        (lambda: "not a spec", "malformed method: expected a peftbench MethodSpec, got str"),
+        (lambda: lambda: MethodSpec("x_y", int, len, "", "", 1.0), "config_cls must be a dataclass"),
+        (lambda: get_method("lora").__class__(**{**get_method("lora").__dict__}), None),  # the same name, a new object
+    ],
+)
+def test_a_broken_plugin_stops_in_one_line_naming_its_package(clean_registry, monkeypatch, loader, message):
+    _entry_points(monkeypatch, _ep(loader))
+    message = message or "method 'lora' collides with the built-in method 'lora'; rename it"
+    with pytest.raises(PeftbenchError, match="package my-method") as info:
+        all_methods()
+    assert message in str(info.value) and "\n" not in str(info.value)
+    proc = in_process("methods")  # on the command line: one line, status 2, no traceback
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and message in proc.stderr
+
+
+def test_method_module_in_the_config_registers_before_the_name_is_checked(clean_registry):
+    cfg = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "scaled_lora", "module": "my_method",
+                                                                       "r": 4}})  # fmt: skip
+    assert cfg.method["module"] == "my_method" and method_config(cfg).r == 4
+    assert method_origin("scaled_lora") == "module my_method"
+    with pytest.raises(PeftbenchError, match=r"method.module 'no_such_mod' failed to import: ModuleNotFoundError"):
+        config_from_dict({"method": {"name": "x", "module": "no_such_mod"}})
+
+
+def test_check_method_passes_for_builtins(clean_registry):
+    for method, model in (("lora", "tiny-t5"), ("adapter_houlsby", "tiny-llama")):
+        proc = in_process("check-method", method, "--model", model)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.count("PASS") == 6 and "FAIL" not in proc.stdout, proc.stdout
+
+
+def test_check_method_passes_for_the_worked_example(clean_registry):
+    proc = in_process("check-method", "scaled_lora", "--module", "my_method")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # on both tiny models: 7 properties pass (count included: the example has a count function), distributed skips
+    assert proc.stdout.count("PASS") == 14 and proc.stdout.count("SKIP") == 2, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("method", "failing", "reason"),
+    [
+        ("half_lora", "trainable weights stay fp32 on a bf16 base", "is torch.bfloat16 (and"),
+        ("cached_shift", "evaluation's generation equals a cache-free greedy forward loop", "generation gave"),
+    ],
+)
+def test_check_method_fails_a_broken_method_with_a_one_line_reason(clean_registry, method, failing, reason):
+    proc = in_process("check-method", method, "--module", "tests.methods.broken_methods", "--model", "tiny-llama")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert any(failing in line and reason in line and "docs/own-method.md#" in line for line in fails), proc.stdout
+
+
+def test_the_example_in_a_dev_sweep_with_lora_through_the_report(clean_registry, tmp_path):
+    runs = tmp_path / "runs"
+    sweep = {
+        "mode": "dev",
+        "methods": {"lora": [{}, {"method.name": "scaled_lora", "method.module": "my_method"}]},
+        "overrides": {"output_dir": str(runs), "train.max_steps": 4, "train.save_steps": 4, "train.eval_steps": 4,
+                      "data.num_train_tasks": 4, "data.max_train_instances_per_task": 2,
+                      "data.max_eval_instances_per_task": 1, "eval.max_new_tokens": 4},
+    }  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    proc = in_process("sweep", str(path), "--no-progress")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 finished" in proc.stdout, proc.stdout
+    report = in_process("report", str(runs))
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "scaled_lora" in report.stdout and "lora" in report.stdout.replace("scaled_lora", ""), report.stdout
