@@ -72,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _gpu_memory(args: argparse.Namespace) -> int | None:
     """``--gpu-memory SIZE`` in bytes (None when not given)."""
-    from peftbench.memory.plan import parse_bytes
+    from peftbench.memory.figures import parse_bytes
 
     return parse_bytes(args.gpu_memory) if args.gpu_memory is not None else None
 
@@ -221,7 +221,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from peftbench.memory.plan import gib, parse_bytes, plan_memory
+    from peftbench.memory.figures import gib, parse_bytes
+    from peftbench.memory.plan import plan_memory
 
     gpu = parse_bytes(args.gpu_memory) if args.gpu_memory is not None else None
     if args.world_size is not None and args.world_size < 1:

@@ -105,7 +105,8 @@ def test_memory_is_planned_against_the_gpu_before_anything_starts(cli, no_launch
     """A launch whose planned per-device peak (peftbench.memory.plan, on fake weights) exceeds --gpu-memory is
     refused in one line with what would fit; one that fits starts as before. Planned once per memory shape."""
     from peftbench.launch.preflight import memory_problem
-    from peftbench.memory.plan import parse_bytes, plan_memory
+    from peftbench.memory.figures import parse_bytes
+    from peftbench.memory.plan import plan_memory
 
     cfg = preset_config("full", "dev", [f"output_dir={tmp_path / 'runs'}", "launch.gpus_per_process=1"])
     peak = plan_memory(cfg).peak_bytes

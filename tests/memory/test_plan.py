@@ -7,7 +7,8 @@ import pytest
 
 from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
-from peftbench.memory.plan import MemoryPlan, StepMemory, parse_bytes, plan_memory
+from peftbench.memory.figures import MemoryPlan, StepMemory, parse_bytes
+from peftbench.memory.plan import plan_memory
 from tests.memory.measure_step import measured_train_peak
 
 SHAPE = {"max_source_length": 256, "max_target_length": 32}

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from peftbench.errors import PeftbenchError
 from peftbench.launch.presets import available_presets, preset_config
-from peftbench.memory.plan import MemoryPlan, plan_memory
+from peftbench.memory.figures import MemoryPlan
+from peftbench.memory.plan import plan_memory
 from peftbench.methods import all_methods
 
 
