@@ -201,7 +201,20 @@ def model_skeleton(cfg: ModelConfig) -> PreTrainedModel:
             return keep_fp32_modules(TINY_PRESETS[cfg.name](vocab).to(dtype), dtype)
     config, auto = _auto_config(cfg.name)
     with torch.device("meta"):  # (accelerate's init_empty_weights would untie tied embeddings)
-        return keep_fp32_modules(auto.from_config(config, dtype=dtype), dtype)
+        model = keep_fp32_modules(auto.from_config(config, dtype=dtype), dtype)
+        return _untie_t5_v1_1(model)
+
+
+def _untie_t5_v1_1(model: PreTrainedModel) -> PreTrainedModel:
+    """A T5 v1.1 / LM-adapt checkpoint has an ``lm_head`` of its own (its config.json says
+    ``tie_word_embeddings: false``, which transformers 5 keeps as ``scale_decoder_outputs=False``), and
+    ``from_pretrained`` loads it untied; a model built from the config alone ties it to the shared embedding. The
+    skeleton gets its own ``lm_head`` so that counts and memory plans are the checkpoint's."""
+    config = model.config
+    head, shared = model.get_output_embeddings(), model.get_input_embeddings()
+    if getattr(config, "scale_decoder_outputs", True) is False and head is not None and head.weight is shared.weight:
+        head.weight = torch.nn.Parameter(torch.empty_like(shared.weight))
+    return model
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerBase:
