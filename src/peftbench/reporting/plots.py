@@ -63,18 +63,24 @@ def _with_intervals(
     return header, out
 
 
+CONFIGURATION_COLUMNS = (
+    "model",
+    "method",
+    "configuration",
+    "seeds",
+    "trainable % of base",
+    "validation ROUGE-L",
+    "test ROUGE-L",
+    "test EM",
+)
+"""The columns the configurations table and the best-per-method table share."""
+
+
 def best_table(
     chosen: dict[str, Configuration], intervals: dict[str, tuple[str, str]] | None = None
 ) -> tuple[list[str], list[list[str]]]:
     header = [
-        "model",
-        "method",
-        "configuration",
-        "seeds",
-        "trainable % of base",
-        "validation ROUGE-L",
-        "test ROUGE-L",
-        "test EM",
+        *CONFIGURATION_COLUMNS,
         "train time (s)",
         memory_header([m for c in chosen.values() for m in c.runs]),
     ]
@@ -106,16 +112,7 @@ def by_model(chosen: dict[str, Configuration]) -> list[Configuration]:
 def configurations_table(
     configs: list[Configuration], intervals: dict[str, tuple[str, str]] | None = None
 ) -> tuple[list[str], list[list[str]]]:
-    header = [
-        "model",
-        "method",
-        "configuration",
-        "seeds",
-        "trainable % of base",
-        "validation ROUGE-L",
-        "test ROUGE-L",
-        "test EM",
-    ]
+    header = list(CONFIGURATION_COLUMNS)
     rows = [
         [
             c.model_label,
