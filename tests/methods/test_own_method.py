@@ -104,14 +104,14 @@ def test_check_method_passes_for_builtins(clean_registry):
     for method, model in (("lora", "tiny-t5"), ("adapter_houlsby", "tiny-llama")):
         proc = in_process("check-method", method, "--model", model)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert proc.stdout.count("PASS") == 6 and "FAIL" not in proc.stdout, proc.stdout
+        assert proc.stdout.count("PASS") == 8 and "FAIL" not in proc.stdout and "SKIP" not in proc.stdout, proc.stdout
 
 
 def test_check_method_passes_for_the_worked_example(clean_registry):
     proc = in_process("check-method", "scaled_lora", "--module", "my_method")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # on both tiny models: 7 properties pass (count included: the example has a count function), distributed skips
-    assert proc.stdout.count("PASS") == 14 and proc.stdout.count("SKIP") == 2, proc.stdout
+    # on both tiny models every property passes (count included: the example has a count function; two ranks)
+    assert proc.stdout.count("PASS") == 16 and "SKIP" not in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -128,11 +128,26 @@ def test_check_method_fails_a_broken_method_with_a_one_line_reason(clean_registr
     assert any(failing in line and reason in line and "docs/own-method.md#" in line for line in fails), proc.stdout
 
 
+def test_a_plugin_without_a_preset_file_gets_the_studys_shared_settings(clean_registry):
+    from peftbench.launch.presets import preset_config
+
+    for mode, model in (("full", "google/t5-xl-lm-adapt"), ("dev", "tiny-t5")):
+        cfg = preset_config("scaled_lora", mode, ["method.module=my_method", "method.r=4"])
+        lora = preset_config("lora", mode)
+        assert cfg.method_name == "scaled_lora" and cfg.method["r"] == 4 and cfg.model.name == model
+        assert (cfg.data, cfg.launch) == (lora.data, lora.launch)  # the study's (or dev's) data and launch
+        assert cfg.train.learning_rate == get_method("scaled_lora").default_learning_rate  # the method's own
+    with pytest.raises(PeftbenchError, match=r"no preset for method 'scaled_lorra'.*method\.module"):
+        preset_config("scaled_lorra", "dev", ["method.module=my_method"])
+    printed = in_process("run", "scaled_lora", "--mode", "dev", "method.module=my_method", "--print-config")
+    assert printed.returncode == 0 and "name: scaled_lora" in printed.stdout and "module: my_method" in printed.stdout
+
+
 def test_the_example_in_a_dev_sweep_with_lora_through_the_report(clean_registry, tmp_path):
     runs = tmp_path / "runs"
     sweep = {
         "mode": "dev",
-        "methods": {"lora": [{}, {"method.name": "scaled_lora", "method.module": "my_method"}]},
+        "methods": {"lora": {}, "scaled_lora": {"method.module": "my_method"}},  # its own name, no preset file
         "overrides": {"output_dir": str(runs), "train.max_steps": 4, "train.save_steps": 4, "train.eval_steps": 4,
                       "data.num_train_tasks": 4, "data.max_train_instances_per_task": 2,
                       "data.max_eval_instances_per_task": 1, "eval.max_new_tokens": 4},

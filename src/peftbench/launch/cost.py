@@ -17,7 +17,7 @@ from peftbench.errors import PeftbenchError
 from peftbench.launch.presets import available_presets, preset_config
 from peftbench.memory.figures import MemoryPlan
 from peftbench.memory.plan import plan_memory
-from peftbench.methods import all_methods
+from peftbench.methods import all_methods, method_origin
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,10 @@ def method_cost(method: str, model_name: str, mode: str = "full") -> MethodCost:
 
 
 def cost_table(model_name: str, mode: str = "full", progress: bool = True) -> str:
-    """The table, one line per method with a preset (registry order)."""
+    """The table, one line per method with a preset (registry order), then the plugins' methods (whose preset is
+    the study's shared settings, ``preset_dict``)."""
     presets = set(available_presets())
-    methods = [m.name for m in all_methods() if m.name in presets]
+    methods = [m.name for m in all_methods() if m.name in presets or method_origin(m.name) != "built-in"]
     rows = []
     for method in tqdm(methods, desc="planning", unit="method", disable=not progress):
         try:

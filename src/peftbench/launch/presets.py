@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.config import ExperimentConfig
-from peftbench.configure import apply_overrides, config_from_dict, read_config_file
+from peftbench.configure import apply_overrides, config_from_dict, parse_override, read_config_file
 from peftbench.errors import PeftbenchError
 
 MODES = ("dev", "full")
@@ -80,15 +80,19 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in (configs_dir() / "methods").glob("*.yaml"))
 
 
-def preset_dict(method: str, mode: str = "full") -> dict[str, Any]:
-    """The raw (unvalidated) config of a preset."""
+def preset_dict(method: str, mode: str = "full", module: str | None = None) -> dict[str, Any]:
+    """The raw (unvalidated) config of a preset. A method without a preset file that is registered (a plugin's:
+    an installed package's, or ``module``'s, docs/own-method.md) gets the study's shared settings
+    (``presets/defaults.yaml``, + ``dev.yaml`` in dev mode) with its own defaults (learning rate, schedule)."""
     if mode not in MODES:
         raise PeftbenchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     root = configs_dir()
     path = root / "methods" / f"{method}.yaml"
-    if not path.is_file():
-        raise PeftbenchError(f"no preset for method {method!r}; presets: {', '.join(available_presets())}")
-    method_raw = read_config_file(path)
+    if path.is_file():
+        method_raw = read_config_file(path)
+    else:
+        method_raw = {"method": {"name": method, **({"module": module} if module else {})}}
+        _require_registered(method, module)
     dev_part = method_raw.pop("dev", None) or {}
     raw = deep_merge(read_config_file(root / "presets" / "defaults.yaml"), method_raw)
     if mode == "dev":
@@ -97,9 +101,39 @@ def preset_dict(method: str, mode: str = "full") -> dict[str, Any]:
     return raw
 
 
+def _require_registered(method: str, module: str | None) -> None:
+    from peftbench.methods import get_method
+    from peftbench.methods.core.registry import load_method_module
+
+    if module:
+        load_method_module(module)
+    try:
+        get_method(method)
+    except PeftbenchError as exc:
+        if "unknown method" not in str(exc):
+            raise
+        raise PeftbenchError(
+            f"no preset for method {method!r}; presets: {', '.join(available_presets())} (a method of your own: "
+            "install its package or set method.module, docs/own-method.md)"
+        ) from None
+
+
+def override_value(overrides: list[str], key: str) -> Any:
+    """The value the last ``key=value`` of ``overrides`` gives ``key`` (None when none does)."""
+    value = None
+    for item in overrides:
+        path, parsed = parse_override(item)
+        if path == key.split("."):
+            value = parsed
+    return value
+
+
 def preset_config(method: str, mode: str = "full", overrides: list[str] | None = None) -> ExperimentConfig:
-    """The validated config of a preset with ``key=value`` overrides applied."""
-    return config_from_dict(apply_overrides(preset_dict(method, mode), list(overrides or [])))
+    """The validated config of a preset with ``key=value`` overrides applied (``method.module=...`` among them
+    registers a plugin's method before its preset is looked up)."""
+    overrides = list(overrides or [])
+    raw = preset_dict(method, mode, module=override_value(overrides, "method.module"))
+    return config_from_dict(apply_overrides(raw, overrides))
 
 
 def in_distributed_launch() -> bool:

@@ -158,7 +158,11 @@ def _expand_one(
 ) -> list[SweepRun]:
     runs = []
     keys = list(axes)
-    base = preset_dict(method, sweep.mode)
+    modules = [m for m in (*axes.get("method.module", []), sweep.overrides.get("method.module")) if m]
+    try:
+        base = preset_dict(method, sweep.mode, module=modules[0] if modules else None)
+    except PeftbenchError as exc:
+        raise PeftbenchError(f"{sweep.path}: {exc}") from None
     for combo in itertools.product(*(axes[k] for k in keys)):
         for row in zip_rows:
             values = {**dict(zip(keys, combo, strict=True)), **dict(zip(zip_keys, row, strict=True))}

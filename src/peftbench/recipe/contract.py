@@ -9,6 +9,7 @@ docs/own-method.md explains each property and what to fix when it fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from peftbench.errors import PeftbenchError
 from peftbench.evaluation.generate import generate_predictions
 from peftbench.io import load_tensors
 from peftbench.methods import get_method, is_layer_norm, trainable_parameters
+from peftbench.methods.core.formula import FormulaError, formula_count
 from peftbench.models import count_parameters, is_encoder_decoder
 from peftbench.recipe.run import run_experiment
 from peftbench.recipe.setup import build_model
@@ -291,19 +293,24 @@ class _TermAt(Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_config(cfg: ExperimentConfig, out: Path, run_name: str) -> ExperimentConfig:
-    """A tiny run of the method on the demo's generated tasks (8 steps, a checkpoint every 3)."""
-    raw = {
+def run_raw(cfg: ExperimentConfig, out: Path, run_name: str, **train: Any) -> dict[str, Any]:
+    """A tiny run of the method on the demo's generated tasks (8 steps, a checkpoint every 3), as a raw config;
+    ``train`` overrides ``train.*``."""
+    return {
         "model": {"name": cfg.model.name},
         "method": {"name": cfg.method_name, **_options(cfg)},
         "data": {"data_dir": "@demo", "split": "demo", "num_train_tasks": 4, "max_train_instances_per_task": 4,
                  "max_eval_instances_per_task": 1, "max_source_length": 128, "max_target_length": 8},
         "train": {"max_steps": 8, "per_device_batch_size": 2, "save_steps": 3, "eval_steps": 1000,
-                  "logging_steps": 1, "learning_rate": 5e-3, "report_to": []},
+                  "logging_steps": 1, "learning_rate": 5e-3, "report_to": [], **train},
         "eval": {"batch_size": 8, "max_new_tokens": 4, "weights": "last"},
         "output_dir": str(out), "run_name": run_name, "seed": 7,
     }  # fmt: skip
-    return config_from_dict(raw)
+
+
+def run_config(cfg: ExperimentConfig, out: Path, run_name: str) -> ExperimentConfig:
+    """:func:`run_raw` as a config."""
+    return config_from_dict(run_raw(cfg, out, run_name))
 
 
 def _options(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -334,22 +341,89 @@ def check_resume(cfg: ExperimentConfig, workdir: Path) -> str | None:
     return None
 
 
-def check_distributed(cfg: ExperimentConfig) -> str | None:
-    raise Skip(
-        "not run by check-method (two gloo ranks take minutes on a CPU); the built-ins are checked by "
-        "tests/training (two ranks train as one)"
-    )
+DISTRIBUTED_STEPS = 3
+"""2 ranks x batch 2 x 3 steps: 12 of the 16 training examples, inside the first epoch."""
+
+
+def _train_processes(config: dict[str, Any], path: Path, launcher: list[str], timeout: float) -> str | None:
+    """``peftbench train`` of ``config`` (written to ``path``) under ``launcher``, one thread per process (the same
+    kernels in every rank); a one-line reason when it fails."""
+    import subprocess
+    import sys
+
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, *launcher, "-m", "peftbench", "train", str(path), "--no-progress"]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"{' '.join(command[1:4])}... did not finish within {timeout:.0f} s"
+    if proc.returncode != 0:
+        lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        return f"the {path.stem} run exited {proc.returncode}: {lines[-1].strip() if lines else 'no output'}"
+    return None
+
+
+def check_distributed(cfg: ExperimentConfig, workdir: Path) -> str | None:
+    """Two gloo ranks (torchrun, batch 2 each) train to the weights and losses of one process with batch 2 and
+    gradient accumulation 2: the same global batches (accelerate deals them round-robin), so equal to float
+    tolerance. Dropout options are set to 0 for both runs: ranks draw their masks from their own generators."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        raise Skip("torch.distributed with the gloo backend is not available in this torch build")
+    options = {k: (0.0 if "dropout" in k and isinstance(v, float) else v) for k, v in _options(cfg).items()}
+    for field in dataclasses.fields(get_method(cfg.method_name).config_cls):
+        if "dropout" in field.name and field.name not in options:
+            options[field.name] = 0.0
+    plain = contract_config(cfg.model.name, cfg.method_name, **options)
+    out = workdir / cfg.model.name / "distributed"
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {
+        "two-ranks": ([*TORCHRUN], 1),
+        "one-rank": ([], 2),
+    }
+    for name, (launcher, accumulation) in runs.items():
+        raw = run_raw(plain, out, name, max_steps=DISTRIBUTED_STEPS, save_steps=1000, logging_steps=1,
+                      gradient_accumulation_steps=accumulation)  # fmt: skip
+        problem = _train_processes(raw, out / f"{name}.json", launcher, timeout=600)
+        if problem:
+            return problem
+    two, one = out / "two-ranks", out / "one-rank"
+    a, b = load_tensors(two / "trainable.safetensors"), load_tensors(one / "trainable.safetensors")
+    if a.keys() != b.keys():
+        return "the two ranks saved other tensors than one process"
+    for key in sorted(a):
+        if not torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=1e-5):
+            diff = (a[key].float() - b[key].float()).abs().max().item()
+            return f"two ranks trained {key} differently from one process (max |diff| {diff:.3g})"
+    losses = [json.loads((d / "metrics.json").read_text())["train"]["losses"] for d in (two, one)]
+    if [s for s, _ in losses[0]] != [s for s, _ in losses[1]] or any(
+        abs(x - y) > 1e-5 * abs(y) for (_, x), (_, y) in zip(losses[0], losses[1], strict=True)
+    ):
+        return f"the two ranks logged losses {losses[0]}, one process {losses[1]}"
+    return None
+
+
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+"""torchrun with 2 processes on this machine."""
 
 
 def check_parameter_count(cfg: ExperimentConfig) -> str | None:
-    """The built model's trainable count equals ``spec.count(model.config, method_config)``."""
+    """The built model's trainable count equals the spec's: ``spec.count(model.config, method_config)`` where the
+    spec has that function, else its ``formula`` evaluated from the config's numbers (``methods.core.formula``)."""
     spec = get_method(cfg.method_name)
-    if spec.count is None:
-        raise Skip("the spec gives its formula as text only (MethodSpec.count is None)")
     model, _ = _build(cfg)
+    options = method_config(cfg)
+    if spec.count is not None:
+        expected, source = spec.count(model.config, options), "spec.count"
+    else:
+        try:
+            expected, source = formula_count(spec, model.config, options), f"the formula {spec.formula!r}"
+        except FormulaError as exc:
+            raise Skip(f"no count function, and the formula cannot be evaluated ({exc})") from None
     got = count_parameters(model)[0]
-    expected = spec.count(model.config, method_config(cfg))
-    return None if got == expected else f"the model has {got:,} trainable parameters, spec.count says {expected:,}"
+    return None if got == expected else f"the model has {got:,} trainable parameters, {source} gives {expected:,}"
 
 
 CHECKS: dict[str, tuple[str, Callable[..., str | None]]] = {
@@ -359,7 +433,7 @@ CHECKS: dict[str, tuple[str, Callable[..., str | None]]] = {
     "save_load": ("save -> load gives equal logits", check_save_load),
     "resume": ("SIGTERM + resume is bit-identical to an uninterrupted run", check_resume),
     "distributed": ("two ranks train as one", check_distributed),
-    "parameter_count": ("the trainable count matches the spec's count function", check_parameter_count),
+    "parameter_count": ("the trainable count matches the spec's count function or formula", check_parameter_count),
 }
 """check -> (what it states, the function). Functions take the config, and ``workdir`` where they name it."""
 
