@@ -1,6 +1,7 @@
 """An installed peftbench works outside the checkout: the sdist and the wheel ship every config, and a wheel
 installed into a fresh virtual environment runs a preset, plans the study sweep and runs the quick demo from a
-directory with no configs/ in it (about 2 minutes, most of it the demo).
+directory with no configs/ in it, with the worked example of docs/own-method.md (examples/my_method) installed
+beside it as a package whose entry point adds its method to the demo (about 1 minute, most of it the demo).
 
 The new environment gets this one's dependencies (torch, transformers, ...) through a .pth file naming this
 environment's site-packages, so nothing is downloaded; peftbench itself is imported from the installed wheel,
@@ -9,6 +10,7 @@ never from the checkout's src/ (a .pth file on that path is not processed, so th
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -25,6 +27,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 CHECKOUT_CONFIGS = REPO / "configs"
+EXAMPLE = REPO / "examples" / "my_method"
 
 
 def _run(command: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -75,6 +78,13 @@ def test_installed_wheel_runs_presets_sweeps_and_the_demo_outside_the_checkout(t
     # Installed before the .pth below exists, so pip sees no other peftbench in the new environment.
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
           str(wheel)], cwd=tmp_path)  # fmt: skip
+    # The worked example of docs/own-method.md, installed as a package: its entry point registers scaled_lora.
+    example_source = shutil.copytree(EXAMPLE, tmp_path / "my_method", ignore=shutil.ignore_patterns("__pycache__"))
+    _run([sys.executable, "-m", "pip", "wheel", str(example_source), "--no-deps", "--no-build-isolation", "-q", "-w",
+          str(tmp_path / "wheels")], cwd=tmp_path)  # fmt: skip
+    (example,) = (tmp_path / "wheels").glob("my_method-*.whl")
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
+          str(example)], cwd=tmp_path)  # fmt: skip
     purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path)
     (Path(purelib.stdout.strip()) / "_peftbench_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
@@ -106,7 +116,15 @@ def test_installed_wheel_runs_presets_sweeps_and_the_demo_outside_the_checkout(t
     planned = _run([peftbench, "sweep", "study", "--dry-run"], cwd=work, env=env).stdout
     assert "full-" in planned and "lora-r512-" in planned and " runs (" in planned  # the study's grid
 
-    demo = _run([peftbench, "demo", "--quick", "--methods", "lora", "--output-dir", "demo", "--no-progress"],
-                cwd=work, env=env, timeout=400)  # fmt: skip
-    assert (work / "demo" / "report.csv").is_file(), demo.stdout[-2000:]
+    listed = _run([peftbench, "methods"], cwd=work, env=env).stdout
+    assert "scaled_lora: LoRA with alpha/sqrt(r) scaling" in listed
+    assert "from: package my-method (entry point scaled_lora = my_method)" in listed
+
+    # The installed plugin trains, is evaluated and reported beside LoRA, with nothing naming its module.
+    demo = _run([peftbench, "demo", "--quick", "--methods", "lora,scaled_lora", "--output-dir", "demo",
+                 "--no-progress"], cwd=work, env=env, timeout=400)  # fmt: skip
+    with open(work / "demo" / "report.csv", newline="") as f:
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"untrained", "lora", "scaled_lora"}, demo.stdout[-2000:]
+    assert rows["scaled_lora"]["method"] == "scaled_lora" and float(rows["scaled_lora"]["trainable params"]) > 0
     assert not (work / "configs").exists()
