@@ -187,7 +187,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_check_method(args: argparse.Namespace) -> int:
     from peftbench.method_check import check_method
 
-    return check_method(args.name, args.model, module=args.module)
+    return check_method(args.name, args.model, module=args.module, only=args.only)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -408,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", choices=("tiny-t5", "tiny-llama", "both"), default="both", help="the tiny model(s) to check on"
     )
     p["check-method"].add_argument("--module", help="a module to import first that registers the method")
+    p["check-method"].add_argument(
+        "--only", metavar="CHECK[,CHECK]", help="run these properties only (the anchors of docs/own-method.md, e.g. "
+        "generation,resume; export needs resume)",
+    )  # fmt: skip
     for name in ("train", "run", "sweep", "evaluate", "demo", "methods"):
         p[name].add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from peftbench.config import ExperimentConfig
-from peftbench.recipe.contract import MODELS, run_contract
+from peftbench.errors import PeftbenchError
+from peftbench.recipe.contract import CHECKS, MODELS, run_contract
 
 
 def export_round_trip(cfg: ExperimentConfig, run_dir: Path, workdir: Path) -> str | None:
@@ -33,14 +34,25 @@ def export_round_trip(cfg: ExperimentConfig, run_dir: Path, workdir: Path) -> st
     return None
 
 
-def check_method(name: str, model: str = "both", module: str | None = None) -> int:
+def check_method(name: str, model: str = "both", module: str | None = None, only: str | None = None) -> int:
     """Runs the contract on ``model`` (``tiny-t5``, ``tiny-llama`` or ``both``), printing one line per property;
-    returns the exit status (0 only when every property passes)."""
+    ``only`` (comma-separated check names) restricts it. Returns the exit status (0 only when no property fails)."""
     models = MODELS if model == "both" else (model,)
     extra = {"export": ("export -> load_trained gives equal logits", export_round_trip)}
+    checks = None
+    if only is not None:
+        checks = tuple(c.strip().replace("-", "_") for c in only.split(",") if c.strip())
+        known = [*CHECKS, *extra]
+        unknown = [c for c in checks if c not in known]
+        if unknown or not checks:
+            raise PeftbenchError(f"--only {only!r}: unknown check {unknown[0] if unknown else '(none)'!r}; checks: "
+                                 f"{', '.join(known)}")  # fmt: skip
+        if "export" in checks and "resume" not in checks:
+            checks = (*checks, "resume")  # the export round trip exports the resume check's finished run
     failed = 0
-    for outcome in run_contract(name, models, module=module, extra=extra):
+    for outcome in run_contract(name, models, module=module, extra=extra, only=checks):
         print(outcome.line(), flush=True)
         failed += outcome.status == "FAIL"
-    print(f"{name}: {'FAILED ' + str(failed) + ' check(s)' if failed else 'meets the method contract'}")
+    verdict = "meets the method contract" if checks is None else f"passes the checks run ({', '.join(checks)})"
+    print(f"{name}: {'FAILED ' + str(failed) + ' check(s)' if failed else verdict}")
     return 1 if failed else 0

@@ -2,7 +2,8 @@
 
 ``half_lora`` keeps its trainable weights in the base's bf16 (it opts out of fp32 with ``fp32_trainable=False``,
 which only full fine-tuning may). ``cached_shift`` adds a trained vector to the input embeddings but skips it on the
-one-token steps of cached generation, so evaluation does not generate what training optimised.
+one-token steps of cached generation, so evaluation does not generate what training optimised. ``leaky_lora`` is
+LoRA that forgets to freeze the output head: a base-model weight its spec does not declare trains too.
 """
 
 from __future__ import annotations
@@ -43,7 +44,15 @@ def _cached_shift(model: nn.Module, config: Empty) -> nn.Module:
     return model
 
 
-for name, apply, fp32 in (("half_lora", _half_lora, False), ("cached_shift", _cached_shift, True)):
+def _leaky_lora(model: nn.Module, config: Empty) -> nn.Module:
+    task = TaskType.SEQ_2_SEQ_LM if model.config.is_encoder_decoder else TaskType.CAUSAL_LM
+    model = get_peft_model(model, LoraConfig(task_type=task, r=4, lora_alpha=4))
+    model.get_output_embeddings().weight.requires_grad_(True)  # the bug
+    return model
+
+
+BROKEN = (("half_lora", _half_lora, False), ("cached_shift", _cached_shift, True), ("leaky_lora", _leaky_lora, True))
+for name, apply, fp32 in BROKEN:
     register(
         MethodSpec(
             name=name, config_cls=Empty, apply=apply, summary="broken on purpose", paper="-",

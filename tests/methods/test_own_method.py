@@ -115,17 +115,29 @@ def test_check_method_passes_for_the_worked_example(clean_registry):
 
 
 @pytest.mark.parametrize(
-    ("method", "failing", "reason"),
+    ("method", "check", "failing", "reason"),
     [
-        ("half_lora", "trainable weights stay fp32 on a bf16 base", "is torch.bfloat16 (and"),
-        ("cached_shift", "evaluation's generation equals a cache-free greedy forward loop", "generation gave"),
+        ("half_lora", "fp32-trainable", "trainable weights stay fp32 on a bf16 base", "is torch.bfloat16 (and"),
+        ("cached_shift", "generation", "evaluation's generation equals a cache-free greedy forward loop",
+         "generation gave"),
+        ("leaky_lora", "only-method-trains", "only the method's parameters train",
+         "1 base-model parameter(s) train that the spec does not declare, e.g. lm_head.weight"),
     ],
-)
-def test_check_method_fails_a_broken_method_with_a_one_line_reason(clean_registry, method, failing, reason):
-    proc = in_process("check-method", method, "--module", "tests.methods.broken_methods", "--model", "tiny-llama")
+)  # fmt: skip
+def test_check_method_fails_a_broken_method_with_a_one_line_reason(clean_registry, method, check, failing, reason):
+    # --only the property at fault (each broken method passes the others; the built-ins and the example run all)
+    proc = in_process("check-method", method, "--module", "tests.methods.broken_methods", "--model", "tiny-llama",
+                      "--only", f"{check},save-load")  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
-    assert any(failing in line and reason in line and "docs/own-method.md#" in line for line in fails), proc.stdout
+    assert len(fails) == 1 and failing in fails[0] and reason in fails[0], proc.stdout
+    assert f"docs/own-method.md#{check}" in fails[0] and proc.stdout.count("PASS") == 1, proc.stdout
+    assert proc.stdout.strip().endswith(f"{method}: FAILED 1 check(s)")
+
+
+def test_check_method_only_names_known_checks(clean_registry):
+    proc = in_process("check-method", "lora", "--only", "generaton")
+    assert proc.returncode == 2 and "unknown check 'generaton'; checks: only_method_trains" in proc.stderr
 
 
 def test_a_plugin_without_a_preset_file_gets_the_studys_shared_settings(clean_registry):

@@ -176,37 +176,44 @@ def base_parameters_allowed(spec, base: nn.Module) -> Callable[[str], bool]:
     return lambda name: name in norms or (biases and name.endswith(".bias"))
 
 
-def check_only_method_trains(cfg: ExperimentConfig) -> str | None:
-    """Two AdamW steps change only parameters with requires_grad, and those are the method's own (the base
-    model's only where the spec declares it, :func:`base_parameters_allowed`)."""
-    spec = get_method(cfg.method_name)
-    model, tokenizer = _build(cfg)
-    base = _build(cfg, apply_method=False)[0]
-    base_names = {n for n, _ in base.named_parameters()}
-    trainable = trainable_parameters(model)
+def training_problem(spec, base: nn.Module, trainable: set[str], changed: set[str]) -> str | None:
+    """What :func:`check_only_method_trains` asserts of one training: parameters ``changed`` by the optimizer
+    are among the ``trainable`` (requires_grad) ones, and those are the method's own or base-model parameters
+    the spec declares (:func:`base_parameters_allowed`); ``base`` is the model before ``apply``."""
     if not trainable:
         return "no parameter has requires_grad=True after apply"
+    base_names = {n for n, _ in base.named_parameters()}
     allowed = base_parameters_allowed(spec, base)
-    own = {n.replace("base_model.model.", ""): n for n in trainable}
+    own = {n.replace("base_model.model.", "") for n in trainable}
     undeclared = sorted(n for n in own if n in base_names and not allowed(n))
     if undeclared:
         return f"{len(undeclared)} base-model parameter(s) train that the spec does not declare, e.g. {undeclared[0]}"
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=1e-2, weight_decay=0.0)
-    batch = train_batch(model, tokenizer)
-    model.train()
-    for _ in range(2):
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
     if not changed:
-        return "two optimizer steps changed no parameter (no gradient reaches the method's weights?)"
-    frozen = sorted(changed - set(trainable))
+        return "the optimizer steps changed no parameter (no gradient reaches the method's weights?)"
+    frozen = sorted(changed - trainable)
     if frozen:
         return f"{len(frozen)} frozen parameter(s) changed in training, e.g. {frozen[0]}"
     return None
+
+
+def check_only_method_trains(cfg: ExperimentConfig) -> str | None:
+    """Two AdamW steps change only parameters with requires_grad, and those are the method's own (the base
+    model's only where the spec declares it, :func:`base_parameters_allowed`)."""
+    model, tokenizer = _build(cfg)
+    trainable = trainable_parameters(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    if trainable:
+        optimizer = torch.optim.AdamW(list(trainable.values()), lr=1e-2, weight_decay=0.0)
+        batch = train_batch(model, tokenizer)
+        model.train()
+        for _ in range(2):
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    base = _build(cfg, apply_method=False)[0]
+    return training_problem(get_method(cfg.method_name), base, set(trainable), changed)
 
 
 def fp32_problem(model: nn.Module) -> str | None:
