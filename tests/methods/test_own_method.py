@@ -100,6 +100,16 @@ def test_method_module_in_the_config_registers_before_the_name_is_checked(clean_
         config_from_dict({"method": {"name": "x", "module": "no_such_mod"}})
 
 
+def test_a_budget_sizes_the_plugins_knob_as_a_builtins(clean_registry):
+    # scaled_lora trains exactly LoRA's parameters, so one budget must give both the same rank
+    for budget in ("5%", 60_000):
+        ours = config_from_dict(
+            {"model": {"name": "tiny-t5"}, "method": {"name": "scaled_lora", "module": "my_method", "budget": budget}}
+        )
+        lora = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "lora", "budget": budget}})
+        assert ours.method["r"] == lora.method["r"] > 1 and ours.method["budget"] == lora.method["budget"]
+
+
 def test_check_method_passes_for_builtins(clean_registry):
     for method, model in (("lora", "tiny-t5"), ("adapter_houlsby", "tiny-llama")):
         proc = in_process("check-method", method, "--model", model)

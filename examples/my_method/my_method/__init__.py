@@ -16,7 +16,7 @@ from peftbench.methods import Anatomy, MethodSpec, SizeKnob, register
 
 @dataclass
 class ScaledLoraConfig:
-    """Hyperparameters of scaled LoRA (the same names as LoRA's, so LoRA's preset and sweeps apply)."""
+    """Hyperparameters of scaled LoRA (LoRA's names, so a sweep's LoRA axes such as method.r apply as they are)."""
 
     r: int = 8
     """Rank of the update."""
