@@ -17,7 +17,7 @@ LAYERS = [
     ("peftbench.training", "peftbench.evaluation", "peftbench.trained", "peftbench.memory"),
     ("peftbench.recipe",),
     ("peftbench.reporting", "peftbench.launch", "peftbench.exporter", "peftbench.method_check"),
-    ("peftbench.demo", "peftbench.api", "peftbench.cli", "peftbench.__main__"),
+    ("peftbench.demo", "peftbench.api", "peftbench.commands", "peftbench.cli", "peftbench.__main__"),
 ]
 """The package's floors, bottom first: a module imports only from its own floor or those below (README, Design)."""
 
