@@ -15,7 +15,7 @@ import yaml
 from peftbench.errors import PeftbenchError
 from peftbench.launch.sweep import expand, load_sweep
 from peftbench.recipe.runfiles import run_status
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, in_process
 from tests.support.slow import slow_env
 
 SWEEPS = REPO / "configs" / "sweeps"
@@ -139,7 +139,7 @@ def test_local_sweep_finishes_skips_and_resumes_after_preemption(tmp_path):
         run_status(runs[0].run_dir) == "preempted" and run_status(runs[1].run_dir) == "new"
     )  # one at a time: the 2nd waits
 
-    again = run_cli("sweep", str(path), "--no-progress")
+    again = in_process("sweep", str(path), "--no-progress")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 finished" in again.stdout
     log = (tmp_path / "runs" / ".sweep" / f"{runs[0].name}.log").read_text()
@@ -148,7 +148,7 @@ def test_local_sweep_finishes_skips_and_resumes_after_preemption(tmp_path):
         metrics = json.loads((run.run_dir / "metrics.json").read_text())
         assert metrics["train"]["steps"] == 12
 
-    third = run_cli("sweep", str(path), "--no-progress")
+    third = in_process("sweep", str(path), "--no-progress")
     assert third.returncode == 0 and "2 skipped" in third.stdout
 
 
