@@ -100,9 +100,6 @@ def evaluate_and_write(
     if rank != 0:  # the other ranks of a sharded evaluation generated their share; rank 0 writes
         return {}
     scores = score_predictions(records, xlingual=cfg.eval.xlingual, xlingual_tokenizer=cfg.eval.xlingual_tokenizer)
-    # Training's peak when there was training (a re-evaluation keeps it), else this evaluation's.
-    evaluated = eval_memory[0] if eval_memory else None
-    peak, peak_kind = (train.peak_memory_mb, train.peak_memory_kind) if train else _mb_and_kind(evaluated)
     metrics = {
         **scores,
         "status": "finished",
@@ -112,12 +109,7 @@ def evaluate_and_write(
         "weights": weights,
         "train_time_s": train.train_time_s if train is not None else 0.0,
         "eval_time_s": round(eval_time, 3),
-        # this run's own peak tensor memory in MB, what it counts named by peak_memory_kind (memory.measure)
-        "peak_memory_mb": peak,
-        "peak_memory_kind": peak_kind,
-        "peak_memory_of": "training" if train is not None else "evaluation",
-        "eval_peak_memory_mb": _mb_and_kind(evaluated)[0],
-        "eval_peak_memory_kind": _mb_and_kind(evaluated)[1],
+        **_memory_fields(train, eval_memory[0] if eval_memory else None),
         "data": data_stats,
         "seed": cfg.seed,
         "protocol": study_protocol(cfg) if spec is not None else None,
@@ -127,6 +119,20 @@ def evaluate_and_write(
     record_instance_scores(run_dir, metrics)  # for the report's intervals and paired tests
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
+
+
+def _memory_fields(train: TrainResult | None, evaluated: PeakMemory | None) -> dict[str, Any]:
+    """This run's own peak tensor memory in MB, what it counts named by ``peak_memory_kind`` (memory.measure):
+    training's when there was training (a re-evaluation keeps it), else this evaluation's; and evaluation's."""
+    peak, peak_kind = (train.peak_memory_mb, train.peak_memory_kind) if train else _mb_and_kind(evaluated)
+    eval_peak, eval_kind = _mb_and_kind(evaluated)
+    return {
+        "peak_memory_mb": peak,
+        "peak_memory_kind": peak_kind,
+        "peak_memory_of": "training" if train is not None else "evaluation",
+        "eval_peak_memory_mb": eval_peak,
+        "eval_peak_memory_kind": eval_kind,
+    }
 
 
 @contextlib.contextmanager
