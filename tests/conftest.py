@@ -13,6 +13,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite tests peftbench, not the method plugins installed beside it (a researcher's own, docs/own-method.md):
+# their entry points are ignored here and in every process a test starts. Tests of plugin loading set their own.
+os.environ.setdefault("PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Under pytest-xdist (make test, make test-fast) every worker and the processes it starts use one thread:
     # two workers with one OpenMP thread per core each made the tiny models train several times slower (threads

@@ -125,7 +125,7 @@ def _string_fields() -> list[tuple[str, object]]:
     import typing
 
     from peftbench.config import ExperimentConfig
-    from peftbench.methods import all_methods
+    from peftbench.methods import builtin_methods
 
     def is_str(tp) -> bool:
         return tp is str or (typing.get_origin(tp) in (typing.Union, __import__("types").UnionType)
@@ -139,7 +139,7 @@ def _string_fields() -> list[tuple[str, object]]:
             found += [(f"{f.name}.{k}", "lora") for k, t in typing.get_type_hints(tp).items() if is_str(t)]
         elif is_str(tp):
             found.append((f.name, "lora"))
-    for spec in all_methods():
+    for spec in builtin_methods():
         found += [(f"method.{k}", spec.name) for k, t in typing.get_type_hints(spec.config_cls).items() if is_str(t)]
     return found
 

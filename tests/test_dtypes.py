@@ -22,14 +22,14 @@ from peftbench.data.tokenize import Features, tokenize_example
 from peftbench.errors import PeftbenchError
 from peftbench.io import load_tensors
 from peftbench.launch.presets import preset_config
-from peftbench.methods import all_methods, get_method, trainable_parameters
+from peftbench.methods import builtin_methods, get_method, trainable_parameters
 from peftbench.models import is_encoder_decoder
 from peftbench.recipe.contract import fp32_problem
 from peftbench.recipe.run import run_experiment
 from peftbench.recipe.rundir import load_trainable, save_trainable
 from peftbench.recipe.setup import build_model, check_master_weights
 
-METHODS = [spec.name for spec in all_methods()]
+METHODS = [spec.name for spec in builtin_methods()]
 HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 PAIRS = [
     ("Definition: Copy the input.\nInput: red fox.\nOutput: ", "red fox"),

@@ -317,7 +317,7 @@ def test_the_registry_says_which_methods_merge():
     """Export asks each method's spec whether ``--merge`` folds it into the base (MethodSpec.merge); the specs agree
     with the methods this file checks merged logits for (and with peft for its methods: prompt learning does not
     merge)."""
-    from peftbench.methods import all_methods
+    from peftbench.methods import builtin_methods
 
-    assert {m.name for m in all_methods() if m.merge != "no"} == set(MERGEABLE)
-    assert [m.name for m in all_methods() if m.merge == "always"] == ["full"]
+    assert {m.name for m in builtin_methods() if m.merge != "no"} == set(MERGEABLE)
+    assert [m.name for m in builtin_methods() if m.merge == "always"] == ["full"]

@@ -19,12 +19,12 @@ import torch
 
 from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
-from peftbench.methods import all_methods
+from peftbench.methods import builtin_methods
 from peftbench.recipe.contract import check_generation
 from peftbench.recipe.setup import build_model
 
 MODELS = ("tiny-t5", "tiny-llama", "tiny-gpt2")
-METHODS = [spec.name for spec in all_methods()]
+METHODS = [spec.name for spec in builtin_methods()]
 
 
 def _build(model_name: str, method: str, options: dict | None = None):

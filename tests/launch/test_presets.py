@@ -13,17 +13,17 @@ from peftbench.configure import load_config
 from peftbench.data.examples import load_examples
 from peftbench.errors import PeftbenchError
 from peftbench.launch.presets import available_presets, launch_command, preset_config, preset_dict
-from peftbench.methods import all_methods
+from peftbench.methods import builtin_methods
 from tests.conftest import REPO, in_process
 
 CONFIGS = REPO / "configs"
 
 
 def test_every_method_has_a_preset_and_every_preset_a_method():
-    assert available_presets() == sorted(spec.name for spec in all_methods())
+    assert available_presets() == sorted(spec.name for spec in builtin_methods())
 
 
-@pytest.mark.parametrize("method", [spec.name for spec in all_methods()])
+@pytest.mark.parametrize("method", [spec.name for spec in builtin_methods()])
 @pytest.mark.parametrize("mode", ["dev", "full"])
 def test_every_preset_loads_in_both_modes(method, mode):
     cfg = preset_config(method, mode)
@@ -162,7 +162,7 @@ def test_full_presets_train_with_the_study_s_precision_and_regularisation(method
 def test_every_full_preset_records_that_it_follows_the_study():
     from peftbench.recipe.protocol import study_protocol
 
-    for spec in all_methods():
+    for spec in builtin_methods():
         protocol = study_protocol(preset_config(spec.name, "full"))
         if spec.name == "ia3":  # the study's (AdapterHub) IA3 has a dropout, peft's has none: a known difference
             assert list(protocol["differences"]) == ["method.dropout"]

@@ -91,7 +91,8 @@ def test_installed_wheel_runs_presets_sweeps_and_the_demo_outside_the_checkout(t
     work = tmp_path / "work"  # the user's directory: no configs/, not the checkout
     work.mkdir()
     env = {key: value for key, value in os.environ.items()
-           if key not in ("PYTHONPATH", "PEFTBENCH_CONFIGS", "VIRTUAL_ENV", "PYTHONHOME")}  # fmt: skip
+           if key not in ("PYTHONPATH", "PEFTBENCH_CONFIGS", "VIRTUAL_ENV", "PYTHONHOME",
+                          "PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD")}  # fmt: skip
     env.update(HF_HUB_OFFLINE="1", PEFTBENCH_CACHE=str(tmp_path / "cache"), PATH=f"{venv / 'bin'}{os.pathsep}"
                f"{env.get('PATH', '')}", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")  # fmt: skip
     where = (

@@ -10,14 +10,14 @@ import yaml
 from peftbench.config import ModelConfig
 from peftbench.configure import config_from_dict
 from peftbench.errors import PeftbenchError
-from peftbench.methods import all_methods, get_method
+from peftbench.methods import builtin_methods, get_method
 from peftbench.methods.core.budget import MethodCounter, match_budget, parse_budget
 from peftbench.models import count_parameters
 from peftbench.recipe.rundir import config_hash
 from peftbench.recipe.setup import build_model
 from tests.conftest import in_process, tiny_mini_config
 
-SIZED = [spec.name for spec in all_methods() if spec.size_knob is not None]
+SIZED = [spec.name for spec in builtin_methods() if spec.size_knob is not None]
 MODELS = ("tiny-t5", "tiny-llama")
 
 
@@ -129,7 +129,7 @@ def test_train_with_a_budget_trains_that_many_parameters(superni_mini, tmp_path)
 def test_methods_budget_cli_lists_every_method(cli):
     proc = cli("methods", "--model", "tiny-t5", "--budget", "1%")
     assert proc.returncode == 0, proc.stderr
-    for spec in all_methods():
+    for spec in builtin_methods():
         assert any(line.startswith(spec.name + " ") for line in proc.stdout.splitlines()), spec.name
     lora = match_budget("lora", ModelConfig(name="tiny-t5"), {}, "1%")
     assert f"r={lora.value}" in proc.stdout and f"{lora.trainable:,}" in proc.stdout

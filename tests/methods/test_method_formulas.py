@@ -23,7 +23,7 @@ from torch import nn
 from transformers import PreTrainedModel, T5Config, T5ForConditionalGeneration
 
 from peftbench.config import ModelConfig
-from peftbench.methods import MethodSpec, all_methods, build_method_config
+from peftbench.methods import MethodSpec, build_method_config, builtin_methods
 from peftbench.methods.core.formula import (
     FormulaError,
     architecture_symbols,
@@ -119,7 +119,7 @@ def option_sets(spec: MethodSpec) -> list[dict[str, Any]]:
 
 
 def _cases():
-    for spec in all_methods():
+    for spec in builtin_methods():
         for options in option_sets(spec):
             label = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
             for model in MODELS:

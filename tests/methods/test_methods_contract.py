@@ -24,14 +24,14 @@ from peftbench.data.collate import generation_batch, generation_batches, trainin
 from peftbench.data.tokenize import Features, tokenize_example, tokenize_prompt
 from peftbench.evaluation.generate import encode_prefix, generate_ids, prefix_cache_supported
 from peftbench.io import load_tensors, save_tensors
-from peftbench.methods import all_methods, get_method, is_layer_norm, trainable_parameters
+from peftbench.methods import builtin_methods, get_method, is_layer_norm, trainable_parameters
 from peftbench.models import count_parameters, is_encoder_decoder
 from peftbench.recipe.contract import training_problem
 from peftbench.recipe.rundir import save_trainable
 from peftbench.recipe.setup import build_model
 
 MODELS = ("tiny-t5", "tiny-llama", "tiny-gpt2")
-METHODS = [spec.name for spec in all_methods()]
+METHODS = [spec.name for spec in builtin_methods()]
 PAIRS = [
     ("Definition: Copy the input.\n\nNow complete the following example -\nInput: red fox.\nOutput: ", "red fox"),
     ("Definition: Answer yes or no.\n\nNow complete the following example -\nInput: a cat.\nOutput: ", "yes"),

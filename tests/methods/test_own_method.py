@@ -41,6 +41,7 @@ class FakeEntryPoint(SimpleNamespace):
 
 
 def _entry_points(monkeypatch, *eps):
+    monkeypatch.delenv("PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     monkeypatch.setattr(registry, "entry_points", lambda group: list(eps) if group == registry.PLUGIN_GROUP else [])
     registry._PLUGINS.update(loaded=False, error=None)
 
@@ -61,6 +62,19 @@ def test_entry_point_module_registers_like_a_builtin_and_is_listed_with_its_orig
     assert listing.returncode == 0, listing.stderr
     assert "scaled_lora: LoRA with alpha/sqrt(r) scaling" in listing.stdout
     assert "from: package my-method (entry point scaled_lora = my_method)" in listing.stdout
+
+
+def test_plugin_autoload_can_be_disabled_as_pytests(clean_registry, monkeypatch):
+    import importlib
+
+    for value, loaded in (("1", False), ("0", True)):
+        _entry_points(monkeypatch, _ep(lambda: importlib.import_module("my_method")))
+        monkeypatch.setenv("PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD", value)
+        assert ("scaled_lora" in [s.name for s in all_methods()]) is loaded
+    # method.module is the user's explicit choice: it still loads
+    monkeypatch.setenv("PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry._PLUGINS.update(loaded=False, error=None)
+    config_from_dict({"method": {"name": "scaled_lora", "module": "my_method"}})
 
 
 def test_entry_point_object_or_callable_giving_a_spec(clean_registry, monkeypatch):

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from peftbench.configure import config_from_dict
-from peftbench.methods import all_methods, trainable_parameters
+from peftbench.methods import builtin_methods, trainable_parameters
 from peftbench.recipe.setup import build_model
 from peftbench.training.fsdp import Sharding, gather_trainable, load_shards, save_shards, shard_model
 
@@ -71,7 +71,7 @@ def _check(model_name: str, method: str, directory: Path) -> str:
 def main() -> None:
     dist.init_process_group("gloo")
     models = sys.argv[1].split(",")
-    methods = sys.argv[2].split(",") if len(sys.argv) > 2 else [m.name for m in all_methods()]
+    methods = sys.argv[2].split(",") if len(sys.argv) > 2 else [m.name for m in builtin_methods()]
     results = {}
     for model_name in models:
         for method in methods:

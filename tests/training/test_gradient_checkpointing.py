@@ -18,7 +18,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from peftbench.config import ExperimentConfig
 from peftbench.configure import config_from_dict
 from peftbench.io import load_tensors
-from peftbench.methods import all_methods
+from peftbench.methods import builtin_methods
 from peftbench.models import is_encoder_decoder
 from peftbench.recipe.rundir import config_hash
 from peftbench.recipe.setup import build_model, enable_gradient_checkpointing
@@ -26,7 +26,7 @@ from tests.conftest import REPO, in_process, require_superni_mini, tiny_mini_con
 from tests.support.processes import TORCHRUN, two_ranks
 from tests.support.tiny import tiny_batch
 
-METHODS = [spec.name for spec in all_methods()]
+METHODS = [spec.name for spec in builtin_methods()]
 CASES = [(model, method) for model in ("tiny-t5", "tiny-llama") for method in METHODS]
 CASES += [("tiny-gpt2", "prefix"), ("tiny-gpt2", "lora")]  # GPT-2 drops caches in its stack, not in its blocks
 CASES += [("tiny-t5", {"name": "prefix", "scope": "all"})]  # peftbench's encoder and cross-attention prefixes

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -123,6 +124,10 @@ _REGISTRY: dict[str, MethodSpec] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 PLUGIN_GROUP = "peftbench.methods"
+DISABLE_PLUGINS_ENV = "PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD"
+"""Set (to anything but 0) to ignore installed plugins' entry points, as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``
+(``method.module`` still loads): peftbench's own test suite sets it, so that it tests peftbench, not what else is
+installed."""
 """Entry-point group of methods from installed packages (value: a module that registers its method on import, a
 ``MethodSpec``, or a callable returning one)."""
 BUILT_IN = "built-in"
@@ -240,6 +245,8 @@ def load_plugins() -> None:
     if _PLUGINS["loaded"]:
         return
     _PLUGINS["loaded"] = True
+    if os.environ.get(DISABLE_PLUGINS_ENV, "").strip() not in ("", "0"):
+        return
     for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         package = f"package {entry.dist.name}" if entry.dist is not None else "an unnamed package"
         source = f"{package} (entry point {entry.name} = {entry.value})"
@@ -293,6 +300,12 @@ def all_methods() -> list[MethodSpec]:
     """All registered methods, in registration order (installed plugins after the built-ins)."""
     load_plugins()
     return list(_REGISTRY.values())
+
+
+def builtin_methods() -> list[MethodSpec]:
+    """peftbench's own methods, in registration order: what docs/methods.md and the presets describe, whatever
+    plugins are installed."""
+    return [spec for name, spec in _REGISTRY.items() if _ORIGINS.get(name, BUILT_IN) == BUILT_IN]
 
 
 def build_method_config(name: str, values: dict[str, Any] | None = None) -> Any:

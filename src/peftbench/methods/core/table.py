@@ -10,7 +10,7 @@ from dataclasses import MISSING, fields
 
 from peftbench.config import ModelConfig
 from peftbench.errors import PeftbenchError
-from peftbench.methods import MethodSpec, all_methods, method_origin
+from peftbench.methods import MethodSpec, all_methods, builtin_methods, method_origin
 from peftbench.methods.core.budget import MethodCounter, match_budget, parse_budget
 from peftbench.models import model_skeleton
 
@@ -235,7 +235,7 @@ def _figures(trainable: int, total: int, target: int) -> tuple[str, str, str]:
 
 
 def methods_markdown() -> str:
-    """docs/methods.md, generated from the registry (``peftbench methods --markdown``)."""
+    """docs/methods.md, generated from the registry's built-in methods (``peftbench methods --markdown``)."""
     families = list(FAMILIES)
     lines = [
         "# Methods",
@@ -258,7 +258,7 @@ def methods_markdown() -> str:
         "| method | where it acts | size knob | trainable parameters | " + " | ".join(families) + " | paper |",
         "|---|---|---|---|" + "---|" * len(families) + "---|",
     ]
-    for spec in all_methods():
+    for spec in builtin_methods():
         support = []
         for preset in FAMILIES.values():
             size = method_size(spec, preset)
@@ -281,7 +281,7 @@ def methods_markdown() -> str:
         "| method | placement | initialisation | activation | layer norms | source |",
         "|---|---|---|---|---|---|",
     ]
-    for spec in all_methods():
+    for spec in builtin_methods():
         a = spec.anatomy
         assert a is not None, spec.name
         cells = [f"`{spec.name}`", a.placement, a.init, a.activation, a.layer_norms, a.source]
@@ -309,7 +309,7 @@ def methods_markdown() -> str:
         "`peftbench methods` lists them with their defaults.",
         "",
     ]
-    for spec in all_methods():
+    for spec in builtin_methods():
         lines.append(f"- `{spec.name}`: {_options(spec)}")
     lines += [
         "",
