@@ -40,12 +40,13 @@ load_config = configure.load_config
 
 def preset(method: str, mode: str = "dev", overrides: Overrides = None) -> ExperimentConfig:
     """A named preset's config (``peftbench run METHOD --mode MODE``): ``dev`` is CPU-sized, ``full`` the study's."""
-    from peftbench.launch.presets import preset_config
+    from peftbench.configure import config_from_dict
+    from peftbench.launch.presets import named_modules, preset_config, preset_dict
 
     if mode not in ("dev", "full"):
         raise PeftbenchError(f"mode must be 'dev' or 'full', not {mode!r}")
     if isinstance(overrides, Mapping):  # values as they are, applied over the preset
-        return load_config(preset_config(method, mode), overrides)
+        return load_config(config_from_dict(preset_dict(method, mode, named_modules(overrides))), overrides)
     return preset_config(method, mode, [overrides] if isinstance(overrides, str) else list(overrides or []))
 
 

@@ -4,6 +4,8 @@
 which only full fine-tuning may). ``cached_shift`` adds a trained vector to the input embeddings but skips it on the
 one-token steps of cached generation, so evaluation does not generate what training optimised. ``leaky_lora`` is
 LoRA that forgets to freeze the output head: a base-model weight its spec does not declare trains too.
+``counting_shift`` scales its trained vector by a buffer that counts training forward passes, state outside the
+weights that each rank keeps for itself: two ranks do not train as one process with gradient accumulation does.
 """
 
 from __future__ import annotations
@@ -51,7 +53,27 @@ def _leaky_lora(model: nn.Module, config: Empty) -> nn.Module:
     return model
 
 
-BROKEN = (("half_lora", _half_lora, False), ("cached_shift", _cached_shift, True), ("leaky_lora", _leaky_lora, True))
+def _counting_shift(model: nn.Module, config: Empty) -> nn.Module:
+    freeze_all(model)
+    embeddings = model.get_input_embeddings()
+    embeddings.register_parameter("shift", nn.Parameter(torch.zeros(embeddings.embedding_dim)))
+    embeddings.register_buffer("calls", torch.zeros(()))
+
+    def hook(module, args, out):
+        if module.training:
+            module.calls += 1  # the bug: per-process state that shapes the update
+        return out + (module.shift * module.calls).to(out.dtype)
+
+    embeddings.register_forward_hook(hook)
+    return model
+
+
+BROKEN = (
+    ("half_lora", _half_lora, False),
+    ("cached_shift", _cached_shift, True),
+    ("leaky_lora", _leaky_lora, True),
+    ("counting_shift", _counting_shift, True),
+)
 for name, apply, fp32 in BROKEN:
     register(
         MethodSpec(

@@ -67,14 +67,16 @@ def test_entry_point_module_registers_like_a_builtin_and_is_listed_with_its_orig
 def test_plugin_autoload_can_be_disabled_as_pytests(clean_registry, monkeypatch):
     import importlib
 
-    for value, loaded in (("1", False), ("0", True)):
-        _entry_points(monkeypatch, _ep(lambda: importlib.import_module("my_method")))
-        monkeypatch.setenv("PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD", value)
-        assert ("scaled_lora" in [s.name for s in all_methods()]) is loaded
-    # method.module is the user's explicit choice: it still loads
+    _entry_points(monkeypatch, _ep(lambda: importlib.import_module("my_method")))
     monkeypatch.setenv("PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
-    registry._PLUGINS.update(loaded=False, error=None)
-    config_from_dict({"method": {"name": "scaled_lora", "module": "my_method"}})
+    assert "scaled_lora" not in [s.name for s in all_methods()] and "my_method" not in sys.modules
+    # method.module is the user's explicit choice: it still loads
+    cfg = config_from_dict({"method": {"name": "scaled_lora", "module": "my_method"}})
+    assert cfg.method_name == "scaled_lora" and method_origin("scaled_lora") == "module my_method"
+    del registry._REGISTRY["scaled_lora"], sys.modules["my_method"]
+    _entry_points(monkeypatch, _ep(lambda: importlib.import_module("my_method")))
+    monkeypatch.setenv("PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD", "0")
+    assert "scaled_lora" in [s.name for s in all_methods()] and method_origin("scaled_lora").startswith("package")
 
 
 def test_entry_point_object_or_callable_giving_a_spec(clean_registry, monkeypatch):
@@ -152,6 +154,7 @@ def test_check_method_passes_for_the_worked_example(clean_registry):
          "generation gave"),
         ("leaky_lora", "only-method-trains", "only the method's parameters train",
          "1 base-model parameter(s) train that the spec does not declare, e.g. lm_head.weight"),
+        ("counting_shift", "distributed", "two ranks train as one", "differently from one process"),
     ],
 )  # fmt: skip
 def test_check_method_fails_a_broken_method_with_a_one_line_reason(clean_registry, method, check, failing, reason):
@@ -170,8 +173,9 @@ def test_check_method_only_names_known_checks(clean_registry):
     assert proc.returncode == 2 and "unknown check 'generaton'; checks: only_method_trains" in proc.stderr
 
 
-def test_a_plugin_without_a_preset_file_gets_the_studys_shared_settings(clean_registry):
+def test_a_plugin_without_a_preset_file_gets_the_studys_shared_settings(clean_registry, tmp_path):
     from peftbench.launch.presets import preset_config
+    from peftbench.launch.sweep import expand, load_sweep
 
     for mode, model in (("full", "google/t5-xl-lm-adapt"), ("dev", "tiny-t5")):
         cfg = preset_config("scaled_lora", mode, ["method.module=my_method", "method.r=4"])
@@ -181,6 +185,19 @@ def test_a_plugin_without_a_preset_file_gets_the_studys_shared_settings(clean_re
         assert cfg.train.learning_rate == get_method("scaled_lora").default_learning_rate  # the method's own
     with pytest.raises(PeftbenchError, match=r"no preset for method 'scaled_lorra'.*method\.module"):
         preset_config("scaled_lorra", "dev", ["method.module=my_method"])
+    # method.module however it is given: a dotted override, a method section, the API's mapping, a sweep's overrides
+    assert preset_config("scaled_lora", "dev", ["method={name: scaled_lora, module: my_method, r: 4}"]).method["r"] == 4
+    import peftbench
+
+    assert (
+        peftbench.preset("scaled_lora", "dev", {"method": {"name": "scaled_lora", "module": "my_method"}}).method_name
+        == "scaled_lora"
+    )
+    assert peftbench.preset("scaled_lora", "dev", {"method.module": "my_method"}).method_name == "scaled_lora"
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"mode": "dev", "methods": {"scaled_lora": {"method.r": [4, 8]}},
+                                     "overrides": {"method.module": "my_method"}}))  # fmt: skip
+    assert [r.config.method["r"] for r in expand(load_sweep(sweep))] == [4, 8]
     printed = in_process("run", "scaled_lora", "--mode", "dev", "method.module=my_method", "--print-config")
     assert printed.returncode == 0 and "name: scaled_lora" in printed.stdout and "module: my_method" in printed.stdout
 

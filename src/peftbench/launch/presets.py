@@ -17,6 +17,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,11 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in (configs_dir() / "methods").glob("*.yaml"))
 
 
-def preset_dict(method: str, mode: str = "full", module: str | None = None) -> dict[str, Any]:
+def preset_dict(method: str, mode: str = "full", modules: Iterable[str] = ()) -> dict[str, Any]:
     """The raw (unvalidated) config of a preset. A method without a preset file that is registered (a plugin's:
-    an installed package's, or ``module``'s, docs/own-method.md) gets the study's shared settings
-    (``presets/defaults.yaml``, + ``dev.yaml`` in dev mode) with its own defaults (learning rate, schedule)."""
+    an installed package's, or one of ``modules``' (``method.module``), docs/own-method.md) gets the study's shared
+    settings (``presets/defaults.yaml``, + ``dev.yaml`` in dev mode) with its own defaults (learning rate,
+    schedule)."""
     if mode not in MODES:
         raise PeftbenchError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     root = configs_dir()
@@ -91,8 +93,8 @@ def preset_dict(method: str, mode: str = "full", module: str | None = None) -> d
     if path.is_file():
         method_raw = read_config_file(path)
     else:
-        method_raw = {"method": {"name": method, **({"module": module} if module else {})}}
-        _require_registered(method, module)
+        _require_registered(method, modules)
+        method_raw = {"method": {"name": method}}
     dev_part = method_raw.pop("dev", None) or {}
     raw = deep_merge(read_config_file(root / "presets" / "defaults.yaml"), method_raw)
     if mode == "dev":
@@ -101,11 +103,11 @@ def preset_dict(method: str, mode: str = "full", module: str | None = None) -> d
     return raw
 
 
-def _require_registered(method: str, module: str | None) -> None:
+def _require_registered(method: str, modules: Iterable[str]) -> None:
     from peftbench.methods import get_method
     from peftbench.methods.core.registry import load_method_module
 
-    if module:
+    for module in modules:
         load_method_module(module)
     try:
         get_method(method)
@@ -118,21 +120,29 @@ def _require_registered(method: str, module: str | None) -> None:
         ) from None
 
 
-def override_value(overrides: list[str], key: str) -> Any:
-    """The value the last ``key=value`` of ``overrides`` gives ``key`` (None when none does)."""
-    value = None
-    for item in overrides:
-        path, parsed = parse_override(item)
-        if path == key.split("."):
-            value = parsed
-    return value
+def named_modules(values: Mapping[str, Any] | Iterable[str]) -> list[str]:
+    """Every ``method.module`` that ``values`` name, in order: ``key=value`` strings, or a mapping of dotted keys
+    or sections (``{"method.module": m}``, ``{"method": {"module": m}}``); a list (a sweep axis) gives each value."""
+    found: list[Any] = []
+    if isinstance(values, Mapping):
+        found += [values.get("method.module"), (values.get("method") or {}).get("module")
+                  if isinstance(values.get("method"), Mapping) else None]  # fmt: skip
+    else:
+        for item in values:
+            path, value = parse_override(item)
+            if path == ["method", "module"]:
+                found.append(value)
+            elif path == ["method"] and isinstance(value, Mapping):
+                found.append(value.get("module"))
+    flat = [v for f in found for v in (f if isinstance(f, list) else [f])]
+    return list(dict.fromkeys(v for v in flat if isinstance(v, str) and v))
 
 
 def preset_config(method: str, mode: str = "full", overrides: list[str] | None = None) -> ExperimentConfig:
-    """The validated config of a preset with ``key=value`` overrides applied (``method.module=...`` among them
+    """The validated config of a preset with ``key=value`` overrides applied (a ``method.module=...`` among them
     registers a plugin's method before its preset is looked up)."""
     overrides = list(overrides or [])
-    raw = preset_dict(method, mode, module=override_value(overrides, "method.module"))
+    raw = preset_dict(method, mode, named_modules(overrides))
     return config_from_dict(apply_overrides(raw, overrides))
 
 

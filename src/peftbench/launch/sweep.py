@@ -35,7 +35,7 @@ import yaml
 from peftbench.config import ExperimentConfig
 from peftbench.configure import YamlFloat, YamlInt, apply_overrides, config_from_dict, parse_override, read_config_file
 from peftbench.errors import PeftbenchError
-from peftbench.launch.presets import MODES, preset_dict
+from peftbench.launch.presets import MODES, named_modules, preset_dict
 from peftbench.recipe.rundir import resolved_run_name, run_dir_for
 from peftbench.recipe.runfiles import run_status
 
@@ -158,9 +158,9 @@ def _expand_one(
 ) -> list[SweepRun]:
     runs = []
     keys = list(axes)
-    modules = [m for m in (*axes.get("method.module", []), sweep.overrides.get("method.module")) if m]
+    modules = [*named_modules(axes), *named_modules(sweep.zip), *named_modules(sweep.overrides)]
     try:
-        base = preset_dict(method, sweep.mode, module=modules[0] if modules else None)
+        base = preset_dict(method, sweep.mode, modules)
     except PeftbenchError as exc:
         raise PeftbenchError(f"{sweep.path}: {exc}") from None
     for combo in itertools.product(*(axes[k] for k in keys)):

@@ -219,7 +219,8 @@ _DEFAULT_BOTTLENECK = {
 
 
 def method_symbols(spec: Any, method_config: Any, arch: dict[str, Any]) -> dict[str, Any]:
-    """The architecture's symbols, every config field by name, and the method's own letters (m, r, n, t, h, A)."""
+    """The architecture's symbols, every config field by name (an architecture symbol of the same name wins), and
+    the method's own letters (m, r, n, t, h, A)."""
     options = {f.name: getattr(method_config, f.name) for f in fields(method_config)}
     symbols = {**options, **{k: v for k, v in arch.items() if k != "targets"}}
     d = arch["d"]
@@ -251,7 +252,13 @@ def method_symbols(spec: Any, method_config: Any, arch: dict[str, Any]) -> dict[
 
 
 def formula_count(spec: Any, hf_config: Any, method_config: Any) -> int:
-    """``spec.formula`` evaluated for ``method_config`` on the architecture of ``hf_config``."""
+    """``spec.formula`` evaluated for ``method_config`` on the architecture of ``hf_config``; a ``FormulaError``
+    when it cannot be (outside the notation, a symbol this method or architecture lacks, a ``None`` option)."""
     arch = architecture_symbols(hf_config)
-    value = evaluate(spec.formula, method_symbols(spec, method_config, arch), arch["targets"])
+    try:
+        value = evaluate(spec.formula, method_symbols(spec, method_config, arch), arch["targets"])
+    except FormulaError:
+        raise
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise FormulaError(f"formula {spec.formula!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
     return int(value) if float(value).is_integer() else value  # type: ignore[return-value]

@@ -124,12 +124,12 @@ _REGISTRY: dict[str, MethodSpec] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 PLUGIN_GROUP = "peftbench.methods"
+"""Entry-point group of methods from installed packages (value: a module that registers its method on import, a
+``MethodSpec``, or a callable returning one)."""
 DISABLE_PLUGINS_ENV = "PEFTBENCH_DISABLE_PLUGIN_AUTOLOAD"
 """Set (to anything but 0) to ignore installed plugins' entry points, as pytest's ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``
 (``method.module`` still loads): peftbench's own test suite sets it, so that it tests peftbench, not what else is
 installed."""
-"""Entry-point group of methods from installed packages (value: a module that registers its method on import, a
-``MethodSpec``, or a callable returning one)."""
 BUILT_IN = "built-in"
 _ORIGINS: dict[str, str] = {}
 _SOURCE: list[str] = []  # where the method being registered comes from, while a plugin loads
@@ -148,8 +148,9 @@ def register(spec: MethodSpec) -> MethodSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"method {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
-    module = getattr(spec.apply, "__module__", None) or "?"
-    _ORIGINS[spec.name] = BUILT_IN if module.startswith("peftbench.") else f"module {module}"
+    # built-in: registered by peftbench's own method modules (not judged by where apply lives: a plugin may reuse one)
+    module = sys._getframe(1).f_globals.get("__name__", "?")
+    _ORIGINS[spec.name] = BUILT_IN if module.startswith("peftbench.methods.") else f"module {module}"
     return spec
 
 

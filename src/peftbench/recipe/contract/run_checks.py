@@ -12,9 +12,8 @@ from typing import Any
 import torch
 
 from peftbench.config import ExperimentConfig
-from peftbench.configure import config_from_dict
+from peftbench.configure import config_from_dict, method_config
 from peftbench.io import load_tensors
-from peftbench.methods import get_method
 from peftbench.recipe.contract.common import Skip, contract_config, given_options
 from peftbench.recipe.run import run_experiment
 from peftbench.training.callbacks import Callback
@@ -81,35 +80,72 @@ DISTRIBUTED_STEPS = 3
 
 
 def _train_processes(config: dict[str, Any], path: Path, launcher: list[str], timeout: float) -> str | None:
-    """``peftbench train`` of ``config`` (written to ``path``) under ``launcher``, one thread per process (the same
-    kernels in every rank); a one-line reason when it fails."""
+    """``peftbench train`` of ``config`` (written to ``path``) under ``launcher``, on the CPU with one thread per
+    process (the same kernels in every rank, gloo between ranks, on a GPU machine too), with this process's import
+    path (a ``method.module`` importable here is importable there); a one-line reason when it fails."""
     import subprocess
     import sys
 
     path.write_text(json.dumps(config))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    python_path = os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+           "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": python_path}  # fmt: skip
     command = [sys.executable, *launcher, "-m", "peftbench", "train", str(path), "--no-progress"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return f"{' '.join(command[1:4])}... did not finish within {timeout:.0f} s"
+        _stop_group(proc)
+        return f"the {path.stem} run did not finish within {timeout:.0f} s"
     if proc.returncode != 0:
-        lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-        return f"the {path.stem} run exited {proc.returncode}: {lines[-1].strip() if lines else 'no output'}"
+        return f"the {path.stem} run exited {proc.returncode}: {_reason(err, out)}"
     return None
 
 
+def _stop_group(proc) -> None:
+    """SIGTERM to the run's whole process group (torchrun and its ranks), then SIGKILL to what is left."""
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.communicate(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _reason(err: str, out: str) -> str:
+    """The line that says why a run failed: peftbench's one-line error, else the last exception line of a
+    traceback, else the last line of output."""
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("peftbench: error:") or line.startswith("peftbench: "):
+            return line
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if head.endswith(("Error", "Exception")) and " " not in head:
+            return line
+    rest = [line.strip() for line in out.splitlines() if line.strip()]
+    return (lines or rest or ["no output"])[-1]
+
+
 def check_distributed(cfg: ExperimentConfig, workdir: Path) -> str | None:
-    """Two gloo ranks (torchrun, batch 2 each) train to the weights and losses of one process with batch 2 and
-    gradient accumulation 2: the same global batches (accelerate deals them round-robin), so equal to float
-    tolerance. Dropout options are set to 0 for both runs: ranks draw their masks from their own generators."""
+    """Two gloo ranks on the CPU (torchrun, batch 2 each) train to the weights and losses of one process with batch 2
+    and gradient accumulation 2: the same global batches (accelerate deals them round-robin), so equal to float
+    tolerance. The method's dropout options (float fields named ``*dropout*``) are 0 in both runs: ranks draw their
+    masks from their own generators."""
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_gloo_available():
         raise Skip("torch.distributed with the gloo backend is not available in this torch build")
-    options = {k: (0.0 if "dropout" in k and isinstance(v, float) else v) for k, v in given_options(cfg).items()}
-    for field in dataclasses.fields(get_method(cfg.method_name).config_cls):
-        if "dropout" in field.name and field.name not in options:
+    options = given_options(cfg)
+    resolved = method_config(cfg)  # the options with the method's defaults: dropout is a float field named *dropout*
+    for field in dataclasses.fields(resolved):
+        if "dropout" in field.name and isinstance(getattr(resolved, field.name), float):
             options[field.name] = 0.0
     plain = contract_config(cfg.model.name, cfg.method_name, **options)
     out = workdir / cfg.model.name / "distributed"
