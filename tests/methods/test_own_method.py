@@ -14,6 +14,7 @@ from peftbench.configure import config_from_dict, method_config
 from peftbench.errors import PeftbenchError
 from peftbench.methods import MethodSpec, all_methods, get_method, method_origin
 from peftbench.methods.core import registry
+from peftbench.recipe.setup import build_model
 from tests.conftest import REPO, in_process
 
 EXAMPLE = REPO / "examples" / "my_method"
@@ -124,6 +125,21 @@ def test_a_budget_sizes_the_plugins_knob_as_a_builtins(clean_registry):
         )
         lora = config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "lora", "budget": budget}})
         assert ours.method["r"] == lora.method["r"] > 1 and ours.method["budget"] == lora.method["budget"]
+
+
+def test_the_cost_table_lists_a_plugin_after_the_builtins(clean_registry, monkeypatch):
+    from peftbench.launch import cost
+    from peftbench.methods import load_method_module
+
+    monkeypatch.setattr(cost, "available_presets", lambda: ["lora"])
+    load_method_module("my_method")
+    rows = [line.split() for line in cost.cost_table("tiny-t5", "dev", progress=False).splitlines()[3:]]
+    assert [r[0] for r in rows] == ["lora", "scaled_lora"]
+    # the plugin's preset: its default r = 8 on tiny-t5, as its own count function says
+    model = build_model(config_from_dict({"model": {"name": "tiny-t5"}}), apply_method=False)[0]
+    expected = get_method("scaled_lora").count(model.config, method_config(config_from_dict(
+        {"method": {"name": "scaled_lora"}})))  # fmt: skip
+    assert rows[1][1] == f"{expected:,}"
 
 
 def test_check_method_passes_for_builtins(clean_registry):
