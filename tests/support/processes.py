@@ -6,8 +6,7 @@ import os
 import subprocess
 import sys
 
-TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-"""torchrun with 2 processes on this machine."""
+from peftbench.recipe.contract.run_checks import TORCHRUN  # torchrun with 2 processes on this machine
 
 
 def two_ranks(*args: str, env: dict | None = None, launcher: list[str] | None = None) -> subprocess.Popen:

@@ -123,7 +123,7 @@ def _reason(err: str, out: str) -> str:
     traceback, else the last line of output."""
     lines = [line.strip() for line in err.splitlines() if line.strip()]
     for line in lines:
-        if line.startswith("peftbench: error:") or line.startswith("peftbench: "):
+        if line.startswith("peftbench: "):  # its one-line error, or why a run stopped
             return line
     for line in reversed(lines):
         head = line.split(":", 1)[0]
