@@ -28,7 +28,7 @@ from peftbench.io import load_tensors
 from peftbench.recipe.setup import NOT_SHARDABLE, check_shardable
 from peftbench.training.checkpoint import QUARANTINE, checkpoint_dirs, latest_valid_checkpoint, validate_checkpoint
 from tests.conftest import REPO, SUPERNI_MINI, in_process, tiny_mini_config
-from tests.support.processes import two_ranks
+from tests.support.processes import TORCHRUN, two_ranks
 from tests.support.slow import slow_env
 
 # Slow; its own xdist group (make test: --dist loadgroup): one worker, the module's fixtures built once.
@@ -175,8 +175,7 @@ def test_every_method_trains_sharded_and_resumes_from_its_shards_bit_for_bit():
     gathered weights are the method's trainable parameters. AdaLoRA is refused (one line) instead."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "tests.support.fsdp_methods", "tiny-t5,tiny-llama"]  # fmt: skip
+    command = [sys.executable, *TORCHRUN, "-m", "tests.support.fsdp_methods", "tiny-t5,tiny-llama"]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (line,) = (line for line in proc.stdout.splitlines() if line.startswith("RESULTS "))
