@@ -1,11 +1,11 @@
 """`peftbench demo`: the embedded default, through the real command line.
 
 The quick variant checks the plumbing (data, cached base, baseline + methods over two seeds, report, idempotent
-re-run). The full variant is the demo exactly as `make demo` runs it, and checks its claim: every trained method
-scores at least ``CLAIM_MARGIN`` ROUGE-L points above the untrained base on the unseen test tasks, except prompt
-tuning (``UNCLAIMED``: it does not learn reliably at this scale). The margin is what held for every training seed
-under every CPU kernel `bench/demo_spread.py` measured (docs/demo.md), not one seed's margin on one CPU: no ordering
-among methods and no digits are asserted.
+re-run). The full variant is `make demo`'s run of the methods it claims, and checks the claim: every trained
+method scores at least ``CLAIM_MARGIN`` ROUGE-L points above the untrained base on the unseen test tasks, except
+prompt tuning (``UNCLAIMED``: it does not learn reliably at this scale; not run there). The margin is what held
+for every training seed under every CPU kernel `bench/demo_spread.py` measured (docs/demo.md), not one seed's
+margin on one CPU: no ordering among methods and no digits are asserted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from peftbench.demo.runner import CLAIM_MARGIN, SEED, UNCLAIMED, Claim, check_claims, run_name
+from peftbench.demo.runner import CLAIM_MARGIN, DEMO_METHODS, SEED, UNCLAIMED, Claim, check_claims, run_name
 from peftbench.io import cache_dir
 from tests.conftest import in_process, run_cli
 
@@ -39,6 +39,8 @@ def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
         configurations = list(csv.DictReader(f))
     assert {c["method"]: c["seeds"] for c in configurations} == dict.fromkeys(methods, "7, 42")  # one config, 2 seeds
     assert "claim: every method (but prompt) >=" in proc.stdout and proc.stdout.count(" vs untrained: ") == 4
+    (prompt,) = (line for line in proc.stdout.splitlines() if line.strip().startswith("prompt: ROUGE-L"))
+    assert "not claimed: prompt tuning does not learn reliably" in prompt  # run and shown, never a failure
     assert float(rows["untrained"]["trainable params"]) == 0
     assert 0 < float(rows["prompt"]["trainable % of base"]) < float(rows["lora"]["trainable % of base"]) < 100
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -99,6 +101,10 @@ def test_check_claims_reads_each_seeds_run(tmp_path):
 
 @pytest.mark.slow
 def test_full_demo_methods_beat_the_untrained_base(tmp_path):
+    # `make demo`'s run of the methods it claims. Prompt tuning (UNCLAIMED) is left out: every method's run starts
+    # from the same saved base with the same seed, so the others score the same without it (measured: lora, Houlsby
+    # and full gave 11.48 / 10.87 / 15.31 with and without it, OMP_NUM_THREADS=1), and its 600 steps would assert
+    # nothing; the quick demo checks that its row and its "not claimed" line are there.
     # The pre-trained base comes from the user's cache (~/.cache/peftbench or $PEFTBENCH_CACHE) when its key
     # (config, generator, architecture, transformers version) matches, as for `make demo`; else it is trained
     # and cached there. Features stay in this test's own cache: their key holds the data's path and mtimes,
@@ -108,14 +114,14 @@ def test_full_demo_methods_beat_the_untrained_base(tmp_path):
     bases.mkdir(parents=True, exist_ok=True)
     (tmp_path / "cache" / "bases").symlink_to(bases, target_is_directory=True)
     env = {"PEFTBENCH_CACHE": str(tmp_path / "cache")}
-    proc = run_cli("demo", "--output-dir", str(tmp_path / "demo"), "--no-progress", env=env, timeout=1200)
+    claimed = [m for m in DEMO_METHODS if m not in UNCLAIMED]
+    assert len(claimed) == 3
+    proc = run_cli("demo", "--methods", ",".join(claimed), "--output-dir", str(tmp_path / "demo"), "--no-progress",
+                   env=env, timeout=1200)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(tmp_path / "demo" / "report.csv")
     base = float(rows.pop("untrained")["ROUGE-L"])
-    assert set(rows) == {"lora", "adapter_houlsby", "prompt", "full"}
+    assert set(rows) == set(claimed)
     for name, row in rows.items():
-        if name in UNCLAIMED:  # run and reported, no claim (prompt tuning: docs/demo.md)
-            continue
         assert float(row["ROUGE-L"]) >= base + CLAIM_MARGIN, f"{name}: ROUGE-L {row['ROUGE-L']} vs untrained {base}"
     assert proc.stdout.count(": holds") == 3 and "NOT MET" not in proc.stdout  # the demo says so too
-    assert "prompt: ROUGE-L" in proc.stdout and "not claimed" in proc.stdout
