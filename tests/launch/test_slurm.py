@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -102,7 +103,11 @@ def test_preempted_job_requeues_resumes_and_matches_an_uninterrupted_run(cluster
     assert sweep.returncode == 0, out
     assert "sweep: 1 finished" in out
     text = log.read_text()
-    assert "received SIGUSR1" in text and "resuming from checkpoint-00000004" in text
+    # saved at the first step boundary after the signal: step 4, or later when squeue and scancel were slow (loaded CI)
+    after = text.split("received SIGUSR1", 1)[-1]
+    saved = re.search(r"saved (checkpoint-(\d+))", after)
+    assert "received SIGUSR1" in text and saved and 4 <= int(saved[2]) < 16, text
+    assert f"resuming from {saved[1]}" in text, text
     assert "Restarts=1" in cluster.run("scontrol", "show", "job", job)
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 16
