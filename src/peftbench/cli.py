@@ -185,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p["check-method"].add_argument("--module", help="a module to import first that registers the method")
     p["check-method"].add_argument(
-        "--only", metavar="CHECK[,CHECK]", help="run these properties only (the anchors of docs/own-method.md, e.g. "
+        "--only",
+        metavar="CHECK[,CHECK]",
+        help="run these properties only (the anchors of docs/own-method.md, e.g. "
         "generation,resume; export needs resume)",
-    )  # fmt: skip
+    )
     for name in ("train", "run", "sweep", "evaluate", "demo", "methods"):
         p[name].add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser

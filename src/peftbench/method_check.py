@@ -45,8 +45,9 @@ def check_method(name: str, model: str = "both", module: str | None = None, only
         known = [*CHECKS, *extra]
         unknown = [c for c in checks if c not in known]
         if unknown or not checks:
-            raise PeftbenchError(f"--only {only!r}: unknown check {unknown[0] if unknown else '(none)'!r}; checks: "
-                                 f"{', '.join(known)}")  # fmt: skip
+            raise PeftbenchError(
+                f"--only {only!r}: unknown check {unknown[0] if unknown else '(none)'!r}; checks: {', '.join(known)}"
+            )
         if "export" in checks and "resume" not in checks:
             checks = (*checks, "resume")  # the export round trip exports the resume check's finished run
     failed = 0

@@ -125,8 +125,10 @@ def named_modules(values: Mapping[str, Any] | Iterable[str]) -> list[str]:
     or sections (``{"method.module": m}``, ``{"method": {"module": m}}``); a list (a sweep axis) gives each value."""
     found: list[Any] = []
     if isinstance(values, Mapping):
-        found += [values.get("method.module"), (values.get("method") or {}).get("module")
-                  if isinstance(values.get("method"), Mapping) else None]  # fmt: skip
+        found += [
+            values.get("method.module"),
+            (values.get("method") or {}).get("module") if isinstance(values.get("method"), Mapping) else None,
+        ]
     else:
         for item in values:
             path, value = parse_override(item)
@@ -162,10 +164,8 @@ def launch_command(cfg: ExperimentConfig, args: list[str]) -> list[str]:
         return [sys.executable, "-m", "peftbench", *args]
     if cfg.launch.accelerate_config:
         config_file = shipped_path(cfg.launch.accelerate_config)
-        return [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
-            "--num_processes", str(n), "-m", "peftbench", *args,
-        ]  # fmt: skip
+        accelerate = ["-m", "accelerate.commands.launch", "--config_file", str(config_file), "--num_processes", str(n)]
+        return [sys.executable, *accelerate, "-m", "peftbench", *args]
     torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
     return [sys.executable, *torchrun, "-m", "peftbench", *args]
 

@@ -200,8 +200,9 @@ _ARCHITECTURES = {"t5": _t5, "llama": _llama, "gpt2": _gpt2}
 def architecture_symbols(hf_config: Any) -> dict[str, Any]:
     """d, V, P, S, F, Lp, D, N, Nb and the target sets (lists of (d_in, d_out)), from the config's numbers only."""
     if hf_config.model_type not in _ARCHITECTURES:
-        raise FormulaError(f"no formula symbols for model type {hf_config.model_type!r} (known: "
-                           f"{', '.join(_ARCHITECTURES)})")  # fmt: skip
+        raise FormulaError(
+            f"no formula symbols for model type {hf_config.model_type!r} (known: {', '.join(_ARCHITECTURES)})"
+        )
     return _ARCHITECTURES[hf_config.model_type](hf_config)
 
 

@@ -50,7 +50,7 @@ def generation_features(tokenizer, enc_dec: bool) -> list[Features]:
     return [
         Features(str(i), task, "c", *tokenize_example(tokenizer, text, "x", 256, 8, enc_dec), ("x",))
         for i, (text, task) in enumerate(prompts)
-    ]  # fmt: skip
+    ]
 
 
 @torch.no_grad()
@@ -180,9 +180,17 @@ def check_generation(model: nn.Module, tokenizer) -> str | None:
     if torch.allclose(_first_logits(model, feats, enc_dec), before):
         return "changing the method's weights does not change the model's output (is the method used?)"
     records = generate_predictions(
-        model, tokenizer, feats, None, batch_size=3, max_new_tokens=NEW_TOKENS, encoder_decoder=enc_dec,
-        progress=False, batch_by_tokens=True, share_prefix=True,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        feats,
+        None,
+        batch_size=3,
+        max_new_tokens=NEW_TOKENS,
+        encoder_decoder=enc_dec,
+        progress=False,
+        batch_by_tokens=True,
+        share_prefix=True,
+    )
     got = {r["id"]: r["prediction"] for r in records}
     for f in feats:
         ids = reference_greedy(model, f.prompt_ids, enc_dec, tokenizer.eos_token_id)

@@ -37,13 +37,30 @@ def run_raw(cfg: ExperimentConfig, out: Path, run_name: str, **train: Any) -> di
     return {
         "model": {"name": cfg.model.name},
         "method": {"name": cfg.method_name, **given_options(cfg)},
-        "data": {"data_dir": "@demo", "split": "demo", "num_train_tasks": 4, "max_train_instances_per_task": 4,
-                 "max_eval_instances_per_task": 1, "max_source_length": 128, "max_target_length": 8},
-        "train": {"max_steps": 8, "per_device_batch_size": 2, "save_steps": 3, "eval_steps": 1000,
-                  "logging_steps": 1, "learning_rate": 5e-3, "report_to": [], **train},
+        "data": {
+            "data_dir": "@demo",
+            "split": "demo",
+            "num_train_tasks": 4,
+            "max_train_instances_per_task": 4,
+            "max_eval_instances_per_task": 1,
+            "max_source_length": 128,
+            "max_target_length": 8,
+        },
+        "train": {
+            "max_steps": 8,
+            "per_device_batch_size": 2,
+            "save_steps": 3,
+            "eval_steps": 1000,
+            "logging_steps": 1,
+            "learning_rate": 5e-3,
+            "report_to": [],
+            **train,
+        },
         "eval": {"batch_size": 8, "max_new_tokens": 4, "weights": "last"},
-        "output_dir": str(out), "run_name": run_name, "seed": 7,
-    }  # fmt: skip
+        "output_dir": str(out),
+        "run_name": run_name,
+        "seed": 7,
+    }
 
 
 def run_config(cfg: ExperimentConfig, out: Path, run_name: str) -> ExperimentConfig:
@@ -88,11 +105,18 @@ def _train_processes(config: dict[str, Any], path: Path, launcher: list[str], ti
 
     path.write_text(json.dumps(config))
     python_path = os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-           "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": python_path}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": python_path,
+    }
     command = [sys.executable, *launcher, "-m", "peftbench", "train", str(path), "--no-progress"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -155,8 +179,8 @@ def check_distributed(cfg: ExperimentConfig, workdir: Path) -> str | None:
         "one-rank": ([], 2),
     }
     for name, (launcher, accumulation) in runs.items():
-        raw = run_raw(plain, out, name, max_steps=DISTRIBUTED_STEPS, save_steps=1000, logging_steps=1,
-                      gradient_accumulation_steps=accumulation)  # fmt: skip
+        train = {"max_steps": DISTRIBUTED_STEPS, "save_steps": 1000, "gradient_accumulation_steps": accumulation}
+        raw = run_raw(plain, out, name, **train)
         problem = _train_processes(raw, out / f"{name}.json", launcher, timeout=600)
         if problem:
             return problem
