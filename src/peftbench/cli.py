@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fold the update into the base weights and write a plain model (LoRA family, IA3, LN tuning, BitFit)",
     )
     p["report"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for finished runs")
-    p["report"].add_argument("-o", "--output", type=Path, help="where to write report.{md,csv,png} (default: RUNS_DIR)")
+    p["report"].add_argument(
+        "-o", "--output", "--output-dir", type=Path, help="where to write report.{md,csv,png} (default: RUNS_DIR)"
+    )
     p["report"].add_argument(
         "--no-intervals", action="store_true", help="no 95%% intervals and no tests of differences between methods"
     )

@@ -303,8 +303,8 @@ def test_runs_without_predictions_are_said_and_the_rest_still_has_intervals(runs
 
 def test_cli_flags_and_a_negative_count(runs, tmp_path, capsys):
     assert main(["report", str(runs), "-o", str(tmp_path / "out"), "--bootstrap", "200", "--seed", "3"]) == 0  # old
-    assert main(["report", str(runs), "-o", str(tmp_path / "off"), "--no-intervals"]) == 0
-    assert not (tmp_path / "off" / "report_differences.csv").exists()
+    assert main(["report", str(runs), "--output-dir", str(tmp_path / "off"), "--no-intervals"]) == 0  # as demo's
+    assert (tmp_path / "off" / "report.md").is_file() and not (tmp_path / "off" / "report_differences.csv").exists()
     out = capsys.readouterr().out
     assert "which differences are real" in out and "report_differences.csv" in out
     assert "report_categories.csv" in out
