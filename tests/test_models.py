@@ -36,3 +36,32 @@ def test_the_shipped_t5_xl_lm_adapt_has_its_published_size():
     expected = encoder + decoder + relative + 2 * v * d  # shared embedding + lm_head
     skeleton = model_skeleton(ModelConfig(name="google/t5-xl-lm-adapt"))
     assert sum(p.numel() for p in skeleton.parameters()) == expected == 2_849_757_184
+
+
+def test_an_unreachable_hub_is_asked_once_per_model_and_said_so(monkeypatch, caplog):
+    # Offline without HF_HUB_OFFLINE=1 every hub lookup waits through huggingface_hub's retries (~25 s): a plan asks
+    # for the same model several times (train, eval, what would fit), so the answer (here the shipped config) is kept.
+    from transformers import AutoConfig
+
+    from peftbench import models
+
+    real = AutoConfig.from_pretrained
+    asked: list[str] = []
+
+    def from_pretrained(name, *args, **kwargs):
+        if name == "google/t5-small-lm-adapt":
+            asked.append(name)
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(models, "_HUB_CONFIGS", {})
+    monkeypatch.setattr(models.AutoConfig, "from_pretrained", from_pretrained)
+    cfg = ModelConfig(name="google/t5-small-lm-adapt")
+    with caplog.at_level("WARNING", logger="peftbench"):
+        first, second = model_skeleton(cfg), model_skeleton(cfg)
+    assert asked == ["google/t5-small-lm-adapt"]
+    assert [r.getMessage() for r in caplog.records].count(
+        "google/t5-small-lm-adapt: the hub did not answer (We couldn't connect to 'https://huggingface.co' to load the "
+        "files.); using the config.json peftbench ships for it (shapes only; HF_HUB_OFFLINE=1 skips the lookup)"
+    ) == 1
+    assert first.config.d_model == second.config.d_model == 512 and first.config is not second.config

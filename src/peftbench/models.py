@@ -7,6 +7,8 @@ LLaMA-architecture / GPT-2 models from configs, with transformers' file-free byt
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -164,19 +166,41 @@ def shipped_model_config(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+_HUB_CONFIGS: dict[tuple[str, bool], PretrainedConfig] = {}
+"""Hub names' configs already looked up in this process: offline without ``HF_HUB_OFFLINE=1`` each lookup waits
+through huggingface_hub's retries (about 25 s), and a plan or a sweep asks for the same model many times."""
+
+
 def _auto_config(name: str, shipped_fallback: bool = True) -> tuple[PretrainedConfig, type]:
     """A hub name's or local path's config and the Auto class that builds it (one-line errors); a hub name that
     cannot be fetched (offline) falls back to the shipped ``config.json`` (:func:`shipped_model_config`) unless
-    ``shipped_fallback`` is off (a run needs the model itself, not only its shape)."""
+    ``shipped_fallback`` is off (a run needs the model itself, not only its shape). A hub name is looked up once
+    per process (a copy is returned); a local path is read every time (it may change)."""
+    key = (name, shipped_fallback)
+    config = _HUB_CONFIGS.get(key)
+    if config is None:
+        config = _read_auto_config(name, shipped_fallback)
+        if not Path(name).exists():
+            _HUB_CONFIGS[key] = config
+    config = copy.deepcopy(config)
+    return config, (AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM)
+
+
+def _read_auto_config(name: str, shipped_fallback: bool) -> PretrainedConfig:
     try:
-        config = AutoConfig.from_pretrained(name)
+        return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as exc:
         shipped = shipped_model_config(name) if shipped_fallback else None
         if shipped is None:
             hint = "" if Path(name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
             raise PeftbenchError(f"cannot load model {name!r}: {_first_line(exc)}{hint}") from None
-        config = AutoConfig.from_pretrained(str(shipped.parent))
-    return config, (AutoModelForSeq2SeqLM if is_encoder_decoder(config) else AutoModelForCausalLM)
+        logging.getLogger("peftbench").warning(
+            "%s: the hub did not answer (%s); using the config.json peftbench ships for it (shapes only; "
+            "HF_HUB_OFFLINE=1 skips the lookup)",
+            name,
+            _first_line(exc),
+        )
+        return AutoConfig.from_pretrained(str(shipped.parent))
 
 
 def check_model(cfg: ModelConfig) -> None:
