@@ -194,11 +194,14 @@ def _read_auto_config(name: str, shipped_fallback: bool) -> PretrainedConfig:
         if shipped is None:
             hint = "" if Path(name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
             raise PeftbenchError(f"cannot load model {name!r}: {_first_line(exc)}{hint}") from None
+        from huggingface_hub import is_offline_mode
+
+        hint = "" if is_offline_mode() else "; HF_HUB_OFFLINE=1 skips the hub lookup"
         logging.getLogger("peftbench").warning(
-            "%s: the hub did not answer (%s); using the config.json peftbench ships for it (shapes only; "
-            "HF_HUB_OFFLINE=1 skips the lookup)",
+            "%s: %s; using the config.json peftbench ships for it (shapes only%s)",
             name,
-            _first_line(exc),
+            _first_line(exc).rstrip("."),
+            hint,
         )
         return AutoConfig.from_pretrained(str(shipped.parent))
 
