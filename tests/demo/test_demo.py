@@ -116,8 +116,8 @@ def test_full_demo_methods_beat_the_untrained_base(tmp_path):
     env = {"PEFTBENCH_CACHE": str(tmp_path / "cache")}
     claimed = [m for m in DEMO_METHODS if m not in UNCLAIMED]
     assert len(claimed) == 3
-    proc = run_cli("demo", "--methods", ",".join(claimed), "--output-dir", str(tmp_path / "demo"), "--no-progress",
-                   env=env, timeout=1200)  # fmt: skip
+    args = ("--methods", ",".join(claimed), "--output-dir", str(tmp_path / "demo"), "--no-progress")
+    proc = run_cli("demo", *args, env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(tmp_path / "demo" / "report.csv")
     base = float(rows.pop("untrained")["ROUGE-L"])
