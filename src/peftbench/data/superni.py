@@ -275,103 +275,102 @@ def load_superni(config: DataConfig, log: logging.Logger | None = None) -> Selec
     """
     log = log if log is not None else logger
     lists = split_task_lists(config)
-    train_file, test_file, tasks_dir = lists.train_file, lists.test_file, lists.tasks_dir
-    train_names, test_names, excluded_count = lists.train, lists.test, lists.excluded
+    candidates, kept, non_english = _read_tasks(lists, config, log)
+    for role, what, path in (("train", "training", lists.train_file), ("test", "test", lists.test_file)):
+        if not kept[role]:
+            raise _fail(path, f"no {what} tasks left after exclusions and the English-only filter")
+    train_names, validation_names = _carve_training(kept["train"], lists.train_file, config)
+    test_names = kept["test"]
+    skipped: list[int] = []
+    train = _pick_instances(candidates, train_names, True, log, skipped)
+    validation = _pick_instances(candidates, validation_names, False, log, skipped)
+    test = _pick_instances(candidates, test_names, False, log, skipped)
+    roles = ((train, lists.train_file, "training"), (test, lists.test_file, "test"))
+    for tasks, path, what in (*roles, *([(validation, lists.train_file, "validation")] if validation else [])):
+        if not _count(tasks):
+            raise _fail(path, f"no {what} examples left (every instance was skipped)")
+    stats = {
+        "train_tasks": len(train_names),
+        "validation_tasks": len(validation_names),
+        "test_tasks": len(test_names),
+        "train_instances": _count(train),
+        "validation_instances": _count(validation),
+        "test_instances": _count(test),
+        "skipped_instances": sum(skipped),
+        "excluded_non_english_tasks": non_english,
+        "excluded_tasks": lists.excluded,
+    }
+    log.info(
+        "SuperNI %s: %d/%d/%d train/validation/test tasks, %d/%d/%d examples",
+        config.split,
+        *(stats[f"{role}_tasks"] for role in ("train", "validation", "test")),
+        *(stats[f"{role}_instances"] for role in ("train", "validation", "test")),
+    )
+    return Selection(train=train, validation=validation, test=test, stats=stats)
 
-    selected: dict[str, _Candidates] = {}
-    non_english = 0
+
+def _read_tasks(
+    lists: SplitLists, config: DataConfig, log: logging.Logger
+) -> tuple[dict[str, _Candidates], dict[str, list[str]], int]:
+    """Every listed task file read and its instances pre-selected; the names kept per role (train, test) after
+    the English-only filter, and how many tasks that filter dropped."""
+    candidates: dict[str, _Candidates] = {}
     kept: dict[str, list[str]] = {"train": [], "test": []}
-    for role, names in (("train", train_names), ("test", test_names)):
+    non_english = 0
+    for role, names in (("train", lists.train), ("test", lists.test)):
         for name in names:
-            path = tasks_dir / f"{name}.json"
+            path = lists.tasks_dir / f"{name}.json"
             task = load_task(path)
             if config.english_only and not task.is_english:
                 non_english += 1
                 log.info("%s: excluded, not an English task", path)
                 continue
-            selected[name] = _select(task, path, config)
+            candidates[name] = _select(task, path, config)
             kept[role].append(name)
+    return candidates, kept, non_english
 
-    train_names, test_names = kept["train"], kept["test"]
-    if not train_names:
-        raise _fail(train_file, "no training tasks left after exclusions and the English-only filter")
-    if not test_names:
-        raise _fail(test_file, "no test tasks left after exclusions and the English-only filter")
-    if config.num_validation_tasks >= len(train_names):
+
+def _carve_training(names: list[str], train_file: Path, config: DataConfig) -> tuple[list[str], list[str]]:
+    """The training and validation task names: ``num_validation_tasks`` carved out of the training tasks
+    (``random.Random(seed).sample`` of the sorted names, so independent of file order), then ``num_train_tasks``
+    of the rest kept (a seeded shuffle of the sorted names); both in the split file's order."""
+    if config.num_validation_tasks >= len(names):
         raise _fail(
             train_file,
             f"num_validation_tasks={config.num_validation_tasks} leaves no training tasks "
-            f"(only {len(train_names)} available)",
+            f"(only {len(names)} available)",
         )
-    validation_names = sorted(random.Random(config.seed).sample(sorted(train_names), config.num_validation_tasks))
-    validation_set = set(validation_names)
-    train_names = [n for n in train_names if n not in validation_set]
+    validation = sorted(random.Random(config.seed).sample(sorted(names), config.num_validation_tasks))
+    held_out = set(validation)
+    train = [n for n in names if n not in held_out]
     if config.num_train_tasks is not None:
-        if config.num_train_tasks > len(train_names):
+        if config.num_train_tasks > len(train):
             raise _fail(
                 train_file,
-                f"num_train_tasks={config.num_train_tasks} but only {len(train_names)} training tasks are available",
+                f"num_train_tasks={config.num_train_tasks} but only {len(train)} training tasks are available",
             )
-        order = sorted(train_names)
+        order = sorted(train)
         random.Random(f"train-tasks-{config.seed}").shuffle(order)
         keep = set(order[: config.num_train_tasks])
-        train_names = [n for n in train_names if n in keep]
+        train = [n for n in train if n in keep]
+    return train, validation
 
-    skipped = 0
 
-    def role(names: list[str], training: bool) -> list[SelectedTask]:
-        nonlocal skipped
-        chosen = []
-        for name in names:
-            candidates = selected[name]
-            picked, dropped = (
-                (candidates.train, candidates.train_skipped) if training else (candidates.eval, candidates.eval_skipped)
-            )
-            skipped += len(dropped)
-            why = (
-                "training instance(s) without a non-empty output"
-                if training
-                else "evaluation instance(s) without any output"
-            )
-            _warn_skipped(log, candidates.path, dropped, why)
-            chosen.append(
-                SelectedTask(candidates.task, candidates.path, [i for i, _ in picked], [t for _, t in picked])
-            )
-        return chosen
+def _pick_instances(
+    candidates: dict[str, _Candidates], names: list[str], training: bool, log: logging.Logger, skipped: list[int]
+) -> list[SelectedTask]:
+    """The named tasks with the instances of their role (training or evaluation); warns about the instances a
+    role skips and appends their number to ``skipped``."""
+    why = "training instance(s) without a non-empty output" if training else "evaluation instance(s) without any output"
+    chosen = []
+    for name in names:
+        task = candidates[name]
+        picked, dropped = (task.train, task.train_skipped) if training else (task.eval, task.eval_skipped)
+        skipped.append(len(dropped))
+        _warn_skipped(log, task.path, dropped, why)
+        chosen.append(SelectedTask(task.task, task.path, [i for i, _ in picked], [t for _, t in picked]))
+    return chosen
 
-    train = role(train_names, training=True)
-    validation = role(validation_names, training=False)
-    test = role(test_names, training=False)
 
-    def count(tasks: list[SelectedTask]) -> int:
-        return sum(len(t.instances) for t in tasks)
-
-    if not count(train):
-        raise _fail(train_file, "no training examples left (every instance was skipped)")
-    if not count(test):
-        raise _fail(test_file, "no test examples left (every instance was skipped)")
-    if validation_names and not count(validation):
-        raise _fail(train_file, "no validation examples left (every instance was skipped)")
-
-    stats = {
-        "train_tasks": len(train_names),
-        "validation_tasks": len(validation_names),
-        "test_tasks": len(test_names),
-        "train_instances": count(train),
-        "validation_instances": count(validation),
-        "test_instances": count(test),
-        "skipped_instances": skipped,
-        "excluded_non_english_tasks": non_english,
-        "excluded_tasks": excluded_count,
-    }
-    log.info(
-        "SuperNI %s: %d/%d/%d train/validation/test tasks, %d/%d/%d examples",
-        config.split,
-        stats["train_tasks"],
-        stats["validation_tasks"],
-        stats["test_tasks"],
-        stats["train_instances"],
-        stats["validation_instances"],
-        stats["test_instances"],
-    )
-    return Selection(train=train, validation=validation, test=test, stats=stats)
+def _count(tasks: list[SelectedTask]) -> int:
+    return sum(len(t.instances) for t in tasks)

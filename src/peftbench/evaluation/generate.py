@@ -130,22 +130,17 @@ def generate_predictions(
             mine = slots[rank]
             lines: list[dict] | None = None
             if mine is not None:
-                planned = plan[mine]
-                chunk = [features[i] for i in planned.indices]
-                if planned.prefix:
-                    shared = tuple(chunk[0].prompt_ids[: planned.prefix])
+                chunk = [features[i] for i in plan[mine].indices]
+                if plan[mine].prefix:
+                    shared = tuple(chunk[0].prompt_ids[: plan[mine].prefix])
                     if prefix_cache is None or prefix_cache[0] != shared:
                         prefix_cache = (shared, encode_prefix(model, shared, device))
-                cache = prefix_cache[1] if planned.prefix and prefix_cache is not None else None
-                output = generate_ids(model, chunk, prefix=planned.prefix, prefix_cache=cache, **batch_kwargs)
-                texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                lines = [_record(f, clean_up_tokenization(t).strip()) for f, t in zip(chunk, texts, strict=True)]
+                cache = prefix_cache[1] if plan[mine].prefix and prefix_cache is not None else None
+                lines = _generate_lines(model, tokenizer, chunk, plan[mine].prefix, cache, batch_kwargs)
             gathered = all_gather((mine, lines), world) if world > 1 else [(mine, lines)]
             for k, batch_lines in sorted((g for g in gathered if g[0] is not None), key=lambda g: g[0]):
                 if out is not None:
-                    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch_lines))
-                    out.flush()
-                    os.fsync(out.fileno())
+                    _append_durably(out, batch_lines)
                 generated[k] = batch_lines
                 bar.update(1)
                 done += 1
@@ -160,6 +155,27 @@ def generate_predictions(
     if was_training:
         model.train()
     return [r for k, b in enumerate(plan) for r in (generated.get(k) or [existing[features[i].id] for i in b.indices])]
+
+
+def _generate_lines(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    chunk: list[Features],
+    prefix: int,
+    cache: Any,
+    batch_kwargs: dict[str, Any],
+) -> list[dict]:
+    """One batch generated and decoded: its prediction records, in the batch's order."""
+    output = generate_ids(model, chunk, prefix=prefix, prefix_cache=cache, **batch_kwargs)
+    texts = tokenizer.batch_decode(output, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return [_record(f, clean_up_tokenization(t).strip()) for f, t in zip(chunk, texts, strict=True)]
+
+
+def _append_durably(out: Any, records: list[dict]) -> None:
+    """A batch's lines appended, flushed and fsynced (on disk before the next batch starts)."""
+    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    out.flush()
+    os.fsync(out.fileno())
 
 
 def _resume(out_path: Path, features: Sequence[Features], batches: list[list[int]]) -> dict[str, dict]:

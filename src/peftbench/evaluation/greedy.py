@@ -75,6 +75,41 @@ def _new_cache(model: nn.Module, encoder_decoder: bool) -> Any:
 
 
 @torch.no_grad()
+def _encoder_decoder_start(
+    model: nn.Module, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, attention_mask: torch.Tensor
+) -> tuple[dict[str, Any], Any]:
+    """The encoder run once, and the decoder's first input: the decoder start token on every row."""
+    encoder_inputs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
+    encoder_outputs = model.get_encoder()(**encoder_inputs, attention_mask=attention_mask, return_dict=True)
+    start = model.generation_config.decoder_start_token_id
+    if start is None:
+        start = model.config.decoder_start_token_id
+    rows = attention_mask.shape[0]
+    ids = torch.full((rows, 1), int(start), dtype=torch.long, device=attention_mask.device)
+    return {"decoder_input_ids": ids}, encoder_outputs
+
+
+def _decoder_only_start(
+    input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, full_mask: torch.Tensor, cache: Any
+) -> tuple[dict[str, Any], torch.Tensor | None, torch.Tensor]:
+    """The first step's inputs (the prompt past what the cache holds), its attention mask (``None`` without
+    padding, as generate passes it) and position ids (counted over the mask, as generate counts them)."""
+    positions = (full_mask.long().cumsum(-1) - 1).masked_fill(full_mask == 0, 0)
+    past = cache.get_seq_length() if cache is not None else 0
+    step_inputs: dict[str, Any]
+    if input_ids is not None:
+        # as generate: ids that repeat the cached tokens (the mask as long as the ids) are sliced past them
+        new = input_ids[:, past:] if full_mask.shape[1] == input_ids.shape[1] else input_ids
+        step_inputs = {"input_ids": new}
+    else:
+        assert inputs_embeds is not None
+        new = inputs_embeds[:, past:]
+        step_inputs = {"inputs_embeds": new}
+    # generate drops an all-ones mask (no padding): attention then takes its unmasked path
+    mask = None if bool((full_mask == 1).all()) else full_mask
+    return step_inputs, mask, positions[:, -new.shape[1] :]
+
+
 def greedy_decode(
     model: nn.Module,
     *,
@@ -99,29 +134,12 @@ def greedy_decode(
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     active = torch.arange(rows, device=device)  # original row of each row still decoding
     cache = cache if cache is not None else _new_cache(model, encoder_decoder)
-    step_inputs: dict[str, Any]
+    encoder_outputs: Any = None
     if encoder_decoder:
-        encoder_inputs = {"input_ids": input_ids} if input_ids is not None else {"inputs_embeds": inputs_embeds}
-        encoder_outputs = model.get_encoder()(**encoder_inputs, attention_mask=attention_mask, return_dict=True)
-        start = model.generation_config.decoder_start_token_id
-        if start is None:
-            start = model.config.decoder_start_token_id
-        step_inputs = {"decoder_input_ids": torch.full((rows, 1), int(start), dtype=torch.long, device=device)}
+        step_inputs, encoder_outputs = _encoder_decoder_start(model, input_ids, inputs_embeds, attention_mask)
         mask, positions = attention_mask, None
     else:
-        full_mask = attention_mask
-        positions = (full_mask.long().cumsum(-1) - 1).masked_fill(full_mask == 0, 0)
-        past = cache.get_seq_length() if cache is not None else 0
-        if input_ids is not None:
-            # as generate: ids that repeat the cached tokens (the mask as long as the ids) are sliced past them
-            new = input_ids[:, past:] if full_mask.shape[1] == input_ids.shape[1] else input_ids
-            step_inputs = {"input_ids": new}
-        else:
-            new = inputs_embeds[:, past:]
-            step_inputs = {"inputs_embeds": new}
-        positions = positions[:, -new.shape[1] :]
-        # generate drops an all-ones mask (no padding): attention then takes its unmasked path
-        mask = None if bool((full_mask == 1).all()) else full_mask
+        step_inputs, mask, positions = _decoder_only_start(input_ids, inputs_embeds, attention_mask, cache)
     logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     length = 0
     for step in range(max_new_tokens):
