@@ -309,43 +309,7 @@ def read_entry(path: Path, vocab_size: int) -> PreparedData:
     try:
         arrays = load_arrays(blob)
         ints = np.array(range(vocab_size), dtype=object)
-        features: dict[str, list[Features]] = {}
-        for role in ROLES:
-            info = meta["roles"][role]
-            ids, refs, tasks, cats = info["ids"], info["references"], info["tasks"], info["categories"]
-            task_index = arrays[f"{role}.task"]
-            n = len(ids)
-            counts = arrays[f"{role}.option_counts"]
-            if len(counts) != n or (n and int(counts.min()) < 0):
-                raise InvalidEntry(f"{role} option counts are inconsistent")
-            rows = {"prompt": n, "target": n, "options": int(counts.sum())}
-            columns = {}
-            for part, count in rows.items():
-                flat, offsets = arrays[f"{role}.{part}"], arrays[f"{role}.{part}_offsets"]
-                if (
-                    len(offsets) != count + 1
-                    or offsets[0] != 0
-                    or offsets[-1] != len(flat)
-                    or np.any(np.diff(offsets) < 0)
-                ):
-                    raise InvalidEntry(f"{role} {part} offsets are inconsistent")
-                if len(flat) and (int(flat.min()) < 0 or int(flat.max()) >= vocab_size):
-                    raise InvalidEntry(f"{role} {part} ids outside the tokenizer's vocabulary")
-                columns[part] = _rows(flat, offsets, ints)
-            if len(refs) != n or len(task_index) != n or len(cats) != len(tasks):
-                raise InvalidEntry(f"{role} columns have different lengths")
-            if n and (int(task_index.min()) < 0 or int(task_index.max()) >= len(tasks)):
-                raise InvalidEntry(f"{role} task index out of range")
-            names = [tasks[i] for i in task_index.tolist()]
-            categories = dict(zip(tasks, cats, strict=True))
-            option_rows = iter(columns["options"])
-            options = [tuple(next(option_rows) for _ in range(c)) for c in counts.tolist()]
-            features[role] = [
-                Features(i, t, categories[t], p, g, tuple(r), o)
-                for i, t, p, g, r, o in zip(
-                    ids, names, columns["prompt"], columns["target"], refs, options, strict=True
-                )
-            ]
+        features = {role: _read_role(role, meta["roles"][role], arrays, vocab_size, ints) for role in ROLES}
         lists = meta["task_lists"]
         return PreparedData(
             **features,
@@ -361,3 +325,37 @@ def read_entry(path: Path, vocab_size: int) -> PreparedData:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InvalidEntry(f"malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _read_role(
+    role: str, info: dict[str, Any], arrays: dict[str, np.ndarray], vocab_size: int, ints: np.ndarray
+) -> list[Features]:
+    """One role's features from its columns (``info``: ids, references, tasks, categories; ``arrays``: the
+    flattened token ids with their offsets), each column checked; raises ``InvalidEntry`` with the reason."""
+    ids, refs, tasks, cats = info["ids"], info["references"], info["tasks"], info["categories"]
+    task_index = arrays[f"{role}.task"]
+    n = len(ids)
+    counts = arrays[f"{role}.option_counts"]
+    if len(counts) != n or (n and int(counts.min()) < 0):
+        raise InvalidEntry(f"{role} option counts are inconsistent")
+    rows = {"prompt": n, "target": n, "options": int(counts.sum())}
+    columns = {}
+    for part, count in rows.items():
+        flat, offsets = arrays[f"{role}.{part}"], arrays[f"{role}.{part}_offsets"]
+        if len(offsets) != count + 1 or offsets[0] != 0 or offsets[-1] != len(flat) or np.any(np.diff(offsets) < 0):
+            raise InvalidEntry(f"{role} {part} offsets are inconsistent")
+        if len(flat) and (int(flat.min()) < 0 or int(flat.max()) >= vocab_size):
+            raise InvalidEntry(f"{role} {part} ids outside the tokenizer's vocabulary")
+        columns[part] = _rows(flat, offsets, ints)
+    if len(refs) != n or len(task_index) != n or len(cats) != len(tasks):
+        raise InvalidEntry(f"{role} columns have different lengths")
+    if n and (int(task_index.min()) < 0 or int(task_index.max()) >= len(tasks)):
+        raise InvalidEntry(f"{role} task index out of range")
+    names = [tasks[i] for i in task_index.tolist()]
+    categories = dict(zip(tasks, cats, strict=True))
+    option_rows = iter(columns["options"])
+    options = [tuple(next(option_rows) for _ in range(c)) for c in counts.tolist()]
+    return [
+        Features(i, t, categories[t], p, g, tuple(r), o)
+        for i, t, p, g, r, o in zip(ids, names, columns["prompt"], columns["target"], refs, options, strict=True)
+    ]
