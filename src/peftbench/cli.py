@@ -22,10 +22,15 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*torch_dtype.*")
     warnings.filterwarnings("ignore", message="Unsupported layer type")  # peft, about LN tuning's norms: supported
-    import transformers
+    # transformers' warnings and its weight-loading bars (peftbench shows its own), through the variables both
+    # libraries read when first imported: a command that needs no model (status, methods) does not import them
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported (main called from Python): set it directly
+        import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()  # weight-loading bars; peftbench shows its own
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {

@@ -24,7 +24,6 @@ from peftbench.config import ExperimentConfig, ModelConfig, validate
 from peftbench.errors import PeftbenchError
 from peftbench.io import read_text_file
 from peftbench.methods import build_method_config, get_method, load_method_module
-from peftbench.methods.core.budget import match_budget
 
 # --------------------------------------------------------------------------------------------------
 # YAML as users type it
@@ -261,6 +260,8 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 
 def _apply_budget(name: str, model: ModelConfig, options: dict[str, Any], budget: Any) -> tuple[dict[str, Any], Any]:
     """Sets the method's size knob from ``method.budget``; refuses a knob value that disagrees with it."""
+    from peftbench.methods.core.budget import match_budget  # builds the model's skeleton: transformers
+
     match = match_budget(name, model, {k: v for k, v in options.items() if k != _knob(name)}, budget)
     given = options.get(match.knob)
     if given is not None and given != match.value:

@@ -28,7 +28,6 @@ from torch import nn
 
 from peftbench.config import ModelConfig
 from peftbench.errors import PeftbenchError
-from peftbench.models import DTYPES
 
 EXPORT_FILE = "peftbench_export.json"
 ADAPTER_WEIGHTS = "peftbench_adapter.safetensors"
@@ -41,6 +40,8 @@ KINDS = ("peft", "model", "peftbench")
 def weights_hash(model: nn.Module, dtype: str = "float32") -> str:
     """SHA-256 of a base model's weights: every ``state_dict`` entry in name order (name, shape and bytes, cast to
     ``dtype`` first, so a float32 checkpoint loaded in bfloat16 matches a bfloat16 base)."""
+    from peftbench.models import DTYPES  # transformers: imported where a model is at hand
+
     target = DTYPES[dtype]
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -124,6 +125,8 @@ def load_trained(base: str | Path | nn.Module | None, out: str | Path, *, check:
 
 def _load_plain(out: str | Path, manifest: dict[str, Any]) -> nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from peftbench.models import DTYPES
 
     config = AutoConfig.from_pretrained(str(out))
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM

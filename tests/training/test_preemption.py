@@ -252,6 +252,26 @@ def test_status_lists_states(tmp_path, reference):
     assert "preempted" in lines["stopped"] and "step 28" in lines["stopped"]
 
 
+def test_status_and_methods_import_neither_transformers_nor_peft(tmp_path, reference):
+    """``peftbench status`` (which validates each run's checkpoints against its config) and ``peftbench methods``
+    in a fresh process: the same output as here, without importing transformers, peft or accelerate (seconds
+    saved on every call on a login node)."""
+    shutil.copytree(reference, tmp_path / "done")
+    code = (
+        "import sys\n"
+        "from peftbench.cli import main\n"
+        f"rc = main(['status', {str(tmp_path)!r}]) or main(['methods'])\n"
+        "print('HEAVY', sorted({'transformers', 'peft', 'accelerate'} & set(sys.modules)))\n"
+        "sys.exit(rc)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    here = in_process("status", str(tmp_path)).stdout + in_process("methods").stdout
+    assert "step 28" in here and "lora: low-rank updates" in here
+    assert proc.stdout == here + "HEAVY []\n"
+
+
 def test_best_weights_follow_the_validation_score(reference):
     metrics = json.loads((reference / "metrics.json").read_text())
     validation = metrics["train"]["validation"]

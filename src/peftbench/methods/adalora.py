@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from peft import AdaLoraConfig as PeftAdaLoraConfig
 from torch import nn
 
 from peftbench.errors import PeftbenchError
@@ -85,6 +84,8 @@ _PLACEHOLDER_STEPS = 1_000_000_000
 
 def apply_adalora(model: nn.Module, config: AdaLoraConfig) -> nn.Module:
     """Wraps the model with peft AdaLoRA (the rank schedule is driven by ``AdaLoraHooks`` during training)."""
+    from peft import AdaLoraConfig as PeftAdaLoraConfig
+
     wrapped = wrap(
         model,
         PeftAdaLoraConfig(

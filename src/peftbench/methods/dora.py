@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import LoraConfig as PeftLoraConfig
 from torch import nn
 
 from peftbench.methods.core.peft_wrap import task_type, wrap
@@ -21,6 +20,8 @@ class DoraConfig(RankConfig):
 
 def apply_dora(model: nn.Module, config: DoraConfig) -> nn.Module:
     """Wraps the model with peft LoRA in DoRA mode."""
+    from peft import LoraConfig as PeftLoraConfig
+
     return wrap(
         model,
         PeftLoraConfig(

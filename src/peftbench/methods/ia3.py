@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import IA3Config as PeftIA3Config
-from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as _FF_MODULES
 from torch import nn
 
 from peftbench.methods.core.peft_wrap import task_type, wrap
@@ -32,6 +30,8 @@ class IA3Config:
 
 def apply(model: nn.Module, config: IA3Config) -> nn.Module:
     """Wraps the model with peft IA3."""
+    from peft import IA3Config as PeftIA3Config
+
     peft_config = PeftIA3Config(
         task_type=task_type(model),
         target_modules=config.target_modules,
@@ -72,9 +72,16 @@ class IA3FeedForwardConfig:
     """Feed-forward output projections whose input is rescaled; None = peft's default (T5: wo; LLaMA: down_proj)."""
 
 
+def _ff_modules() -> dict[str, list[str]]:
+    """peft's feed-forward modules per model type."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING
+
+    return TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING
+
+
 def _ff_supports(model_config) -> str | None:
     model_type = getattr(model_config, "model_type", None)
-    if model_type in _FF_MODULES:
+    if model_type in _ff_modules():
         return None
     return f"peft knows no feed-forward modules for {model_type}; set method.feedforward_modules"
 
@@ -86,7 +93,9 @@ def apply_ff(model: nn.Module, config: IA3FeedForwardConfig) -> nn.Module:
         reason = _ff_supports(model.config)
         if reason:
             raise ValueError(reason)
-        modules = list(_FF_MODULES[model.config.model_type])
+        modules = list(_ff_modules()[model.config.model_type])
+    from peft import IA3Config as PeftIA3Config
+
     peft_config = PeftIA3Config(task_type=task_type(model), target_modules=modules, feedforward_modules=modules)
     return wrap(model, peft_config)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import LNTuningConfig as PeftLNTuningConfig
 from torch import nn
 
 from peftbench.methods.core.peft_wrap import task_type, wrap
@@ -24,6 +23,8 @@ class LNTuningConfig:
 
 def apply(model: nn.Module, config: LNTuningConfig) -> nn.Module:
     """Wraps the model with peft LN tuning."""
+    from peft import LNTuningConfig as PeftLNTuningConfig
+
     return wrap(model, PeftLNTuningConfig(task_type=task_type(model), target_modules=config.target_modules))
 
 

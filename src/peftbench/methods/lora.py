@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import LoraConfig as PeftLoraConfig
 from torch import nn
 
 from peftbench.methods.core.peft_wrap import task_type, wrap
@@ -38,6 +37,8 @@ class LoraConfig:
 
 def apply(model: nn.Module, config: LoraConfig) -> nn.Module:
     """Wraps the model with peft LoRA on the target modules."""
+    from peft import LoraConfig as PeftLoraConfig
+
     peft_config = PeftLoraConfig(
         task_type=task_type(model),
         r=config.r,

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import LoHaConfig as PeftLoHaConfig
-from peft import LoKrConfig as PeftLoKrConfig
 from torch import nn
 
 from peftbench.methods.core.peft_wrap import task_type, wrap
@@ -26,8 +24,11 @@ class LokrConfig(RankConfig):
     """Hyperparameters of LoKr."""
 
 
-def _lycoris(peft_config_cls: type):
+def _lycoris(peft_config_name: str):
     def apply(model: nn.Module, config: RankConfig) -> nn.Module:
+        import peft
+
+        peft_config_cls = getattr(peft, peft_config_name)
         return wrap(
             model,
             peft_config_cls(
@@ -39,12 +40,12 @@ def _lycoris(peft_config_cls: type):
             ),
         )
 
-    apply.__doc__ = f"Wraps the model with peft {peft_config_cls.__name__.removesuffix('Config')}."
+    apply.__doc__ = f"Wraps the model with peft {peft_config_name.removesuffix('Config')}."
     return apply
 
 
-apply_loha = _lycoris(PeftLoHaConfig)
-apply_lokr = _lycoris(PeftLoKrConfig)
+apply_loha = _lycoris("LoHaConfig")
+apply_lokr = _lycoris("LoKrConfig")
 
 
 register(

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from peft import PrefixTuningConfig
 from torch import nn
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from peftbench.methods.core.peft_wrap import task_type, wrap
 from peftbench.methods.core.registry import Anatomy, MethodSpec, SizeKnob, register
+
+if TYPE_CHECKING:  # imported where used: listing the methods needs neither peft nor transformers
+    from peft import PrefixTuningConfig
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 
 @dataclass
@@ -57,6 +60,8 @@ class PrefixConfig:
 
 def apply(model: nn.Module, config: PrefixConfig) -> nn.Module:
     """Wraps the model with peft prefix tuning (T5: with :func:`encoder_decoder_prompt`, one prefix per layer)."""
+    from peft import PrefixTuningConfig
+
     d_kv = getattr(model.config, "d_kv", None)  # T5: attention width num_heads × d_kv, not always d_model
     peft_config = PrefixTuningConfig(
         task_type=task_type(model),
@@ -129,6 +134,8 @@ class EncoderAndCrossPrefixes(nn.Module):
             block.layer[1].EncDecAttention.register_forward_pre_hook(self._cross_attention, with_kwargs=True)
 
     def cross_cache(self, batch_size: int) -> DynamicCache:
+        from transformers.cache_utils import DynamicCache
+
         cache = DynamicCache()
         for layer, (keys, values) in enumerate(_pairs(self.cross_prefix, self.cfg, batch_size)):
             cache.update(keys, values, layer)
@@ -147,6 +154,8 @@ class EncoderAndCrossPrefixes(nn.Module):
 
     def _encoder_attention(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         if self._pairs is not None:
+            from transformers.cache_utils import DynamicCache
+
             cache = DynamicCache()
             cache.update(*self._pairs[module.layer_idx], module.layer_idx)
             kwargs["cache"] = cache
@@ -171,6 +180,8 @@ def encoder_decoder_prompt(
     peft anyway (its cross-attention cache is emptied), so only the self-attention prefixes are built here, one per
     decoder layer, from the same encoder output peft computes.
     """
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
     cfg = self.active_peft_config
     encoder = self.prompt_encoder[self.active_adapter]
     tokens = self.prompt_tokens[self.active_adapter][: cfg.num_virtual_tokens]

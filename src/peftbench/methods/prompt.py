@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import PromptTuningConfig, PromptTuningInit
 from torch import nn
 
 from peftbench.methods.core.peft_wrap import task_type, wrap
 from peftbench.methods.core.registry import Anatomy, MethodSpec, SizeKnob, register
 
-_INITS = {"random": PromptTuningInit.RANDOM, "sample_vocab": PromptTuningInit.SAMPLE_VOCAB}
+_INITS = {"random": "RANDOM", "sample_vocab": "SAMPLE_VOCAB"}
+"""init -> the name of peft's ``PromptTuningInit`` member."""
 
 
 @dataclass
@@ -37,10 +37,12 @@ class PromptConfig:
 
 def apply(model: nn.Module, config: PromptConfig) -> nn.Module:
     """Wraps the model with peft prompt tuning."""
+    from peft import PromptTuningConfig, PromptTuningInit
+
     peft_config = PromptTuningConfig(
         task_type=task_type(model),
         num_virtual_tokens=config.num_virtual_tokens,
-        prompt_tuning_init=_INITS[config.init],
+        prompt_tuning_init=PromptTuningInit[_INITS[config.init]],
         # peft sizes the table for encoder and decoder on seq2seq models but only ever feeds the first
         # num_virtual_tokens rows (to the encoder); the rest would be counted and saved yet never train.
         num_transformer_submodules=1,

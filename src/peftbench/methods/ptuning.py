@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import PromptEncoderConfig, PromptEncoderReparameterizationType
 from torch import nn
 
 from peftbench.methods.core.peft_wrap import task_type, wrap
 from peftbench.methods.core.registry import Anatomy, MethodSpec, SizeKnob, register
 
-_ENCODERS = {"mlp": PromptEncoderReparameterizationType.MLP, "lstm": PromptEncoderReparameterizationType.LSTM}
+_ENCODERS = {"mlp": "MLP", "lstm": "LSTM"}
+"""encoder -> the name of peft's ``PromptEncoderReparameterizationType`` member."""
 
 
 @dataclass
@@ -41,10 +41,12 @@ class PtuningConfig:
 
 def apply_ptuning(model: nn.Module, config: PtuningConfig) -> nn.Module:
     """Wraps the model with peft P-tuning (a prompt encoder before the input)."""
+    from peft import PromptEncoderConfig, PromptEncoderReparameterizationType
+
     peft_config = PromptEncoderConfig(
         task_type=task_type(model),
         num_virtual_tokens=config.num_virtual_tokens,
-        encoder_reparameterization_type=_ENCODERS[config.encoder],
+        encoder_reparameterization_type=PromptEncoderReparameterizationType[_ENCODERS[config.encoder]],
         encoder_hidden_size=config.encoder_hidden_size,
         num_transformer_submodules=1,  # as for prompt tuning: one prompt, fed to the encoder
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peft import VeraConfig as PeftVeraConfig
 from torch import nn
 
 from peftbench.methods.core.peft_wrap import task_type, wrap
@@ -32,6 +31,8 @@ class VeraConfig:
 
 def apply_vera(model: nn.Module, config: VeraConfig) -> nn.Module:
     """Wraps the model with peft VeRA."""
+    from peft import VeraConfig as PeftVeraConfig
+
     return wrap(
         model,
         PeftVeraConfig(

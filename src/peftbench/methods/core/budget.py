@@ -17,13 +17,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from accelerate import init_empty_weights
 from torch import nn
 
 from peftbench.config import ModelConfig
 from peftbench.errors import PeftbenchError
 from peftbench.methods.core.registry import MethodSpec, apply_method, build_method_config, get_method
-from peftbench.models import model_skeleton
 
 MAX_MULTIPLE = 1 << 16
 """Largest multiple of the knob's step tried (LoRA: r up to 65536)."""
@@ -102,6 +100,8 @@ class MethodCounter:
     """Trainable parameters of one method on one model, for any option values, without loading weights."""
 
     def __init__(self, spec: MethodSpec, model_cfg: ModelConfig) -> None:
+        from peftbench.models import model_skeleton  # transformers: only when a model is counted
+
         self.spec = spec
         self.model_cfg = model_cfg
         self.skeleton = model_skeleton(model_cfg)
@@ -114,6 +114,8 @@ class MethodCounter:
         """Trainable parameters with these method options."""
         method_config = build_method_config(self.spec.name, options)
         model = copy.deepcopy(self.skeleton)
+        from accelerate import init_empty_weights
+
         with init_empty_weights(include_buffers=False):
             model = apply_method(self.spec, model, method_config, self.model_cfg.name)
         return _count_trainable(model)

@@ -12,7 +12,6 @@ from peftbench.config import ModelConfig
 from peftbench.errors import PeftbenchError
 from peftbench.methods import MethodSpec, all_methods, builtin_methods, method_origin
 from peftbench.methods.core.budget import MethodCounter, match_budget, parse_budget
-from peftbench.models import model_skeleton
 
 FAMILIES = {"T5": "tiny-t5", "LLaMA": "tiny-llama", "GPT-2": "tiny-gpt2"}
 """Architecture families checked for docs/methods.md, each through its tiny preset."""
@@ -46,6 +45,8 @@ def methods_table(model_name: str | None = None, budget: str | None = None) -> s
             raise PeftbenchError("--budget needs --model (the budget is matched on a model)")
         return budget_table(model_name, budget)
     if model_name:
+        from peftbench.models import model_skeleton
+
         model_skeleton(ModelConfig(name=model_name))  # a model that cannot be loaded: one line, up front
     lines = [
         "(trainable-parameter formulas: d hidden size, m adapter bottleneck, r rank, t virtual tokens, A adapters,",
@@ -79,6 +80,8 @@ def methods_table(model_name: str | None = None, budget: str | None = None) -> s
 
 def budget_table(model_name: str, budget: str) -> str:
     """For every method, the size ``method.budget=BUDGET`` would choose on the model and what it achieves."""
+    from peftbench.models import model_skeleton
+
     parse_budget(_budget_value(budget))
     model = ModelConfig(name=model_name)
     base_total = sum(p.numel() for p in model_skeleton(model).parameters())
