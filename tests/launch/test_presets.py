@@ -174,3 +174,18 @@ def test_every_full_preset_records_that_it_follows_the_study():
     assert set(changed["differences"]) == {"train.mixed_precision", "model.dtype"}
     paper = study_protocol(preset_config("prefix", "full", ["method.scope=all"]))  # Li & Liang's placement
     assert paper["differences"] == {"method.scope": {"run": "all", "study": "decoder"}}
+
+
+def test_the_study_example_config_is_the_lora_preset_and_follows_the_study():
+    """configs/study-t5-xl-lora.yaml (README: "the study's setting" for `peftbench train`) records
+    follows_study = true, and every setting it shares with `peftbench run lora --mode full` is the preset's."""
+    from dataclasses import asdict
+
+    from peftbench.recipe.protocol import study_protocol
+
+    example = load_config(CONFIGS / "study-t5-xl-lora.yaml")
+    assert study_protocol(example)["follows_study"], study_protocol(example)["differences"]
+    ours, preset = asdict(example), asdict(preset_config("lora", "full"))
+    for section in ("model", "method", "data", "train", "eval"):
+        assert ours[section] == preset[section], section
+    assert ours["launch"]["num_processes"] == preset["launch"]["num_processes"]

@@ -39,7 +39,9 @@ def trained_runs(tmp_path_factory):
     ]:
         cfg_path = root / f"{name}.yaml"
         cfg_path.write_text(yaml.safe_dump(tiny_mini_config(data_dir, root / name / "runs", model, method)))
-        proc = launch("train", str(cfg_path), "train.learning_rate=1e-3", "--no-progress")
+        # c's config asks for 8 processes (as the study's does); `peftbench train` in one process trains with 1
+        extra = ["launch.num_processes=8"] if name == "c" else []
+        proc = launch("train", str(cfg_path), "train.learning_rate=1e-3", *extra, "--no-progress")
         assert proc.returncode == 0, proc.stderr[-3000:]
         (run_dir,) = (root / name / "runs").iterdir()
         out[name] = (run_dir, proc)
@@ -60,6 +62,9 @@ def test_run_directory_is_complete(trained_runs):
         # a tiny run is not the study's protocol, and says where it differs
         assert metrics["protocol"]["follows_study"] is False
         assert metrics["protocol"]["differences"]["data.max_source_length"]["study"] == 1024
+        # the effective batch of the processes that trained (per-device 4 x accumulation 1 x 1), not the config's
+        assert metrics["train"]["processes"] == 1
+        assert metrics["protocol"]["differences"]["effective batch"] == {"run": 4, "study": 16}
         lines = (run_dir / "predictions.jsonl").read_text().splitlines()
         assert len(lines) == 12 and len({json.loads(x)["id"] for x in lines}) == 12
         kept = json.loads((run_dir / "instance_scores.json").read_text())  # per instance, for the report

@@ -38,9 +38,10 @@ def _method_option(cfg: ExperimentConfig, key: str) -> Any:
     return getattr(method_config(cfg), key, None)
 
 
-def study_settings(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+def study_settings(cfg: ExperimentConfig, processes: int | None = None) -> dict[str, tuple[Any, Any]]:
     """``{setting: (this run's value, the study's value)}`` for every setting of the study's protocol that
-    applies to ``cfg``'s method."""
+    applies to ``cfg``'s method. ``processes``: the data-parallel processes that trained, when known (a finished
+    run); else ``launch.num_processes``, the number the config asks for."""
     full = cfg.method_name == "full"
     t, d = cfg.train, cfg.data
     settings: dict[str, tuple[Any, Any]] = {
@@ -51,7 +52,7 @@ def study_settings(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
         "train.warmup_ratio": (t.warmup_ratio, 0.0 if full else 0.03),
         "train.num_epochs": (t.num_epochs if t.max_steps is None else f"max_steps={t.max_steps}", 4),
         "effective batch": (
-            t.per_device_batch_size * t.gradient_accumulation_steps * cfg.launch.num_processes,
+            t.per_device_batch_size * t.gradient_accumulation_steps * (processes or cfg.launch.num_processes),
             STUDY_EFFECTIVE_BATCH,
         ),
         "data.split": (d.split, "default"),
@@ -73,10 +74,10 @@ def study_settings(cfg: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
     return settings
 
 
-def study_protocol(cfg: ExperimentConfig) -> dict[str, Any]:
+def study_protocol(cfg: ExperimentConfig, processes: int | None = None) -> dict[str, Any]:
     """What ``metrics.json["protocol"]`` records: the reference, whether every setting follows it, and the
-    settings that differ (``{setting: {"run": value, "study": value}}``)."""
-    differences = {
-        key: {"run": run, "study": study} for key, (run, study) in study_settings(cfg).items() if run != study
-    }
+    settings that differ (``{setting: {"run": value, "study": value}}``); ``processes`` as for
+    :func:`study_settings`."""
+    settings = study_settings(cfg, processes)
+    differences = {key: {"run": run, "study": study} for key, (run, study) in settings.items() if run != study}
     return {"reference": REFERENCE, "follows_study": not differences, "differences": differences}

@@ -112,7 +112,7 @@ def evaluate_and_write(
         **_memory_fields(train, eval_memory[0] if eval_memory else None),
         "data": data_stats,
         "seed": cfg.seed,
-        "protocol": study_protocol(cfg) if spec is not None else None,
+        "protocol": study_protocol(cfg, train.processes if train is not None else None) if spec is not None else None,
         "config_hash": config_hash(cfg),
         "versions": versions(),
     }

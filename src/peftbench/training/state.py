@@ -36,6 +36,9 @@ class TrainResult:
     """(step, validation ROUGE-L) pairs, when validation tasks are configured."""
     best_step: int | None = None
     """Step of the weights kept in best/ (highest validation score; the first such step on ties)."""
+    processes: int | None = None
+    """Data-parallel processes that trained (the effective batch is per-device batch x accumulation x this);
+    None in results written before it was recorded."""
 
 
 @dataclass

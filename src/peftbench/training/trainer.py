@@ -352,4 +352,5 @@ def _finish(t: Prepared, p: Progress, schedule: Schedule, num_examples: int, sta
         memory_tracked_batches=memory.windows if memory.kind == TENSOR_BYTES else None,
         validation=list(p.validation),
         best_step=p.best[0] if p.best else None,
+        processes=t.accelerator.num_processes,
     )
