@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p["export"].add_argument(
         "--merge",
         action="store_true",
-        help="fold the update into the base weights and write a plain model (LoRA family, IA3, LN tuning, BitFit)",
+        help="fold the update into the base weights and write a plain model (full fine-tuning, LoRA family, IA3, "
+        "LN tuning, BitFit)",
     )
     p["report"].add_argument("runs_dir", type=Path, help="directory searched (recursively) for finished runs")
     p["report"].add_argument(
