@@ -152,3 +152,27 @@ def test_train_refuses_an_unsupported_architecture_in_one_line(cli, superni_mini
     assert proc.returncode == 2
     assert "lokr" in proc.stderr and "Conv1D" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_counters_share_one_skeleton_per_model_and_a_changed_local_config_is_read_again(monkeypatch, tmp_path):
+    import peftbench.models as models
+    from peftbench.methods.core import budget
+
+    built = []
+    real = models.model_skeleton
+    monkeypatch.setattr(models, "model_skeleton", lambda cfg: built.append(cfg.name) or real(cfg))
+    budget._cached_skeleton.cache_clear()
+    tiny = ModelConfig(name="tiny-t5")
+    counts = [MethodCounter(get_method(m), tiny).count({}) for m in ("lora", "ia3", "bitfit")]
+    assert built == ["tiny-t5"]  # one skeleton for the three methods
+    model = build_model(config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "lora"}}))[0]
+    assert counts[0] == sum(p.numel() for p in model.parameters() if p.requires_grad)  # a copy was counted on
+    assert MethodCounter(get_method("lora"), tiny).count({}) == counts[0]
+
+    local = tmp_path / "t5"
+    real(tiny).config.save_pretrained(local)
+    first = MethodCounter(get_method("lora"), ModelConfig(name=str(local)))
+    config = json.loads((local / "config.json").read_text())
+    (local / "config.json").write_text(json.dumps({**config, "num_layers": config["num_layers"] + 1}))
+    second = MethodCounter(get_method("lora"), ModelConfig(name=str(local)))
+    assert second.base_total > first.base_total and built.count(str(local)) == 2

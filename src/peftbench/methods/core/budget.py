@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -96,15 +97,28 @@ def _count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def _skeleton(model_cfg: ModelConfig) -> nn.Module:
+    """The model's meta-device skeleton, built once per process and model (a sweep counts many methods on one; a
+    local model's is built again when its config.json changes): read only, each count works on a copy."""
+    config_file = Path(model_cfg.name) / "config.json"
+    stamp = (config_file.stat().st_mtime_ns, config_file.stat().st_size) if config_file.is_file() else None
+    return _cached_skeleton(json.dumps(asdict(model_cfg), sort_keys=True), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_skeleton(model_key: str, stamp: tuple[int, int] | None) -> nn.Module:
+    from peftbench.models import model_skeleton  # transformers: only when a model is counted
+
+    return model_skeleton(ModelConfig(**json.loads(model_key)))
+
+
 class MethodCounter:
     """Trainable parameters of one method on one model, for any option values, without loading weights."""
 
     def __init__(self, spec: MethodSpec, model_cfg: ModelConfig) -> None:
-        from peftbench.models import model_skeleton  # transformers: only when a model is counted
-
         self.spec = spec
         self.model_cfg = model_cfg
-        self.skeleton = model_skeleton(model_cfg)
+        self.skeleton = _skeleton(model_cfg)
         self.base_total = sum(p.numel() for p in self.skeleton.parameters())
         reason = spec.supports(self.skeleton.config)
         if reason:
