@@ -95,6 +95,7 @@ def _run(
         "method_config": {},
         "model": "tiny-t5",
         "seed": seed,
+        "config_hash": zlib.crc32(f"{method} {lr} {seed}".encode()).to_bytes(4).hex(),  # as a run's: seed included
         "trainable_params": 1000 if method == "full" else 10,
         "total_params": 1000,
         "base_params": 1000,
@@ -392,3 +393,22 @@ def test_choosing_on_test_is_flagged_where_there_was_a_choice(runs, tmp_path):
         shutil.rmtree(run_dir)
     report = write_report(runs, tmp_path / "b")
     assert "optimistic" not in report.markdown.read_text()
+
+
+def test_a_copied_run_counts_once_and_a_damaged_one_is_said(tmp_path, capsys):
+    """A copy of a run directory (same config hash and seed) is the same run, not another training seed: counted
+    twice it would hide "one seed" and narrow the intervals. A run with a torn metrics.json is not dropped silently."""
+    root = tmp_path / "runs"
+    _run(root, "full", 1, 0.8, val=40)
+    _run(root, "prompt", 1, 0.25, val=10)
+    shutil.copytree(root / "full-0.001-s1", root / "copies" / "full-0.001-s1")
+    torn = _run(root, "lora", 1, 0.5, val=20) / "metrics.json"
+    torn.write_text(torn.read_text()[:100])
+    assert main(["report", str(root), "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "2 configurations, 1 seed(s) each." in text and "Some configurations have one seed" in text
+    assert "copies/full-0.001-s1: the config and seed of full-0.001-s1 (a copy?); counted once" in text
+    assert "lora-0.001-s1: metrics.json is damaged" in text and "`peftbench evaluate` writes it again" in text
+    assert out.count("left out: ") == 2 and "left out: lora-0.001-s1: metrics.json is damaged" in out
+    assert "Left out of this report" in (tmp_path / "out" / "report.html").read_text()

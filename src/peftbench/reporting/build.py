@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import PeftbenchError
-from peftbench.io import atomic_write_bytes, atomic_write_text
+from peftbench.io import atomic_write_bytes, atomic_write_text, read_json_file
 from peftbench.recipe.runfiles import METRICS_FILE, finished_metrics, trainable_percent
 from peftbench.reporting.analysis import memory_header, memory_measured
 
@@ -55,25 +55,54 @@ class ReportFiles:
     """The "Which differences are real" Markdown table, for printing (empty without one)."""
     differences_csv: Path | None = None
     categories_csv: Path | None = None
+    left_out: list[str] = field(default_factory=list)
+    """Runs the report leaves out, each with why (a damaged metrics.json, a copy of another run)."""
 
 
-def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+def collect_runs(runs_dir: str | Path, left_out: list[str] | None = None) -> list[dict[str, Any]]:
     """Finished runs' metrics below ``runs_dir`` (any depth), sorted by method then name. Which runs are finished is
-    :func:`peftbench.recipe.runfiles.finished_metrics`'s to say (as for ``peftbench status`` and the sweep)."""
+    :func:`peftbench.recipe.runfiles.finished_metrics`'s to say (as for ``peftbench status`` and the sweep).
+
+    Two kinds of run are left out, each with a line appended to ``left_out``: a run whose metrics.json is damaged
+    (``peftbench evaluate`` writes it again), and a run with the config hash and seed of one already collected (a
+    copied run directory): the same run again, which counted twice would pass for another training seed."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise PeftbenchError(f"{root} is not a directory")
     runs = []
-    for path in sorted(root.rglob(METRICS_FILE)):
+    seen: dict[tuple[str, Any], str] = {}
+    for path in sorted(root.rglob(METRICS_FILE), key=lambda p: (len(p.parts), p)):  # of two copies, the shallower
+        name = str(path.parent.relative_to(root)) or "."
         metrics = None
         with contextlib.suppress(FileNotFoundError):  # removed while we looked (a run quarantined, a sweep cleaning)
+            if _damaged(path, name, left_out):
+                continue
             metrics = finished_metrics(path.parent)
-        if metrics is not None:
-            metrics["_dir"] = str(path.parent.relative_to(root)) or "."
-            runs.append(metrics)
+        if metrics is None:
+            continue
+        same = (str(metrics.get("config_hash")), metrics.get("seed"))
+        if metrics.get("config_hash") and same in seen:
+            if left_out is not None:
+                left_out.append(f"{name}: the config and seed of {seen[same]} (a copy?); counted once")
+            continue
+        seen[same] = name
+        metrics["_dir"] = name
+        runs.append(metrics)
     if not runs:
         raise PeftbenchError(f"no finished runs (metrics.json with status 'finished') below {root}")
     return sorted(runs, key=lambda m: (m["method"] != "untrained", m["method"], m["_dir"]))
+
+
+def _damaged(path: Path, name: str, left_out: list[str] | None) -> bool:
+    """Whether a run's metrics.json cannot be read (said in ``left_out``)."""
+    try:
+        read_json_file(path)
+    except PeftbenchError as exc:
+        if left_out is not None:
+            reason = str(exc).split(": ", 1)[-1]
+            left_out.append(f"{name}: metrics.json is damaged ({reason}); `peftbench evaluate` writes it again")
+        return True
+    return False
 
 
 def hyperparameters(m: dict[str, Any]) -> str:
@@ -246,6 +275,7 @@ def write_report(
         plots=[p for p, _ in plots],
         summary=markdown.table(summary) if summary else "",
         differences=markdown.table(differences) if differences else "",
+        left_out=study.left_out,
     )
     atomic_write_text(paths.markdown, markdown.render(report))
     atomic_write_text(paths.csv, _csv(*rows))
@@ -261,7 +291,8 @@ def _study(runs_dir: str | Path, intervals: bool) -> tuple[Study, tuple[list[str
     from peftbench.reporting.analysis import annotate_models, configurations
     from peftbench.reporting.model import Study, Table
 
-    runs = collect_runs(runs_dir)
+    left_out: list[str] = []
+    runs = collect_runs(runs_dir, left_out)
     root = Path(runs_dir)
     annotate_models(runs, root)  # every selection is per base model; tables and legends name it
     header, rows, categories = report_rows(runs)
@@ -270,7 +301,7 @@ def _study(runs_dir: str | Path, intervals: bool) -> tuple[Study, tuple[list[str
     configs = configurations(runs, root)
     chosen, how = sr.selection(configs)
     sig = sg.analyse(configs, chosen, root) if intervals and configs else None
-    return Study(root, runs, runs_table, configs, chosen, how, sig, intervals), (header, rows)
+    return Study(root, runs, runs_table, configs, chosen, how, sig, intervals, left_out), (header, rows)
 
 
 def _plots(study: Study, out: Path) -> list[tuple[Path, str]]:
