@@ -83,7 +83,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = False) -> 
         del base
         model, _ = build_model(cfg)
         check_weights(run_dir)
-        load_trainable(model, run_dir / WEIGHTS_FILE)
+        load_trainable(model, run_dir / WEIGHTS_FILE, cfg)
         model.eval()
         kind = _write(model, cfg, tmp, merge)
         tokenizer.save_pretrained(tmp)

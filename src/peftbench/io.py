@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from peftbench.errors import PeftbenchError
@@ -164,6 +165,12 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Loads a safetensors file (never unpickles)."""
     return load_file(str(path))
+
+
+def tensor_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty when it has none)."""
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
 
 
 def cache_dir() -> Path:

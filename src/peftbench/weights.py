@@ -38,11 +38,17 @@ def read_trainable(path: str | Path) -> dict[str, torch.Tensor]:
 
 def apply_trainable(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Loads a method's weights into the model; every trainable tensor must be there and nothing else."""
-    expected = set(trainable_parameters(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    expected = trainable_parameters(model)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise PeftbenchError(
             f"{source} does not match the run's method: {len(missing)} missing tensor(s) "
             f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
         )
+    for name, parameter in expected.items():
+        if tuple(state[name].shape) != tuple(parameter.shape):
+            raise PeftbenchError(
+                f"{source}: {name} has shape {tuple(state[name].shape)}, the run's method gives "
+                f"{tuple(parameter.shape)} (was the config changed after training?)"
+            )
     model.load_state_dict(state, strict=False)

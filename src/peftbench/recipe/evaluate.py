@@ -97,7 +97,7 @@ def _saved_model(cfg: ExperimentConfig, run_dir: Path, untrained: bool) -> tuple
     record_base(run_dir, cfg, getattr(model, BASE_SHA_ATTR))
     if not untrained:
         check_weights(run_dir)
-        load_trainable(model, run_dir / WEIGHTS_FILE)
+        load_trainable(model, run_dir / WEIGHTS_FILE, cfg)
     return model, tokenizer
 
 

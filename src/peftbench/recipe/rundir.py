@@ -23,7 +23,14 @@ from torch import nn
 from peftbench.config import ExperimentConfig
 from peftbench.configure import config_from_dict, load_yaml
 from peftbench.errors import PeftbenchError
-from peftbench.io import DamagedFileError, atomic_write_json, file_sha256, read_json_file, read_text_file
+from peftbench.io import (
+    DamagedFileError,
+    atomic_write_json,
+    file_sha256,
+    read_json_file,
+    read_text_file,
+    tensor_metadata,
+)
 from peftbench.methods import get_method
 from peftbench.recipe.runfiles import BASE_FILE, CONFIG_FILE, STATE_FILE, WEIGHTS_FILE, RunState
 from peftbench.trained import refuse_other_base
@@ -137,10 +144,18 @@ def run_state(run_dir: Path) -> Iterator[RunState]:
 # Weights
 
 
+def weights_key(cfg: ExperimentConfig) -> str:
+    """A short hash of what saved weights are parameters of: the base model and the method with its options."""
+    payload = {key: cfg.to_dict()[key] for key in ("model", "method")}
+    payload["method_revision"] = get_method(cfg.method_name).revision
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def save_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig) -> int:
-    """Saves the method's parameters (only those with ``requires_grad``), stamped with the method and the
-    config hash; returns how many tensors."""
-    return write_trainable(model, path, metadata={"method": cfg.method_name, "config_hash": config_hash(cfg)})
+    """Saves the method's parameters (only those with ``requires_grad``), stamped with the method, the config hash
+    and the :func:`weights_key`; returns how many tensors."""
+    metadata = {"method": cfg.method_name, "config_hash": config_hash(cfg), "weights_key": weights_key(cfg)}
+    return write_trainable(model, path, metadata=metadata)
 
 
 def check_weights(run_dir: Path) -> None:
@@ -157,11 +172,21 @@ def check_weights(run_dir: Path) -> None:
         )
 
 
-def load_trainable(model: nn.Module, path: Path) -> None:
-    """Loads saved method weights into a freshly built model; every trainable tensor must be present."""
+def load_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig | None = None) -> None:
+    """Loads saved method weights into a freshly built model; every trainable tensor must be present. With ``cfg``
+    (the run's config.yaml, as read now), weights saved under another model or method configuration are refused in
+    one line (weights saved before the key was recorded are checked by their shapes only)."""
     if not path.is_file():
         raise PeftbenchError(f"{path} is missing: the run has no saved weights (did training finish?)")
-    apply_trainable(model, read_trainable(path), str(path))
+    state = read_trainable(path)
+    if cfg is not None:
+        recorded = tensor_metadata(path).get("weights_key")
+        if recorded is not None and recorded != weights_key(cfg):
+            raise PeftbenchError(
+                f"{path} was trained with other model or method settings than {path.parent / CONFIG_FILE} now gives "
+                "(was its model or method section edited?); restore them, or train again"
+            )
+    apply_trainable(model, state, str(path))
 
 
 def record_base(run_dir: Path, cfg: ExperimentConfig, sha256: str) -> None:
