@@ -119,6 +119,19 @@ def test_mixed_precision_no_as_typed_on_the_command_line_and_in_yaml(cli, tmp_pa
     assert load_config(None, ["data.english_only=on", "train.group_by_length=no"]).train.group_by_length is False
 
 
+def test_fp16_without_a_gpu_is_refused_instead_of_training_in_fp32(cli, tmp_path, monkeypatch):
+    """accelerate ignores fp16 on the CPU (the loss is the fp32 run's to the last digit) while the run would record
+    fp16: refused in one line before anything trains; bf16, which the CPU runs, is not."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = f"output_dir={tmp_path}"
+    proc = cli("run", "lora", "--mode", "dev", "train.mixed_precision=fp16", "train.max_steps=1", out, "--no-progress")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "train.mixed_precision=fp16 needs a GPU" in proc.stderr
+    assert not list(tmp_path.rglob("trainable.safetensors"))
+
+
 def _string_fields() -> list[tuple[str, object]]:
     """Every str-typed field of the schema and of every method's options, as (dotted key, a config to try it in)."""
     import dataclasses

@@ -98,7 +98,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
     mixed_precision: str = "no"
-    """accelerate mixed precision: no, fp16 or bf16."""
+    """accelerate mixed precision: no, fp16 (GPU only: refused on the CPU, where accelerate would ignore it) or bf16."""
     group_by_length: bool = True
     """Batch examples of similar length together (seeded), to waste little compute on padding."""
     logging_steps: int = 10

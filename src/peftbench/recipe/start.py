@@ -108,6 +108,9 @@ def _processes(cfg: ExperimentConfig, run_dir: Path, quiet: bool) -> tuple[Accel
     """The accelerator (processes, mixed precision, gradient accumulation, trackers), the FSDP sharding when it
     applies, and whether this process stays quiet; refuses what cannot train under this launch."""
     sharding = Sharding.from_env()  # FSDP (accelerate launch with an FSDP config): peftbench shards, not accelerate
+    if cfg.train.mixed_precision == "fp16" and not torch.cuda.is_available():
+        # accelerate would train in fp32 without a word, and the run would record fp16
+        raise PeftbenchError("train.mixed_precision=fp16 needs a GPU (the CPU would train in fp32); use bf16 or no")
     accelerator = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
