@@ -128,11 +128,15 @@ def test_tensorboard_logging(tmp_path):
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     events = sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert events, sorted(str(p) for p in run_dir.rglob("*"))
-    acc = EventAccumulator(str(run_dir / "tensorboard"))  # scalars; hyperparameters sit in a sub-directory
+    # one TensorBoard run per training run: scalars and hyperparameters in tensorboard/ itself, no sub-directories
+    assert [p for p in (run_dir / "tensorboard").iterdir() if p.is_dir()] == []
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/learning_rate", "validation/rougeL", "test/rougeL"} <= tags
     assert [e.step for e in acc.Scalars("train/loss")] == [2, 4, 6, 8, 10]
+    hparams = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in hparams and b"method.r" in hparams["_hparams_/session_start_info"]
 
 
 def test_unknown_or_missing_tracker_is_one_line(cli):

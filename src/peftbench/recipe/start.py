@@ -137,7 +137,13 @@ def open_run(run: Run) -> None:
     parameters (and the budget they match), the data."""
     cfg, data, quiet = run.cfg, run.data, run.quiet
     if cfg.train.report_to:  # TensorBoard: <run_dir>/tensorboard/; W&B and MLflow: see recipe/trackers.py
-        run.accelerator.init_trackers("tensorboard", config=flat_config(cfg.to_dict()))
+        run.accelerator.init_trackers("tensorboard")
+        values = flat_config(cfg.to_dict())
+        for tracker in run.accelerator.trackers:  # the config as each tracker keeps hyperparameters
+            if tracker.name == "tensorboard":  # in the run's own directory: accelerate's adds two timestamped runs
+                tracker.writer.add_hparams(values, metric_dict={}, run_name=".")
+            else:
+                tracker.store_init_configuration(values)
     trainable, base = run.params[0], run.base_params
     share = f"{100 * trainable / base:.4f}% of the base model's {base:,}"
     say(f"run {run.run_dir} | method {run.spec.name} | trainable {trainable:,} ({share})", quiet)
