@@ -95,3 +95,22 @@ def test_a_broken_plugin_is_a_one_line_error(tmp_path, monkeypatch, target, modu
     with pytest.raises(PeftbenchError, match=message) as err:
         installed_callbacks()
     assert "\n" not in str(err.value)
+
+
+class _CtrlC(Callback):
+    """A second Ctrl-C in the middle of step 2 (the handler's first one would have asked for a save)."""
+
+    def on_step_end(self, step: int, total: int) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+
+def test_a_second_ctrl_c_is_recorded_as_interrupted_not_as_a_failure(superni_mini, tmp_path, cli):
+    raw = tiny_mini_config(superni_mini, tmp_path / "runs", run_name="run")
+    raw["train"].update(max_steps=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config_from_dict(raw), progress=False, quiet=True, callbacks=[_CtrlC()])
+    state = json.loads((tmp_path / "runs" / "run" / "run_state.json").read_text())
+    assert state["status"] == "interrupted" and "Ctrl-C" in state["error"]
+    (line,) = cli("status", str(tmp_path / "runs")).stdout.splitlines()[1:]
+    assert "interrupted" in line and "failed" not in line and "KeyboardInterrupt" not in line

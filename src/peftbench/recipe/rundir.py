@@ -131,6 +131,10 @@ def run_state(run_dir: Path) -> Iterator[RunState]:
         state.update(status="preempted")
         state.save()
         raise
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped on purpose, without a checkpoint; not a crash
+        state.update(status="interrupted", error="stopped by a second Ctrl-C before it could save")
+        state.save()
+        raise
     except BaseException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         state.update(status="failed", error=first)
