@@ -40,6 +40,24 @@ def test_missing_config_file(capsys, tmp_path):
     _one_line_error(capsys, ["train", str(tmp_path / "nope.yaml")], "does not exist")
 
 
+def test_errors_point_where_the_fix_is(capsys, tmp_path, monkeypatch):
+    """A directory given as a config (a run directory names its config.yaml), a preset name given to plan as a
+    config, an unknown model name (the presets listed), an extra argument (the subcommand's --help)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    _one_line_error(capsys, ["train", str(tmp_path)], f"{tmp_path} is a directory, not a config file")
+    (run / "config.yaml").write_text("method: {name: lora}\n")
+    _one_line_error(capsys, ["train", str(run)], f"a run directory: its config is {run / 'config.yaml'}")
+    monkeypatch.chdir(tmp_path)
+    _one_line_error(capsys, ["plan", "lora"], "for the lora preset: --preset lora")
+    err = _one_line_error(capsys, ["run", "lora", "--mode", "dev", "model.name=tiny-t6"], "cannot load tokenizer")
+    assert "presets: tiny-t5, tiny-llama, tiny-gpt2" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "lora", "--mode", "dev", "foo"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in err and err.endswith("foo (see `peftbench run --help`)")
+
+
 def test_bad_override(capsys, tmp_path, superni_mini):
     _one_line_error(capsys, ["train", _config(tmp_path, superni_mini), "train.warmup=0.1"], "train.warmup")
 

@@ -211,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.exit(
+            2, f"peftbench: error: unrecognized arguments: {' '.join(extra)} (see `peftbench {args.command} --help`)\n"
+        )
     guard = stop_during_startup() if args.command in ("train", "run", "demo") else contextlib.nullcontext()
     try:
         with guard:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from peftbench.errors import PeftbenchError
 
@@ -221,7 +222,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         cfg = preset_config(args.preset, args.mode, args.overrides)
     elif args.config:
         from peftbench.configure import load_config
+        from peftbench.launch.presets import available_presets
 
+        if not Path(args.config).exists() and str(args.config) in available_presets():
+            raise PeftbenchError(f"no config file {args.config}; for the {args.config} preset: --preset {args.config}")
         cfg = load_config(args.config, args.overrides)
     else:
         raise PeftbenchError("plan needs a CONFIG or --preset METHOD")

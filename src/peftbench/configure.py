@@ -306,6 +306,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     strings), with one-line errors. The CLI, the Python API (``peftbench.load_config``), the presets and sweep files
     all read through it."""
     p = Path(path)
+    if p.is_dir():
+        run = f" (a run directory: its config is {p / 'config.yaml'})" if (p / "config.yaml").is_file() else ""
+        raise PeftbenchError(f"{p} is a directory, not a config file{run}")
     if not p.is_file():
         raise PeftbenchError(f"config file {p} does not exist")
     try:

@@ -113,7 +113,8 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
         try:
             tokenizer = AutoTokenizer.from_pretrained(name)
         except (OSError, ValueError) as exc:
-            raise PeftbenchError(f"cannot load tokenizer {name!r}: {_first_line(exc)}") from None
+            hint = "" if Path(name).exists() else f" (not a local path; presets: {', '.join(TINY_PRESETS)})"
+            raise PeftbenchError(f"cannot load tokenizer {name!r}: {_first_line(exc)}{hint}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
