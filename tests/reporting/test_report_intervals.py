@@ -73,9 +73,10 @@ def _run(
     *,
     tasks: dict[str, str] = TASKS,
     instances: int = 12,
+    data: str | None = None,
 ) -> Path:
     name = f"{method}-{lr:g}-s{seed}"
-    run_dir = root / name
+    run_dir = root / (f"{data}/{name}" if data else name)
     run_dir.mkdir(parents=True)
     config = {
         "model": {"name": "tiny-t5"},
@@ -84,6 +85,7 @@ def _run(
         "train": {"learning_rate": lr},
         "output_dir": str(root),
         "run_name": name,
+        **({"data": {"data_dir": f"/data/{data}", "split": "default"}} if data else {}),
     }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     records = _records(quality, zlib.crc32(f"{method} {seed} {lr}".encode()), tasks, instances)
@@ -95,7 +97,7 @@ def _run(
         "method_config": {},
         "model": "tiny-t5",
         "seed": seed,
-        "config_hash": zlib.crc32(f"{method} {lr} {seed}".encode()).to_bytes(4).hex(),  # as a run's: seed included
+        "config_hash": zlib.crc32(f"{method} {lr} {seed} {data}".encode()).to_bytes(4).hex(),  # seed included
         "trainable_params": 1000 if method == "full" else 10,
         "total_params": 1000,
         "base_params": 1000,
@@ -412,3 +414,23 @@ def test_a_copied_run_counts_once_and_a_damaged_one_is_said(tmp_path, capsys):
     assert "lora-0.001-s1: metrics.json is damaged" in text and "`peftbench evaluate` writes it again" in text
     assert out.count("left out: ") == 2 and "left out: lora-0.001-s1: metrics.json is damaged" in out
     assert "Left out of this report" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_runs_on_two_test_sets_are_never_selected_or_compared_together(tmp_path):
+    """The same methods on two datasets under one directory: each test set gets its own best configuration per
+    method and its own comparisons (scores on different test sets say nothing about each other)."""
+    root = tmp_path / "runs"
+    other = {name.replace("task", "other"): category for name, category in TASKS.items()}
+    for seed in (1, 2):
+        _run(root, "full", seed, 0.8, val=40, data="mini")
+        _run(root, "prompt", seed, 0.25, val=10, data="mini")
+        _run(root, "full", seed, 0.3, val=45, data="big", tasks=other)  # better on validation, worse on test
+        _run(root, "prompt", seed, 0.9, val=5, data="big", tasks=other)
+    files = write_report(root, tmp_path / "out")
+    pairs = {(r["model"], r["first"], r["second"], r["verdict"]) for r in _rows(files.differences_csv)}
+    assert pairs == {
+        ("tiny-t5 · mini/default", "full", "prompt", "full > prompt"),
+        ("tiny-t5 · big/default", "prompt", "full", "prompt > full"),
+    }, pairs
+    best = files.summary
+    assert best.count("| tiny-t5 · mini/default |") == 2 and best.count("| tiny-t5 · big/default |") == 2, best

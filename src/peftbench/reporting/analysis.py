@@ -32,11 +32,27 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def annotate_models(runs: list[dict[str, Any]], root: Path) -> None:
-    """Sets each run's ``_model``: the label of its base model (:func:`model_labels`), unique per model."""
+    """Sets each run's ``_model``: the label of its base model (:func:`model_labels`), unique per model; where the
+    runs were tested on more than one test set, the label names the data too (``tiny-t5 · superni-mini/default``),
+    so that no selection or comparison mixes scores of different test sets."""
     ids = [model_id(root / m["_dir"], m) for m in runs]
     labels = model_labels(ids)
-    for m, i in zip(runs, ids, strict=True):
-        m["_model"] = labels[i]
+    tests = [_test_set(root / m["_dir"], m) for m in runs]
+    if len(set(tests)) > 1:
+        names = {t: t[0] for t in tests}
+        shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+        names = {t: f"{n} ({len(t[1])} test tasks)" if n in shared else n for t, n in names.items()}
+    for k, (m, i) in enumerate(zip(runs, ids, strict=True)):
+        m["_model"] = labels[i] if len(set(tests)) == 1 else f"{labels[i]} · {names[tests[k]]}"
+
+
+def _test_set(run_dir: Path, metrics: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """What a run was tested on: its data (directory name and split) and its test tasks. Fewer instances per task
+    is the same test set (a prefix of each task's official instances): comparisons use the instances both have."""
+    data = (saved_config(run_dir) or {}).get("data")
+    data = data if isinstance(data, dict) else {}
+    where = f"{Path(str(data.get('data_dir', ''))).name}/{data.get('split', '')}"
+    return where, tuple(sorted(metrics.get("per_task") or {}))
 
 
 @dataclass
