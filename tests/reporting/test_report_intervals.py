@@ -74,15 +74,16 @@ def _run(
     tasks: dict[str, str] = TASKS,
     instances: int = 12,
     data: str | None = None,
+    steps: int | None = None,
 ) -> Path:
-    name = f"{method}-{lr:g}-s{seed}"
+    name = f"{method}-{lr:g}-s{seed}" + (f"-{steps}steps" if steps else "")
     run_dir = root / (f"{data}/{name}" if data else name)
     run_dir.mkdir(parents=True)
     config = {
         "model": {"name": "tiny-t5"},
         "method": {"name": method},
         "seed": seed,
-        "train": {"learning_rate": lr},
+        "train": {"learning_rate": lr, **({"max_steps": steps} if steps else {})},
         "output_dir": str(root),
         "run_name": name,
         **({"data": {"data_dir": f"/data/{data}", "split": "default"}} if data else {}),
@@ -97,7 +98,7 @@ def _run(
         "method_config": {},
         "model": "tiny-t5",
         "seed": seed,
-        "config_hash": zlib.crc32(f"{method} {lr} {seed} {data}".encode()).to_bytes(4).hex(),  # seed included
+        "config_hash": zlib.crc32(f"{method} {lr} {seed} {data} {steps}".encode()).to_bytes(4).hex(),  # seed included
         "trainable_params": 1000 if method == "full" else 10,
         "total_params": 1000,
         "base_params": 1000,
@@ -434,3 +435,15 @@ def test_runs_on_two_test_sets_are_never_selected_or_compared_together(tmp_path)
     }, pairs
     best = files.summary
     assert best.count("| tiny-t5 · mini/default |") == 2 and best.count("| tiny-t5 · big/default |") == 2, best
+
+
+def test_configurations_that_would_read_the_same_say_what_differs(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        _run(root, "lora", seed, 0.3, val=20, steps=4)
+        _run(root, "lora", seed, 0.7, val=30, steps=200)
+        _run(root, "full", seed, 0.7, val=30)
+    files = write_report(root, tmp_path / "out")
+    labels = sorted(r["configuration"] for r in _rows(files.configurations_csv) if r["method"] == "lora")
+    assert labels == ["lr=0.001 max_steps=200", "lr=0.001 max_steps=4"], labels
+    assert [r["configuration"] for r in _rows(files.configurations_csv) if r["method"] == "full"] == ["lr=0.001"]

@@ -71,6 +71,9 @@ class Configuration:
     runs: list[dict[str, Any]] = field(default_factory=list)
     model_label: str = ""
     """The base model's label in tables and legends (``annotate_models``); configurations are selected per label."""
+    also: str = ""
+    """The settings that tell it from another configuration of the same method, size, learning rate and task count
+    (e.g. ``max_steps=200``), where there is one."""
 
     @property
     def system(self) -> str:
@@ -111,12 +114,14 @@ class Configuration:
             parts.append(f"lr={self.learning_rate:g}")
         if self.train_tasks is not None:
             parts.append(f"tasks={self.train_tasks}")
+        if self.also:
+            parts.append(self.also)
         return " ".join(parts) or "-"
 
 
 def configuration_key(run_dir: Path, metrics: dict[str, Any]) -> str:
     """A hash of the run's config.yaml without seed, output location and launch settings."""
-    raw = saved_config(run_dir)
+    raw = _configuration(run_dir) if saved_config(run_dir) is not None else None
     if raw is None:
         raw = {
             "method": metrics.get("method"),
@@ -124,10 +129,6 @@ def configuration_key(run_dir: Path, metrics: dict[str, Any]) -> str:
             "model": metrics.get("model"),
             "lr": (metrics.get("train") or {}).get("learning_rate"),
         }
-    for key in _NOT_CONFIGURATION:
-        raw.pop(key, None)
-    if isinstance(raw.get("train"), dict):
-        raw["train"].pop("report_to", None)
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -154,9 +155,35 @@ def configurations(runs: list[dict[str, Any]], root: Path) -> list[Configuration
                 model_label=m["_model"],
             )
         groups[key].runs.append(m)
+    _tell_apart(list(groups.values()), root)
     return sorted(
         groups.values(), key=lambda c: (c.model_label, c.method, c.learning_rate or 0, c.size, c.train_tasks or 0)
     )
+
+
+def _tell_apart(configs: list[Configuration], root: Path) -> None:
+    """Sets ``also`` on configurations whose labels would read the same: the settings of their config.yaml that
+    differ between them (the last part of each key, e.g. ``max_steps=200``)."""
+    from peftbench.recipe.trackers import flat_config
+
+    same: dict[tuple[str, str, str], list[Configuration]] = {}
+    for c in configs:
+        same.setdefault((c.model_label, c.method, c.label), []).append(c)
+    for group in (g for g in same.values() if len(g) > 1):
+        flat = [flat_config(_configuration(root / c.runs[0]["_dir"])) for c in group]
+        keys = sorted({k for f in flat for k in f if len({str(g.get(k)) for g in flat}) > 1})
+        for c, f in zip(group, flat, strict=True):
+            c.also = " ".join(f"{k.rsplit('.', 1)[-1]}={f.get(k)}" for k in keys)
+
+
+def _configuration(run_dir: Path) -> dict[str, Any]:
+    """A run's config.yaml without what is not part of its configuration (seed, where and how it ran)."""
+    raw = saved_config(run_dir) or {}
+    for key in _NOT_CONFIGURATION:
+        raw.pop(key, None)
+    if isinstance(raw.get("train"), dict):
+        raw["train"].pop("report_to", None)
+    return raw
 
 
 def best_per_method(configs: list[Configuration]) -> dict[str, Configuration]:
