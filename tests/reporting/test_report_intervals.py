@@ -447,3 +447,14 @@ def test_configurations_that_would_read_the_same_say_what_differs(tmp_path):
     labels = sorted(r["configuration"] for r in _rows(files.configurations_csv) if r["method"] == "lora")
     assert labels == ["lr=0.001 max_steps=200", "lr=0.001 max_steps=4"], labels
     assert [r["configuration"] for r in _rows(files.configurations_csv) if r["method"] == "full"] == ["lr=0.001"]
+
+
+def test_the_configurations_csv_has_plain_numbers_beside_mean_and_std(report, study):
+    for row in _rows(report.configurations_csv):
+        lr = 1e-3 if row["configuration"] == "lr=0.001" else float(row["configuration"].removeprefix("lr="))
+        runs = [json.loads((study / f"{row['method']}-{lr:g}-s{s}" / "metrics.json").read_text()) for s in (1, 2)]
+        scores = [m["overall"]["rougeL"] for m in runs]
+        assert float(row["test ROUGE-L mean"]) == pytest.approx(statistics.fmean(scores), abs=1e-4)
+        assert float(row["test ROUGE-L std"]) == pytest.approx(statistics.stdev(scores), abs=1e-4)
+        assert row["test ROUGE-L"].startswith(f"{statistics.fmean(scores):.2f}")
+        assert float(row["validation ROUGE-L mean"]) == runs[0]["train"]["validation"][-1][1]

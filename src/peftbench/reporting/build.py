@@ -329,6 +329,17 @@ def _plots(study: Study, out: Path) -> list[tuple[Path, str]]:
     return plots
 
 
+NUMBER_COLUMNS = tuple(
+    f"{what} {stat}" for what in ("validation ROUGE-L", "test ROUGE-L", "test EM") for stat in ("mean", "std")
+)
+"""The configurations CSV's mean ± std columns again as plain numbers (empty where there is none), for pandas or R."""
+
+
+def _numbers(c: Any) -> list[str]:
+    pairs = (c.validation(), c.test(), c.test("exact_match"))
+    return [f"{v:.4f}" if pair is not None else "" for pair in pairs for v in (pair or (0.0, 0.0))]
+
+
 def _write_csvs(study: Study, out: Path, paths: ReportFiles) -> None:
     """``report_configurations.csv``, and ``report_differences.csv`` / ``report_categories.csv`` where there are
     intervals (else removed)."""
@@ -338,11 +349,12 @@ def _write_csvs(study: Study, out: Path, paths: ReportFiles) -> None:
     sig, chosen = study.sig, study.chosen
     header, rows = sr.configurations_table(study.configs)
     conf_csv = [
-        [*row, "yes" if chosen.get(c.system) is c else "", *dt.interval_columns(sig, c.key)]
+        [*row, "yes" if chosen.get(c.system) is c else "", *dt.interval_columns(sig, c.key), *_numbers(c)]
         for c, row in zip(study.configs, rows, strict=True)
     ]
     assert paths.configurations_csv is not None
-    atomic_write_text(paths.configurations_csv, _csv([*header, "best", *dt.INTERVAL_HEADER], conf_csv))
+    header = [*header, "best", *dt.INTERVAL_HEADER, *NUMBER_COLUMNS]
+    atomic_write_text(paths.configurations_csv, _csv(header, conf_csv))
     differences_csv = dt.differences_csv_rows(sig) if sig else ([], [])
     categories_csv = dt.categories_csv_rows(sig, chosen) if sig else ([], [])
     paths.differences_csv = _write_or_remove(out / "report_differences.csv", *differences_csv)
