@@ -90,3 +90,17 @@ def test_peftbench_builds_the_method_peft_builds_from_the_paper(model_name, meth
         assert not torch.allclose(got, expected)
         return
     assert torch.equal(got, expected), f"{method} on {model_name}: max |diff| {(got - expected).abs().max():.3g}"
+
+
+def test_applying_a_peft_method_warns_the_python_api_user_of_nothing():
+    """peft reads a model property transformers deprecates (a FutureWarning on every `peftbench.run` from Python);
+    the CLI filters FutureWarnings, the API must not show one either."""
+    import warnings
+
+    from peftbench.configure import config_from_dict
+    from peftbench.recipe.setup import build_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_model(config_from_dict({"model": {"name": "tiny-t5"}, "method": {"name": "lora"}}))
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []

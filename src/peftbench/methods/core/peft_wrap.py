@@ -21,6 +21,10 @@ def task_type(model: nn.Module) -> TaskType:
 
 def wrap(model: nn.Module, config: PeftConfig) -> nn.Module:
     """Wraps ``model`` with a peft method; peft freezes the base model and marks its own parameters."""
+    import warnings
+
     from peft import get_peft_model
 
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads a property transformers deprecates: nothing for our users to do
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
