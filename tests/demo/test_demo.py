@@ -41,6 +41,7 @@ def test_quick_demo_runs_end_to_end_and_is_idempotent(tmp_path):
     assert "claim: every method (but prompt) >=" in proc.stdout and proc.stdout.count(" vs untrained: ") == 4
     (prompt,) = (line for line in proc.stdout.splitlines() if line.strip().startswith("prompt: ROUGE-L"))
     assert "not claimed: prompt tuning does not learn reliably" in prompt  # run and shown, never a failure
+    assert proc.stdout.count("not checked (--quick trains 10 steps") == 3 and "NOT MET" not in proc.stdout
     assert float(rows["untrained"]["trainable params"]) == 0
     assert 0 < float(rows["prompt"]["trainable % of base"]) < float(rows["lora"]["trainable % of base"]) < 100
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -84,6 +85,8 @@ def test_the_claim_needs_the_margin_for_every_seed_not_on_average():
     assert not Claim("m", {}, base=0.0).holds
     assert "NOT MET" in Claim("m", {1: 4.5}, base=4.0).line() and "holds" in Claim("m", {1: 9.0}, base=4.0).line()
     assert "not claimed" in Claim("prompt", {1: 1.0}, base=1.0).line()  # shown, never a failure
+    assert "not checked" in Claim("m", {1: 4.5}, base=4.0, quick=True).line()  # --quick: 10 steps, no verdict
+    assert "NOT MET" not in Claim("m", {1: 4.5}, base=4.0, quick=True).line()
 
 
 def test_check_claims_reads_each_seeds_run(tmp_path):

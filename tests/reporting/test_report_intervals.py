@@ -407,6 +407,10 @@ def test_a_copied_run_counts_once_and_a_damaged_one_is_said(tmp_path, capsys):
     shutil.copytree(root / "full-0.001-s1", root / "copies" / "full-0.001-s1")
     torn = _run(root, "lora", 1, 0.5, val=20) / "metrics.json"
     torn.write_text(torn.read_text()[:100])
+    # the demo's untrained base is evaluated with full fine-tuning's config and seed: another run, not a copy
+    base = shutil.copytree(root / "full-0.001-s1", root / "untrained")
+    untrained = {**json.loads((base / "metrics.json").read_text()), "method": "untrained", "trainable_params": 0}
+    (base / "metrics.json").write_text(json.dumps(untrained))
     assert main(["report", str(root), "-o", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     text = (tmp_path / "out" / "report.md").read_text()
@@ -414,6 +418,7 @@ def test_a_copied_run_counts_once_and_a_damaged_one_is_said(tmp_path, capsys):
     assert "copies/full-0.001-s1: the config and seed of full-0.001-s1 (a copy?); counted once" in text
     assert "lora-0.001-s1: metrics.json is damaged" in text and "`peftbench evaluate` writes it again" in text
     assert out.count("left out: ") == 2 and "left out: lora-0.001-s1: metrics.json is damaged" in out
+    assert "| untrained |" in text.split("## Runs")[1]
     assert "Left out of this report" in (tmp_path / "out" / "report.html").read_text()
 
 

@@ -70,7 +70,7 @@ def collect_runs(runs_dir: str | Path, left_out: list[str] | None = None) -> lis
     if not root.is_dir():
         raise PeftbenchError(f"{root} is not a directory")
     runs = []
-    seen: dict[tuple[str, Any], str] = {}
+    seen: dict[tuple[str, Any, Any], str] = {}
     for path in sorted(root.rglob(METRICS_FILE), key=lambda p: (len(p.parts), p)):  # of two copies, the shallower
         name = str(path.parent.relative_to(root)) or "."
         metrics = None
@@ -80,7 +80,7 @@ def collect_runs(runs_dir: str | Path, left_out: list[str] | None = None) -> lis
             metrics = finished_metrics(path.parent)
         if metrics is None:
             continue
-        same = (str(metrics.get("config_hash")), metrics.get("seed"))
+        same = (str(metrics.get("config_hash")), metrics.get("seed"), metrics.get("method"))  # untrained: its own
         if metrics.get("config_hash") and same in seen:
             if left_out is not None:
                 left_out.append(f"{name}: the config and seed of {seen[same]} (a copy?); counted once")
