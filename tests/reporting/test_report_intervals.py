@@ -463,3 +463,23 @@ def test_the_configurations_csv_has_plain_numbers_beside_mean_and_std(report, st
         assert float(row["test ROUGE-L std"]) == pytest.approx(statistics.stdev(scores), abs=1e-4)
         assert row["test ROUGE-L"].startswith(f"{statistics.fmean(scores):.2f}")
         assert float(row["validation ROUGE-L mean"]) == runs[0]["train"]["validation"][-1][1]
+
+
+def test_plots_label_log_axes_with_plain_numbers_and_keep_bars_above_zero():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from peftbench.reporting.plots import _bars, _plain_log_formatter
+
+    assert _bars(1.0, None, 3.0) == (1.0, 3.0) and _bars(5.0, None, 3.0) == (3.0, 3.0)  # ± std cut at 0
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.set_xlim(1e-3, 3e-3)
+    ax.xaxis.set_major_formatter(_plain_log_formatter())
+    ax.xaxis.set_minor_formatter(_plain_log_formatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    fig.canvas.draw()
+    labels = {t.get_text() for t in [*ax.get_xticklabels(), *ax.get_xticklabels(minor=True)]} - {""}
+    plt.close(fig)
+    assert {"0.001", "0.002", "0.003"} <= labels and not any("10^" in t or "e-" in t for t in labels), labels

@@ -133,6 +133,17 @@ def configurations_table(
 # Plots
 
 
+def _plain_log_formatter(**kwargs: Any) -> Any:
+    """matplotlib's log-axis formatter (which ticks get a label), writing each label as a plain number."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    return Plain(**kwargs)
+
+
 def _figure(draw: Callable[[Any], bool], path: Path, size: tuple[float, float] = (7, 4.5)) -> bool:
     """Draws with ``draw(ax)``; writes the PNG when it drew something. Returns whether it did."""
     import matplotlib
@@ -144,6 +155,9 @@ def _figure(draw: Callable[[Any], bool], path: Path, size: tuple[float, float] =
     try:
         if not draw(ax):
             return False
+        if ax.get_xscale() == "log":  # plain numbers (0.5, 5, 0.001), not 5×10^-1
+            ax.xaxis.set_major_formatter(_plain_log_formatter())
+            ax.xaxis.set_minor_formatter(_plain_log_formatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
         ax.grid(True, which="both", alpha=0.3)
         legend_below(fig, ax)
         buf = io.BytesIO()
@@ -167,9 +181,10 @@ def legend_below(fig: Any, ax: Any, fontsize: float = 7.5) -> None:
 
 
 def _bars(mean: float, interval: tuple[float, float] | None, std: float) -> tuple[float, float]:
-    """Error-bar lengths below and above ``mean``: to the interval's ends, or ± std without one."""
+    """Error-bar lengths below and above ``mean``: to the interval's ends, or ± std without one (cut at 0: ROUGE-L is
+    not negative)."""
     if interval is None:
-        return std, std
+        return min(std, max(mean, 0.0)), std
     return max(0.0, mean - interval[0]), max(0.0, interval[1] - mean)
 
 
@@ -223,8 +238,8 @@ def _curves(configs: list[Configuration], attribute: str, xlabel: str, title: st
                 continue
             xs = list(points)
             means = [points[x].test()[0] for x in xs]
-            stds = [points[x].test()[1] for x in xs]
-            ax.errorbar(xs, means, yerr=stds, marker=MARKERS[i % len(MARKERS)], capsize=3, label=system)
+            bars = [_bars(m, None, points[x].test()[1]) for m, x in zip(means, xs, strict=True)]
+            ax.errorbar(xs, means, yerr=np.transpose(bars), marker=MARKERS[i % len(MARKERS)], capsize=3, label=system)
             drawn = True
         if log_x:
             ax.set_xscale("log")
