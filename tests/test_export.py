@@ -168,6 +168,27 @@ def test_peft_exports_load_with_peft_alone_and_give_the_same_logits(runs, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("export")
+def test_the_model_card_says_what_the_export_is_and_its_loading_code_runs(runs, tmp_path):
+    """README.md of an export (peft would leave its empty template, ``base_model: ''``): the method, the base and
+    the Python that loads it, which runs as written in a process without peftbench."""
+    snippets = []
+    for model_name, method, merge in (("tiny-llama", "lora", False), ("tiny-t5", "ia3", True)):
+        out = tmp_path / f"{model_name}-{method}"
+        export_run(runs[(model_name, method)][0], out, merge=merge)
+        card = (out / "README.md").read_text()
+        assert card.startswith("---\n") and "base_model: ''" not in card and f"# {method} on {model_name}" in card
+        assert f"- method: `{method}`" in card and "weights SHA-256" in card
+        assert ("shipped in `base/`" in card) != merge  # a preset's base ships with an adapter, not with a merge
+        snippets.append(card.split("```python\n", 1)[1].split("```", 1)[0])
+    script = LOADER.split("import torch", 1)[0] + "".join(f"{s}\nassert model is not None\n" for s in snippets)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-c", script]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("export")
 def test_merged_exports_are_plain_models_with_the_same_logits(runs, tmp_path):
     """``--merge``: a plain ``save_pretrained`` directory transformers loads alone (no peft, no peftbench), logits
     allclose to the evaluation model's (rtol 1e-5, atol 1e-4, fp32). BitFit on T5 and LLaMA is refused (next test):

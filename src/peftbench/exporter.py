@@ -29,7 +29,7 @@ from torch import nn
 from peftbench.config import ExperimentConfig
 from peftbench.configure import method_config
 from peftbench.errors import PeftbenchError
-from peftbench.io import atomic_write_json, temporary_dir
+from peftbench.io import atomic_write_json, atomic_write_text, temporary_dir
 from peftbench.methods import all_methods, get_method
 from peftbench.models import TINY_PRESETS
 from peftbench.recipe.rundir import check_base, check_weights, config_hash, load_trainable, read_run_config
@@ -89,6 +89,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = False) -> 
         tokenizer.save_pretrained(tmp)
         manifest = _manifest(cfg, run_dir, kind, merge, base_record, metrics)
         atomic_write_json(tmp / EXPORT_FILE, manifest)
+        card = model_card(manifest, bool(getattr(model.config, "is_encoder_decoder", False)), str(out))
+        atomic_write_text(tmp / "README.md", card)  # peft's save_pretrained leaves an empty template there
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -151,6 +153,44 @@ def _save_plain(model: nn.Module, method: str, tmp: Path) -> str:
         )
     model.save_pretrained(str(tmp))
     return "model"
+
+
+_LOADING = {
+    "peft": (
+        "from peft import PeftModel\nfrom transformers import {auto}\n\n"
+        'base = {auto}.from_pretrained("{base}")\nmodel = PeftModel.from_pretrained(base, "{out}")'
+    ),
+    "model": 'from transformers import {auto}\n\nmodel = {auto}.from_pretrained("{out}")',
+    "peftbench": 'import peftbench\n\nmodel, tokenizer = peftbench.load_trained("{out}")',
+}
+
+
+def model_card(manifest: dict[str, Any], encoder_decoder: bool, out: str = "OUT") -> str:
+    """The export's README.md: what it is (method, base model, how it scored on held-out tasks) and how to load it."""
+    base, run, kind = manifest["base"], manifest["run"], manifest["kind"]
+    name = base["name"] if base["saved_in"] is None else f"{out}/{base['saved_in']}"
+    auto = "AutoModelForSeq2SeqLM" if encoder_decoder else "AutoModelForCausalLM"
+    options = ", ".join(f"{k}={v}" for k, v in manifest["method_options"].items())
+    front = [f"base_model: {base['name']}"] if base["saved_in"] is None else []
+    library = {"peft": ["library_name: peft"], "model": ["library_name: transformers"]}.get(kind, [])
+    tags = f"tags: [peftbench, {manifest['method']}, super-natural-instructions]"
+    lines = ["---", *front, *library, tags, "---", "", f"# {manifest['method']} on {base['name']}", ""]
+    lines += [
+        f"Exported by peftbench from the run `{run['name']}` (config hash {run['config_hash']}): "
+        f"{'a plain model with the update merged' if manifest['merged'] else f'a {kind} adapter'}.",
+        "",
+        f"- method: `{manifest['method']}` ({options or 'no options'})",
+        f"- base model: `{base['name']}`, {base['dtype']}, weights SHA-256 `{base['sha256'][:16]}…`"
+        + (f" (shipped in `{base['saved_in']}/`)" if base["saved_in"] else ""),
+    ]
+    overall = run.get("overall") or {}
+    if overall:
+        lines.append(
+            f"- held-out SuperNI test tasks: ROUGE-L {overall.get('rougeL', float('nan')):.2f}, exact match "
+            f"{overall.get('exact_match', float('nan')):.2f} over {overall.get('num_examples', '?')} examples"
+        )
+    lines += ["", "Load it:", "", "```python", _LOADING[kind].format(auto=auto, base=name, out=out), "```", ""]
+    return "\n".join(lines)
 
 
 def _manifest(
