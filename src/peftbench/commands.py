@@ -117,6 +117,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if files.differences:
         print("which differences are real (see report.md for how they were tested):\n" + files.differences + "\n")
     print(files.table)
+    for line in files.notes:
+        print(f"note: {line}")
     for line in files.left_out:
         print(f"left out: {line}")
     written = [

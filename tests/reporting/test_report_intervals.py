@@ -301,6 +301,7 @@ def test_runs_without_predictions_are_said_and_the_rest_still_has_intervals(runs
     files = write_report(runs, tmp_path / "out")
     text = files.markdown.read_text()
     assert "1 of 4 configurations have a run without predictions.jsonl" in text and "prompt · tiny-t5 lr=0.3" in text
+    assert any("1 of 4 configurations have a run without predictions.jsonl" in n for n in files.notes)  # printed
     rows = _rows(files.differences_csv)
     assert [(r["first"], r["second"]) for r in rows] in ([("full", "lora")], [("lora", "full")])
 
@@ -419,6 +420,7 @@ def test_a_copied_run_counts_once_and_a_damaged_one_is_said(tmp_path, capsys):
     assert "lora-0.001-s1: metrics.json is damaged" in text and "`peftbench evaluate` writes it again" in text
     assert out.count("left out: ") == 2 and "left out: lora-0.001-s1: metrics.json is damaged" in out
     assert "| untrained |" in text.split("## Runs")[1]
+    assert "note: configurations with one seed" in out  # what the intervals do not cover, on the terminal too
     assert "Left out of this report" in (tmp_path / "out" / "report.html").read_text()
 
 

@@ -57,6 +57,8 @@ class ReportFiles:
     categories_csv: Path | None = None
     left_out: list[str] = field(default_factory=list)
     """Runs the report leaves out, each with why (a damaged metrics.json, a copy of another run)."""
+    notes: list[str] = field(default_factory=list)
+    """What the intervals and tests could not cover, and why (runs without predictions, one seed, few tasks)."""
 
 
 def collect_runs(runs_dir: str | Path, left_out: list[str] | None = None) -> list[dict[str, Any]]:
@@ -276,6 +278,7 @@ def write_report(
         summary=markdown.table(summary) if summary else "",
         differences=markdown.table(differences) if differences else "",
         left_out=study.left_out,
+        notes=list(study.sig.notes) if study.sig else [],
     )
     atomic_write_text(paths.markdown, markdown.render(report))
     atomic_write_text(paths.csv, _csv(*rows))
