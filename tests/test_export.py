@@ -180,6 +180,13 @@ def test_the_model_card_says_what_the_export_is_and_its_loading_code_runs(runs, 
         assert f"- method: `{method}`" in card and "weights SHA-256" in card
         assert ("shipped in `base/`" in card) != merge  # a preset's base ships with an adapter, not with a merge
         snippets.append(card.split("```python\n", 1)[1].split("```", 1)[0])
+    out = tmp_path / "tiny-t5-adapter_houlsby"  # a peftbench adapter: its snippet loads it through peftbench
+    export_run(runs[("tiny-t5", "adapter_houlsby")][0], out)
+    card = (out / "README.md").read_text()
+    assert "base_model:" not in card  # a preset is no Hub id: the field is left out, the base ships in base/
+    scope: dict = {}
+    exec(card.split("```python\n", 1)[1].split("```", 1)[0], scope)
+    assert isinstance(scope["model"], torch.nn.Module) and not scope["model"].training
     script = LOADER.split("import torch", 1)[0] + "".join(f"{s}\nassert model is not None\n" for s in snippets)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     command = [sys.executable, "-c", script]

@@ -120,7 +120,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for line in files.notes:
         print(f"note: {line}")
     for line in files.left_out:
-        print(f"left out: {line}")
+        print(f"not counted: {line}")
     written = [
         files.markdown,
         files.html,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import time
 import warnings
@@ -161,7 +162,7 @@ _LOADING = {
         'base = {auto}.from_pretrained("{base}")\nmodel = PeftModel.from_pretrained(base, "{out}")'
     ),
     "model": 'from transformers import {auto}\n\nmodel = {auto}.from_pretrained("{out}")',
-    "peftbench": 'import peftbench\n\nmodel, tokenizer = peftbench.load_trained("{out}")',
+    "peftbench": 'import peftbench\n\nmodel = peftbench.load_trained(None, "{out}")  # None: the base it names',
 }
 
 
@@ -171,7 +172,8 @@ def model_card(manifest: dict[str, Any], encoder_decoder: bool, out: str = "OUT"
     name = base["name"] if base["saved_in"] is None else f"{out}/{base['saved_in']}"
     auto = "AutoModelForSeq2SeqLM" if encoder_decoder else "AutoModelForCausalLM"
     options = ", ".join(f"{k}={v}" for k, v in manifest["method_options"].items())
-    front = [f"base_model: {base['name']}"] if base["saved_in"] is None else []
+    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", base["name"]) and not Path(base["name"]).exists()
+    front = [f"base_model: {base['name']}"] if hub_id else []  # the Hub's field takes a repo id, not a path
     library = {"peft": ["library_name: peft"], "model": ["library_name: transformers"]}.get(kind, [])
     tags = f"tags: [peftbench, {manifest['method']}, super-natural-instructions]"
     lines = ["---", *front, *library, tags, "---", "", f"# {manifest['method']} on {base['name']}", ""]

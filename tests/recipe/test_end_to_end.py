@@ -133,24 +133,26 @@ def test_report_renders_every_run(trained_runs):
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (root / "report" / "report.md").read_text()
     runs = md.split("## Runs")[1]
-    # a and b are one config and seed run twice (the same numbers): one run, not two seeds
-    assert runs.count("| lora |") == 1 and runs.count("| adapter_houlsby |") == 1
-    assert "the config and seed of" in runs and "counted once" in runs and "left out: " in proc.stdout
+    # a and b are one config and seed run twice (the same numbers): both listed, one seed in the statistics
+    assert runs.count("| lora |") == 2 and runs.count("| adapter_houlsby |") == 1
+    assert "the config and seed of" in runs and "counted once" in runs and "not counted: " in proc.stdout
+    configurations = md.split("## All configurations")[1].split("## Runs")[0]
+    assert "2 configurations, 1 seed(s) each." in configurations
     best = md.split("## Best configuration per method")[1].split("## All configurations")[0]
     assert best.count("| lora |") == 1 and best.count("| adapter_houlsby |") == 1  # one row per method
     csv_lines = (root / "report" / "report.csv").read_text().strip().splitlines()
-    assert len(csv_lines) == 3 and csv_lines[0].startswith("run,method,model,seed,hyperparameters,trainable params")
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("run,method,model,seed,hyperparameters,trainable params")
     png = (root / "report" / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
 def test_a_config_edited_after_training_is_refused_in_one_line(trained_runs, tmp_path):
-    """evaluate and export read config.yaml again: edited model or method settings would score or ship another
+    """evaluate and export read config.yaml again: edited method settings would score or ship another
     model than the one trained (a changed alpha silently; a changed r with a traceback), so both refuse in one line;
     weights saved before the key was recorded are checked by their shapes."""
     import shutil
 
-    from peftbench.io import file_sha256, save_tensors
+    from peftbench.io import file_sha256, save_tensors, tensor_metadata
 
     _, runs = trained_runs
     for key, value in (("alpha", 3), ("r", 2)):
@@ -161,8 +163,22 @@ def test_a_config_edited_after_training_is_refused_in_one_line(trained_runs, tmp
         for args in (("evaluate", str(run_dir)), ("export", str(run_dir), str(tmp_path / f"{key}-export"))):
             proc = in_process(*args)
             assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr[-2000:]
-            assert "was trained with other model or method settings" in proc.stderr
-    # weights from before the key (no weights_key in their metadata): the shapes still give it away
+            assert "was trained with other method settings" in proc.stderr and f"{key}: " in proc.stderr
+    # what may change: eval settings, and an option added to the method since (recorded without it, at its default)
+    run_dir = shutil.copytree(runs["a"][0], tmp_path / "fine")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["eval"]["batch_size"] = 3
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    weights = run_dir / "trainable.safetensors"
+    metadata = tensor_metadata(weights)
+    options = {k: v for k, v in json.loads(metadata["method_options"]).items() if k != "dropout"}
+    save_tensors(load_tensors(weights), weights, metadata={**metadata, "method_options": json.dumps(options)})
+    state = json.loads((run_dir / "run_state.json").read_text())
+    (run_dir / "run_state.json").write_text(json.dumps({**state, "weights_sha256": file_sha256(weights)}))
+    proc = in_process("evaluate", str(run_dir))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # weights from before the options were recorded (none in their metadata): the shapes still give it away
+    run_dir = tmp_path / "r"
     weights = run_dir / "trainable.safetensors"
     save_tensors(load_tensors(weights), weights, metadata={"method": "lora"})
     state = json.loads((run_dir / "run_state.json").read_text())

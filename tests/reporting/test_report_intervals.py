@@ -19,7 +19,7 @@ import yaml
 from peftbench.cli import main
 from peftbench.evaluation.metrics import score_predictions
 from peftbench.recipe.instance_scores import read_run_scores, record_instance_scores
-from peftbench.reporting.analysis import configurations
+from peftbench.reporting.analysis import annotate_models, configurations
 from peftbench.reporting.build import ReportFiles, collect_runs, write_report
 from peftbench.reporting.differences import differences_csv_rows
 from peftbench.reporting.plots import selection
@@ -416,12 +416,16 @@ def test_a_copied_run_counts_once_and_a_damaged_one_is_said(tmp_path, capsys):
     out = capsys.readouterr().out
     text = (tmp_path / "out" / "report.md").read_text()
     assert "2 configurations, 1 seed(s) each." in text and "Some configurations have one seed" in text
-    assert "copies/full-0.001-s1: the config and seed of full-0.001-s1 (a copy?); counted once" in text
-    assert "lora-0.001-s1: metrics.json is damaged" in text and "`peftbench evaluate` writes it again" in text
-    assert out.count("left out: ") == 2 and "left out: lora-0.001-s1: metrics.json is damaged" in out
+    assert (
+        "copies/full-0.001-s1: the config and seed of full-0.001-s1 (run again or copied): listed, counted once" in text
+    )
+    assert text.split("## Runs")[1].count("| full |") == 2  # listed, but one seed in the statistics (above)
+    assert "lora-0.001-s1: metrics.json is damaged (" in text and "`peftbench evaluate` writes it again" in text
+    assert "is damaged (" not in text.split("lora-0.001-s1: metrics.json is damaged (", 1)[1].split("\n", 1)[0]
+    assert out.count("not counted: ") == 2 and "not counted: lora-0.001-s1: metrics.json is damaged" in out
     assert "| untrained |" in text.split("## Runs")[1]
     assert "note: configurations with one seed" in out  # what the intervals do not cover, on the terminal too
-    assert "Left out of this report" in (tmp_path / "out" / "report.html").read_text()
+    assert "Not counted in the statistics" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_runs_on_two_test_sets_are_never_selected_or_compared_together(tmp_path):
@@ -442,6 +446,11 @@ def test_runs_on_two_test_sets_are_never_selected_or_compared_together(tmp_path)
     }, pairs
     best = files.summary
     assert best.count("| tiny-t5 · mini/default |") == 2 and best.count("| tiny-t5 · big/default |") == 2, best
+    # the same test tasks from a directory of another name (a copy of the data elsewhere): the same test set
+    _run(root, "lora", 1, 0.5, val=20, data="mirror")
+    runs = collect_runs(root)
+    annotate_models(runs, root)
+    assert {m["_model"] for m in runs} == {"tiny-t5 · mini/default", "tiny-t5 · big/default"}
 
 
 def test_configurations_that_would_read_the_same_say_what_differs(tmp_path):
@@ -454,6 +463,13 @@ def test_configurations_that_would_read_the_same_say_what_differs(tmp_path):
     labels = sorted(r["configuration"] for r in _rows(files.configurations_csv) if r["method"] == "lora")
     assert labels == ["lr=0.001 max_steps=200", "lr=0.001 max_steps=4"], labels
     assert [r["configuration"] for r in _rows(files.configurations_csv) if r["method"] == "full"] == ["lr=0.001"]
+    from peftbench.reporting.analysis import _short
+
+    assert (
+        _short("data.seed", ["data.seed"]) == "data.seed"
+        and _short("train.max_steps", ["train.max_steps"]) == "max_steps"
+    )
+    assert _short("model.dtype", ["model.dtype", "eval.dtype"]) == "model.dtype"
 
 
 def test_the_configurations_csv_has_plain_numbers_beside_mean_and_std(report, study):

@@ -74,7 +74,6 @@ def _new_cache(model: nn.Module, encoder_decoder: bool) -> Any:
     return DynamicCache(config=text)
 
 
-@torch.no_grad()
 def _encoder_decoder_start(
     model: nn.Module, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, attention_mask: torch.Tensor
 ) -> tuple[dict[str, Any], Any]:
@@ -110,6 +109,7 @@ def _decoder_only_start(
     return step_inputs, mask, positions[:, -new.shape[1] :]
 
 
+@torch.no_grad()
 def greedy_decode(
     model: nn.Module,
     *,

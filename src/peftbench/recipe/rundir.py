@@ -10,18 +10,20 @@ fine-tuning; ``last.safetensors`` too when the best validation weights replaced 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 from torch import nn
 
 from peftbench.config import ExperimentConfig
-from peftbench.configure import config_from_dict, load_yaml
+from peftbench.configure import config_from_dict, load_yaml, method_config
 from peftbench.errors import PeftbenchError
 from peftbench.io import (
     DamagedFileError,
@@ -148,17 +150,24 @@ def run_state(run_dir: Path) -> Iterator[RunState]:
 # Weights
 
 
-def weights_key(cfg: ExperimentConfig) -> str:
-    """A short hash of what saved weights are parameters of: the base model and the method with its options."""
-    payload = {key: cfg.to_dict()[key] for key in ("model", "method")}
-    payload["method_revision"] = get_method(cfg.method_name).revision
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+def method_options(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The method's resolved options as JSON values: what saved weights are the parameters of (the base model is
+    checked apart, by its weights' SHA-256 in base.json)."""
+    return json.loads(json.dumps(dataclasses.asdict(method_config(cfg)), default=str))
+
+
+def changed_options(recorded: dict[str, Any], cfg: ExperimentConfig) -> list[str]:
+    """The options recorded with saved weights that ``cfg`` now sets otherwise (an option added since, at its
+    default, is no change)."""
+    now = method_options(cfg)
+    return [f"{k}: {recorded[k]!r} -> {now[k]!r}" for k in sorted(recorded) if k in now and now[k] != recorded[k]]
 
 
 def save_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig) -> int:
     """Saves the method's parameters (only those with ``requires_grad``), stamped with the method, the config hash
-    and the :func:`weights_key`; returns how many tensors."""
-    metadata = {"method": cfg.method_name, "config_hash": config_hash(cfg), "weights_key": weights_key(cfg)}
+    and the method's options (:func:`method_options`); returns how many tensors."""
+    options = json.dumps(method_options(cfg), sort_keys=True)
+    metadata = {"method": cfg.method_name, "config_hash": config_hash(cfg), "method_options": options}
     return write_trainable(model, path, metadata=metadata)
 
 
@@ -178,17 +187,21 @@ def check_weights(run_dir: Path) -> None:
 
 def load_trainable(model: nn.Module, path: Path, cfg: ExperimentConfig | None = None) -> None:
     """Loads saved method weights into a freshly built model; every trainable tensor must be present. With ``cfg``
-    (the run's config.yaml, as read now), weights saved under another model or method configuration are refused in
-    one line (weights saved before the key was recorded are checked by their shapes only)."""
+    (the run's config.yaml, as read now), weights saved under another method or other method options are refused in
+    one line (weights saved before the options were recorded are checked by their shapes only)."""
     if not path.is_file():
         raise PeftbenchError(f"{path} is missing: the run has no saved weights (did training finish?)")
     state = read_trainable(path)
     if cfg is not None:
-        recorded = tensor_metadata(path).get("weights_key")
-        if recorded is not None and recorded != weights_key(cfg):
+        metadata = tensor_metadata(path)
+        method = metadata.get("method")
+        changed = [f"method: {method!r} -> {cfg.method_name!r}"] if method and method != cfg.method_name else []
+        if not changed and "method_options" in metadata:
+            changed = changed_options(json.loads(metadata["method_options"]), cfg)
+        if changed:
             raise PeftbenchError(
-                f"{path} was trained with other model or method settings than {path.parent / CONFIG_FILE} now gives "
-                "(was its model or method section edited?); restore them, or train again"
+                f"{path} was trained with other method settings than {path.parent / CONFIG_FILE} now gives "
+                f"({'; '.join(changed)}); restore them, or train again"
             )
     apply_trainable(model, state, str(path))
 

@@ -33,26 +33,32 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def annotate_models(runs: list[dict[str, Any]], root: Path) -> None:
     """Sets each run's ``_model``: the label of its base model (:func:`model_labels`), unique per model; where the
-    runs were tested on more than one test set, the label names the data too (``tiny-t5 · superni-mini/default``),
-    so that no selection or comparison mixes scores of different test sets."""
+    runs were tested on more than one test set (other test tasks), the label names the data too
+    (``tiny-t5 · superni-mini/default``), so that no selection or comparison mixes scores of different test sets."""
     ids = [model_id(root / m["_dir"], m) for m in runs]
     labels = model_labels(ids)
-    tests = [_test_set(root / m["_dir"], m) for m in runs]
-    if len(set(tests)) > 1:
-        names = {t: t[0] for t in tests}
-        shared = {n for n in names.values() if list(names.values()).count(n) > 1}
-        names = {t: f"{n} ({len(t[1])} test tasks)" if n in shared else n for t, n in names.items()}
-    for k, (m, i) in enumerate(zip(runs, ids, strict=True)):
-        m["_model"] = labels[i] if len(set(tests)) == 1 else f"{labels[i]} · {names[tests[k]]}"
+    tests = [tuple(sorted(m.get("per_task") or {})) for m in runs]  # the test set: its tasks (fewer instances
+    # per task is the same test set, compared on the instances both have)
+    names = {} if len(set(tests)) == 1 else _test_set_names(runs, tests, root)
+    for m, i, t in zip(runs, ids, tests, strict=True):
+        m["_model"] = f"{labels[i]} · {names[t]}" if names else labels[i]
 
 
-def _test_set(run_dir: Path, metrics: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
-    """What a run was tested on: its data (directory name and split) and its test tasks. Fewer instances per task
-    is the same test set (a prefix of each task's official instances): comparisons use the instances both have."""
-    data = (saved_config(run_dir) or {}).get("data")
-    data = data if isinstance(data, dict) else {}
-    where = f"{Path(str(data.get('data_dir', ''))).name}/{data.get('split', '')}"
-    return where, tuple(sorted(metrics.get("per_task") or {}))
+def _test_set_names(runs: list[dict[str, Any]], tests: list[tuple[str, ...]], root: Path) -> dict[tuple[str, ...], str]:
+    """A name per test set: the data directory's name and split of its first run, with a short hash of its tasks
+    where two would read the same."""
+    names: dict[tuple[str, ...], str] = {}
+    for m, t in zip(runs, tests, strict=True):
+        data = (saved_config(root / m["_dir"]) or {}).get("data")
+        if t not in names and isinstance(data, dict):
+            names[t] = f"{Path(str(data.get('data_dir', ''))).name}/{data.get('split', '')}"
+    for t in set(tests) - set(names):
+        names[t] = "data unknown"
+    taken = list(names.values())
+    return {
+        t: f"{n} #{hashlib.sha256(' '.join(t).encode()).hexdigest()[:6]}" if taken.count(n) > 1 else n
+        for t, n in names.items()
+    }
 
 
 @dataclass
@@ -138,7 +144,7 @@ def configurations(runs: list[dict[str, Any]], root: Path) -> list[Configuration
         annotate_models(runs, root)
     groups: dict[str, Configuration] = {}
     for m in runs:
-        if m["method"] == "untrained":
+        if m["method"] == "untrained" or m.get("_repeat_of"):  # a repeat of a run's config and seed: counted once
             continue
         key = configuration_key(root / m["_dir"], m)
         if key not in groups:
@@ -173,7 +179,15 @@ def _tell_apart(configs: list[Configuration], root: Path) -> None:
         flat = [flat_config(_configuration(root / c.runs[0]["_dir"])) for c in group]
         keys = sorted({k for f in flat for k in f if len({str(g.get(k)) for g in flat}) > 1})
         for c, f in zip(group, flat, strict=True):
-            c.also = " ".join(f"{k.rsplit('.', 1)[-1]}={f.get(k)}" for k in keys)
+            c.also = " ".join(f"{_short(k, keys)}={f.get(k)}" for k in keys)
+
+
+def _short(key: str, keys: list[str]) -> str:
+    """A dotted key's last part where that reads unambiguously (``max_steps``), else the whole key (``data.seed``,
+    which is not the training seed; two keys ending alike)."""
+    last = key.rsplit(".", 1)[-1]
+    clash = last in ("seed", "name") or [k.rsplit(".", 1)[-1] for k in keys].count(last) > 1
+    return key if clash else last
 
 
 def _configuration(run_dir: Path) -> dict[str, Any]:

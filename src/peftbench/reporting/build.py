@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftbench.errors import PeftbenchError
-from peftbench.io import atomic_write_bytes, atomic_write_text, read_json_file
+from peftbench.io import DamagedFileError, atomic_write_bytes, atomic_write_text, read_json_file
 from peftbench.recipe.runfiles import METRICS_FILE, finished_metrics, trainable_percent
 from peftbench.reporting.analysis import memory_header, memory_measured
 
 if TYPE_CHECKING:
     from peftbench.reporting.model import Study
 
+REPEAT_OF = "_repeat_of"
+"""Key of a collected run that repeats another's config and seed: the other run's directory."""
 _KEY_OPTIONS = ("r", "alpha", "size", "num_virtual_tokens", "projection")
 TRAINABLE_PERCENT = "trainable % of base"
 """Column of the trainable share: of the base model's parameters, everywhere (``rundir.trainable_percent``)."""
@@ -56,7 +58,8 @@ class ReportFiles:
     differences_csv: Path | None = None
     categories_csv: Path | None = None
     left_out: list[str] = field(default_factory=list)
-    """Runs the report leaves out, each with why (a damaged metrics.json, a copy of another run)."""
+    """Runs the statistics do not count, each with why (a damaged metrics.json: left out; a repeat of another run's
+    config and seed: listed, counted once)."""
     notes: list[str] = field(default_factory=list)
     """What the intervals and tests could not cover, and why (runs without predictions, one seed, few tasks)."""
 
@@ -65,9 +68,10 @@ def collect_runs(runs_dir: str | Path, left_out: list[str] | None = None) -> lis
     """Finished runs' metrics below ``runs_dir`` (any depth), sorted by method then name. Which runs are finished is
     :func:`peftbench.recipe.runfiles.finished_metrics`'s to say (as for ``peftbench status`` and the sweep).
 
-    Two kinds of run are left out, each with a line appended to ``left_out``: a run whose metrics.json is damaged
-    (``peftbench evaluate`` writes it again), and a run with the config hash and seed of one already collected (a
-    copied run directory): the same run again, which counted twice would pass for another training seed."""
+    A run whose metrics.json is damaged is left out (``peftbench evaluate`` writes it again); a run with the config
+    hash, seed and method of one already collected (run again, or a copied directory) is kept for the runs table
+    but marked ``REPEAT_OF`` that run: counted twice it would pass for another training seed. Each gets a line in
+    ``left_out``."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise PeftbenchError(f"{root} is not a directory")
@@ -84,10 +88,14 @@ def collect_runs(runs_dir: str | Path, left_out: list[str] | None = None) -> lis
             continue
         same = (str(metrics.get("config_hash")), metrics.get("seed"), metrics.get("method"))  # untrained: its own
         if metrics.get("config_hash") and same in seen:
+            metrics[REPEAT_OF] = seen[same]
             if left_out is not None:
-                left_out.append(f"{name}: the config and seed of {seen[same]} (a copy?); counted once")
-            continue
-        seen[same] = name
+                left_out.append(
+                    f"{name}: the config and seed of {seen[same]} (run again or copied): listed, counted once in the "
+                    "statistics"
+                )
+        else:
+            seen[same] = name
         metrics["_dir"] = name
         runs.append(metrics)
     if not runs:
@@ -101,7 +109,7 @@ def _damaged(path: Path, name: str, left_out: list[str] | None) -> bool:
         read_json_file(path)
     except PeftbenchError as exc:
         if left_out is not None:
-            reason = str(exc).split(": ", 1)[-1]
+            reason = exc.reason if isinstance(exc, DamagedFileError) else str(exc)
             left_out.append(f"{name}: metrics.json is damaged ({reason}); `peftbench evaluate` writes it again")
         return True
     return False

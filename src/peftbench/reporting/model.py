@@ -139,7 +139,7 @@ class Study:
     sig: Significance | None
     intervals: bool
     left_out: list[str] = field(default_factory=list)
-    """Runs below ``root`` the report leaves out, each with why."""
+    """Runs below ``root`` the statistics do not count (a damaged metrics.json, a repeat of a run), each with why."""
 
     @property
     def on_test(self) -> bool:
@@ -170,9 +170,8 @@ def build_report(study: Study, plots: list[tuple[Path, str]]) -> Report:
         seeds = "/".join(map(str, sorted({len(c.runs) for c in study.configs})))
         count = Paragraph(plain(f"{len(study.configs)} configurations, {seeds} seed(s) each."))
         report.details.append(Section(CONFIGURATIONS, [count, Table(conf_header, conf_rows)]))
-    left_out = (
-        [BulletList([plain(n) for n in study.left_out], plain("Left out of this report:"))] if study.left_out else []
-    )
+    lead = plain("Not counted in the statistics:")
+    left_out = [BulletList([plain(n) for n in study.left_out], lead)] if study.left_out else []
     report.details.append(Section(RUNS, [study.runs_table, *_run_notes(study.runs), *left_out]))
     caption = f"{PLOT_UNITS}; {study.how}."
     report.figures = [Figure(path, title, inline(f"{title}. {caption}")) for path, title in plots]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -101,12 +102,12 @@ def _skeleton(model_cfg: ModelConfig) -> nn.Module:
     """The model's meta-device skeleton, built once per process and model (a sweep counts many methods on one; a
     local model's is built again when its config.json changes): read only, each count works on a copy."""
     config_file = Path(model_cfg.name) / "config.json"
-    stamp = (config_file.stat().st_mtime_ns, config_file.stat().st_size) if config_file.is_file() else None
+    stamp = hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None
     return _cached_skeleton(json.dumps(asdict(model_cfg), sort_keys=True), stamp)
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_skeleton(model_key: str, stamp: tuple[int, int] | None) -> nn.Module:
+def _cached_skeleton(model_key: str, stamp: str | None) -> nn.Module:
     from peftbench.models import model_skeleton  # transformers: only when a model is counted
 
     return model_skeleton(ModelConfig(**json.loads(model_key)))
