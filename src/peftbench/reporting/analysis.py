@@ -22,6 +22,8 @@ from typing import Any
 from peftbench.recipe.runfiles import model_id, model_labels, saved_config, trainable_percent
 
 _NOT_CONFIGURATION = ("seed", "output_dir", "run_name", "launch")
+REPEAT_OF = "_repeat_of"
+"""Key of a collected run that repeats another's config and seed (``build.collect_runs``): that run's directory."""
 _SIZE_KEYS = ("r", "init_r", "size", "num_virtual_tokens", "reduction_factor", "projection_hidden_size")
 
 
@@ -144,7 +146,7 @@ def configurations(runs: list[dict[str, Any]], root: Path) -> list[Configuration
         annotate_models(runs, root)
     groups: dict[str, Configuration] = {}
     for m in runs:
-        if m["method"] == "untrained" or m.get("_repeat_of"):  # a repeat of a run's config and seed: counted once
+        if m["method"] == "untrained" or m.get(REPEAT_OF):  # a repeat of a run's config and seed: counted once
             continue
         key = configuration_key(root / m["_dir"], m)
         if key not in groups:

@@ -24,13 +24,11 @@ from typing import TYPE_CHECKING, Any
 from peftbench.errors import PeftbenchError
 from peftbench.io import DamagedFileError, atomic_write_bytes, atomic_write_text, read_json_file
 from peftbench.recipe.runfiles import METRICS_FILE, finished_metrics, trainable_percent
-from peftbench.reporting.analysis import memory_header, memory_measured
+from peftbench.reporting.analysis import REPEAT_OF, memory_header, memory_measured
 
 if TYPE_CHECKING:
     from peftbench.reporting.model import Study
 
-REPEAT_OF = "_repeat_of"
-"""Key of a collected run that repeats another's config and seed: the other run's directory."""
 _KEY_OPTIONS = ("r", "alpha", "size", "num_virtual_tokens", "projection")
 TRAINABLE_PERCENT = "trainable % of base"
 """Column of the trainable share: of the base model's parameters, everywhere (``rundir.trainable_percent``)."""
